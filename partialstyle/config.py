@@ -1,0 +1,60 @@
+"""Pipeline settings, validated once at the edge (CLI arguments, OBS settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from partialstyle.device import DEVICE_CHOICES
+
+SEGMENTERS = ("auto", "selfie", "selfie-landscape")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """How frames are processed; the `StylePlan` says what they look like.
+
+    process_height: the height the style network and mask refinement work at (the result is
+    scaled back to the frame); None processes at the frame's own resolution.
+    mask_threshold: person probability at which a pixel counts as person.
+    mask_feather: softness of the mask edge, in frame pixels.
+    edge_refine: snap the mask edge to image edges with a guided filter.
+    temporal_smoothing: 0 uses each frame's mask as is; towards 1 the mask follows slowly,
+    which hides segmentation flicker on video.
+    """
+
+    segmenter: str = "auto"
+    process_height: int | None = None
+    mask_threshold: float = 0.5
+    mask_feather: float = 2.0
+    edge_refine: bool = True
+    temporal_smoothing: float = 0.0
+    device: str = "auto"
+    threads: int | None = None
+    half_precision: bool = True
+    show_mask: bool = False
+
+    def __post_init__(self) -> None:
+        if self.segmenter not in SEGMENTERS:
+            raise ValueError(
+                f"unknown segmenter {self.segmenter!r}; choose one of {', '.join(SEGMENTERS)}"
+            )
+        if self.process_height is not None and not 32 <= self.process_height <= 2160:
+            raise ValueError(f"process height must be 32 to 2160 pixels, got {self.process_height}")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ValueError(f"mask threshold must be between 0 and 1, got {self.mask_threshold}")
+        if not 0.0 <= self.mask_feather <= 100.0:
+            raise ValueError(f"mask feather must be 0 to 100 pixels, got {self.mask_feather}")
+        if not 0.0 <= self.temporal_smoothing < 1.0:
+            raise ValueError(
+                f"temporal smoothing must be at least 0 and below 1, got {self.temporal_smoothing}"
+            )
+        if self.device not in DEVICE_CHOICES:
+            raise ValueError(
+                f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+
+# Live video: process at 360 lines and smooth the mask over time.
+LIVE = PipelineConfig(process_height=360, temporal_smoothing=0.5)
