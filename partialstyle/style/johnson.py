@@ -1,0 +1,162 @@
+"""Johnson et al. (2016) feed-forward style network, as in pytorch/examples fast_neural_style.
+
+The attribute names below are the checkpoint format: the published candy, mosaic, rain_princess and
+udnie ``.pth`` files (and anything trained the same way, including ``train_style``) are plain state
+dicts keyed by them, so they load without renaming.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from partialstyle.errors import ModelMissingError
+
+# The network halves the frame twice and doubles it twice, so sides must be multiples of 4; its
+# deepest reflection pad (1 px at a quarter of the size) needs at least 2 px there.
+SIZE_MULTIPLE = 4
+MIN_SIDE = 8
+
+# PyTorch 0.3 saved running statistics for InstanceNorm2d even though they were never used; the
+# published checkpoints carry them. Later versions may add a batch counter.
+_LEGACY_NORM_KEY = re.compile(r"(^|\.)in\d+\.(running_mean|running_var|num_batches_tracked)$")
+
+
+class ReflectConv(nn.Module):
+    """Reflection-pad by half the kernel, then a valid convolution: no zero border artefacts."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1):
+        super().__init__()
+        self.pad = kernel_size // 2
+        self.conv2d = nn.Conv2d(in_channels, out_channels, kernel_size, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2d(F.pad(x, (self.pad,) * 4, mode="reflect"))
+
+
+class UpsampleConv(ReflectConv):
+    """Nearest-neighbour upsampling by 2 before the convolution, which avoids the checkerboard
+    pattern of a transposed convolution."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class ResidualBlock(nn.Module):
+    """Two 3x3 convolutions with instance norm; the block learns a correction added to its input."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = ReflectConv(channels, channels, 3)
+        self.in1 = nn.InstanceNorm2d(channels, affine=True)
+        self.conv2 = ReflectConv(channels, channels, 3)
+        self.in2 = nn.InstanceNorm2d(channels, affine=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.in1(self.conv1(x)))
+        return x + self.in2(self.conv2(y))
+
+
+class TransformerNet(nn.Module):
+    """Image-to-image style network: 3 downsampling convs, 5 residual blocks, 2 upsampling convs.
+
+    ``forward`` takes and returns [N,3,H,W] RGB in [0,1] for any H and W; the checkpoints were
+    trained on 0..255 pixels, so the scaling happens inside. ``raw`` is the unscaled network, for
+    training.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = ReflectConv(3, 32, 9)
+        self.in1 = nn.InstanceNorm2d(32, affine=True)
+        self.conv2 = ReflectConv(32, 64, 3, stride=2)
+        self.in2 = nn.InstanceNorm2d(64, affine=True)
+        self.conv3 = ReflectConv(64, 128, 3, stride=2)
+        self.in3 = nn.InstanceNorm2d(128, affine=True)
+        self.res1 = ResidualBlock(128)
+        self.res2 = ResidualBlock(128)
+        self.res3 = ResidualBlock(128)
+        self.res4 = ResidualBlock(128)
+        self.res5 = ResidualBlock(128)
+        self.deconv1 = UpsampleConv(128, 64, 3)
+        self.in4 = nn.InstanceNorm2d(64, affine=True)
+        self.deconv2 = UpsampleConv(64, 32, 3)
+        self.in5 = nn.InstanceNorm2d(32, affine=True)
+        self.deconv3 = ReflectConv(32, 3, 9)
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """The network as trained: 0..255 in, unclamped 0..255-ish out; H and W multiples of 4."""
+        y = F.relu(self.in1(self.conv1(x)))
+        y = F.relu(self.in2(self.conv2(y)))
+        y = F.relu(self.in3(self.conv3(y)))
+        y = self.res5(self.res4(self.res3(self.res2(self.res1(y)))))
+        y = F.relu(self.in4(self.deconv1(y)))
+        y = F.relu(self.in5(self.deconv2(y)))
+        return self.deconv3(y)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected an [N,3,H,W] image batch, got shape {tuple(image.shape)}")
+        height, width = image.shape[-2:]
+        padded = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
+        styled = self.raw(padded * 255.0)[..., :height, :width]
+        return (styled / 255.0).clamp(0.0, 1.0)
+
+    @classmethod
+    def load(cls, path: Path | str, device: torch.device | str = "cpu") -> TransformerNet:
+        """Load a fast_neural_style checkpoint (a state dict saved with ``torch.save``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelMissingError(
+                f"style model {path} does not exist; run `partialstyle models prepare` "
+                "or train one with train_style"
+            )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for a truncated or foreign file
+            raise ModelMissingError(
+                f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); "
+                "download or train it again"
+            ) from None
+        if not isinstance(state, dict):
+            raise ModelMissingError(f"{path} holds a {type(state).__name__}, not a state dict")
+        state = {k: v for k, v in state.items() if not _LEGACY_NORM_KEY.search(k)}
+        net = cls()
+        expected = net.state_dict()
+        missing = sorted(expected.keys() - state.keys())
+        unexpected = sorted(state.keys() - expected.keys())
+        wrong_shape = sorted(
+            k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape
+        )
+        if missing or unexpected or wrong_shape:
+            details = (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"wrong shape {wrong_shape[:3]}" if wrong_shape else "",
+            )
+            raise ModelMissingError(
+                f"{path} is not a fast_neural_style TransformerNet checkpoint: "
+                + "; ".join(d for d in details if d)
+            )
+        net.load_state_dict(state, strict=True)
+        return net.to(device).eval()
+
+
+def pad_to_multiple(image: torch.Tensor, multiple: int, min_side: int) -> torch.Tensor:
+    """Pad bottom/right so both sides are multiples of ``multiple`` and at least ``min_side``.
+
+    Reflection keeps the border statistics natural; it needs the pad to be smaller than the side,
+    so tiny images fall back to repeating the edge.
+    """
+    height, width = image.shape[-2:]
+    target_h = max(min_side, -(-height // multiple) * multiple)
+    target_w = max(min_side, -(-width // multiple) * multiple)
+    pad_h, pad_w = target_h - height, target_w - width
+    if pad_h == 0 and pad_w == 0:
+        return image
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)
