@@ -1,0 +1,226 @@
+"""The 26-style transformer network (Dumoulin et al. 2017) with spatially varying style.
+
+One network holds 26 styles: every instance norm layer has a table of 26 gamma/beta rows,
+and a style is a weight vector that mixes those rows (conditional instance norm, CIN).
+``SpatialCIN`` goes one step further: given soft region masks, each pixel gets its own mix,
+so a person and the background can be painted in different styles in a single pass.
+
+Layout (mirrors the source ONNX graph; every conv has reflect padding and no bias):
+contract 3->32 9x9, 32->32 3x3/2, 32->32 3x3/2; six residual blocks of two 3x3 convs;
+expand nearest x2 + 32->8 3x3, nearest x2 + 8->4 3x3, 4->3 9x9; sigmoid.
+Every conv is followed by a CIN; a ReLU follows all but the second CIN of each residual
+block and the last one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from partialstyle.errors import ModelMissingError
+
+NUM_STYLES = 26
+# The network downsamples twice by 2, so inputs are padded to a multiple of 4. The deepest
+# level then needs at least 2 rows/columns for its 1-pixel reflect pad, hence 8 at full size.
+_MULTIPLE = 4
+_MIN_SIDE = 8
+
+
+class SpatialCIN(nn.Module):
+    """Conditional instance norm whose affine can vary per pixel.
+
+    Statistics are always taken over the whole image (so style strength does not depend on
+    the region layout). The affine is either one gamma/beta vector per image, mixed from the
+    style tables, or a per-pixel gamma/beta map: each region's mixed row weighted by the
+    region masks at this layer's resolution.
+    """
+
+    def __init__(self, channels: int, num_styles: int = NUM_STYLES, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.gamma = nn.Parameter(torch.ones(num_styles, channels))
+        self.beta = nn.Parameter(torch.zeros(num_styles, channels))
+
+    def forward(
+        self, x: Tensor, style_weights: Tensor, region_masks: Tensor | None = None
+    ) -> Tensor:
+        """Normalise ``x`` [N,C,H,W] and apply the style affine.
+
+        ``style_weights`` is [R, num_styles]; ``region_masks`` is [N,R,h,w] (resized here by
+        area averaging if it is not already at ``x``'s resolution) or None, when R must be 1.
+        """
+        # Statistics in fp32 so fp16/bf16 activations do not lose the variance.
+        var, mean = torch.var_mean(x.float(), dim=(2, 3), keepdim=True, correction=0)
+        rstd = torch.rsqrt(var + self.eps)
+        gamma = (style_weights.float() @ self.gamma.float()).to(x.dtype)  # [R, C]
+        beta = (style_weights.float() @ self.beta.float()).to(x.dtype)
+        if region_masks is None:
+            if gamma.shape[0] != 1:
+                raise ValueError(
+                    f"{gamma.shape[0]} style mixes were given without region masks; "
+                    "pass region_masks or a single style mix"
+                )
+            # Fold the normalisation into one scale and shift: y = x * scale + shift.
+            scale = gamma.view(1, -1, 1, 1) * rstd
+            shift = beta.view(1, -1, 1, 1) - mean * scale
+            return torch.addcmul(shift.to(x.dtype), x, scale.to(x.dtype))
+        masks = _resize_masks(region_masks, x.shape[-2:]).to(x.dtype)
+        gamma_map = torch.einsum("nrhw,rc->nchw", masks, gamma)
+        beta_map = torch.einsum("nrhw,rc->nchw", masks, beta)
+        normalized = (x - mean.to(x.dtype)) * rstd.to(x.dtype)
+        return torch.addcmul(beta_map, normalized, gamma_map)
+
+
+def _resize_masks(masks: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:
+    """Area-average masks down to ``size`` (exact block means when the sizes divide)."""
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    return F.adaptive_avg_pool2d(masks, size)
+
+
+class ConvCIN(nn.Module):
+    """Reflect pad, convolution (no bias), SpatialCIN and an optional ReLU.
+
+    With ``upsample`` the input is first enlarged x2 by nearest neighbour (the expand path).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        upsample: bool = False,
+        relu: bool = True,
+    ) -> None:
+        super().__init__()
+        self.pad = kernel_size // 2
+        self.upsample = upsample
+        self.relu = relu
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, bias=False)
+        self.norm = SpatialCIN(out_channels)
+
+    def forward(self, x: Tensor, style_weights: Tensor, masks: dict[int, Tensor] | None) -> Tensor:
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x = self.conv(F.pad(x, [self.pad] * 4, mode="reflect"))
+        x = self.norm(x, style_weights, None if masks is None else masks[x.shape[-1]])
+        return torch.relu_(x) if self.relu else x
+
+
+class ResidualBlock(nn.Module):
+    """x + CIN(conv(ReLU(CIN(conv(x))))): the second norm has no ReLU."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.first = ConvCIN(channels, channels, 3)
+        self.second = ConvCIN(channels, channels, 3, relu=False)
+
+    def forward(self, x: Tensor, style_weights: Tensor, masks: dict[int, Tensor] | None) -> Tensor:
+        return x + self.second(self.first(x, style_weights, masks), style_weights, masks)
+
+
+class MultiStyleNet(nn.Module):
+    """The 26-style transformer: image in [0,1] -> stylized image in [0,1], any size."""
+
+    def __init__(self, num_residual_blocks: int = 6) -> None:
+        super().__init__()
+        self.contract = nn.ModuleList(
+            [ConvCIN(3, 32, 9), ConvCIN(32, 32, 3, stride=2), ConvCIN(32, 32, 3, stride=2)]
+        )
+        self.res = nn.ModuleList(ResidualBlock(32) for _ in range(num_residual_blocks))
+        self.expand = nn.ModuleList(
+            [
+                ConvCIN(32, 8, 3, upsample=True),
+                ConvCIN(8, 4, 3, upsample=True),
+                ConvCIN(4, 3, 9, relu=False),
+            ]
+        )
+
+    @classmethod
+    def load(cls, path: Path, device: torch.device | str = "cpu") -> MultiStyleNet:
+        """Load converted weights (strict); a missing or unreadable file is a ModelMissingError."""
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        hint = "run `partialstyle models prepare` to create it"
+        if not path.is_file():
+            raise ModelMissingError(f"style model {path} is missing; {hint}")
+        try:
+            state = load_file(str(path), device=str(device))
+        except Exception as exc:  # safetensors raises several types for damaged files
+            raise ModelMissingError(f"style model {path} is unreadable ({exc}); {hint}") from None
+        net = cls()
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError:
+            raise ModelMissingError(
+                f"style model {path} does not hold the 26-style network's weights; {hint}"
+            ) from None
+        return net.to(device).eval().requires_grad_(False)
+
+    def forward(
+        self, image: Tensor, style_weights: Tensor, region_masks: Tensor | None = None
+    ) -> Tensor:
+        """Stylize ``image`` [N,3,H,W] in [0,1].
+
+        ``style_weights`` [R,26] holds one style mix per region (rows are used as given, so
+        normalise them to sum 1). ``region_masks`` [N,R,H,W] are soft masks summing to 1 per
+        pixel; without them R must be 1 and the whole image gets the one mix.
+        """
+        _check_inputs(image, style_weights, region_masks)
+        height, width = image.shape[-2:]
+        x = _pad_to_multiple(image)
+        masks = None
+        if region_masks is not None:
+            masks = _mask_pyramid(_pad_to_multiple(region_masks.to(image.dtype)))
+        for layer in self.contract:
+            x = layer(x, style_weights, masks)
+        for block in self.res:
+            x = block(x, style_weights, masks)
+        for layer in self.expand:
+            x = layer(x, style_weights, masks)
+        return torch.sigmoid(x[..., :height, :width])
+
+
+def _check_inputs(image: Tensor, style_weights: Tensor, region_masks: Tensor | None) -> None:
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be [N,3,H,W], got {list(image.shape)}")
+    if style_weights.dim() != 2 or style_weights.shape[1] != NUM_STYLES:
+        raise ValueError(f"style_weights must be [R,{NUM_STYLES}], got {list(style_weights.shape)}")
+    if region_masks is None:
+        if style_weights.shape[0] != 1:
+            raise ValueError(
+                f"{style_weights.shape[0]} style mixes need region_masks; pass masks or one mix"
+            )
+        return
+    expected = [image.shape[0], style_weights.shape[0], *image.shape[-2:]]
+    if list(region_masks.shape) != expected:
+        raise ValueError(
+            f"region_masks must be {expected} (N,R,H,W), got {list(region_masks.shape)}"
+        )
+
+
+def _pad_to_multiple(x: Tensor) -> Tensor:
+    """Pad bottom/right to a multiple of 4 (and at least 8) as the source package does.
+
+    Reflect padding needs pad < size; images too small for that (4 px or fewer on a side)
+    are padded by edge replication instead, which is the closest stand-in.
+    """
+    height, width = x.shape[-2:]
+    pad_h = max(_MIN_SIDE, -(-height // _MULTIPLE) * _MULTIPLE) - height
+    pad_w = max(_MIN_SIDE, -(-width // _MULTIPLE) * _MULTIPLE) - width
+    if pad_h == 0 and pad_w == 0:
+        return x
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    return F.pad(x, [0, pad_w, 0, pad_h], mode=mode)
+
+
+def _mask_pyramid(masks: Tensor) -> dict[int, Tensor]:
+    """Masks at full, 1/2 and 1/4 resolution, keyed by width (the sizes are exact halves)."""
+    half = F.avg_pool2d(masks, 2)
+    quarter = F.avg_pool2d(half, 2)
+    return {m.shape[-1]: m for m in (masks, half, quarter)}
