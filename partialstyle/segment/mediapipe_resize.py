@@ -1,0 +1,123 @@
+"""MediaPipe's image-to-tensor resize, reproduced bit for bit with torch gathers.
+
+MediaPipe stretches the whole frame onto the model's input with OpenCV 4's `warpPerspective`
+(bilinear, zero border) on the uint8 image, then scales to [0, 1]. The segmentation model is
+sensitive to this step: a half-pixel resize such as `F.interpolate` moves masks by up to 0.1.
+OpenCV samples source position (x * W / w, y * H / h) in 1/32 pixel steps and blends the four
+neighbours with integer weights, so the whole step is a fixed table of indices and weights per
+(frame size, tensor size).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+_SUBPIXEL_BITS = 5  # OpenCV's INTER_BITS: positions are rounded to 1/32 pixel
+_SUBPIXELS = 1 << _SUBPIXEL_BITS
+_WEIGHT_BITS = 15  # OpenCV's INTER_REMAP_COEF_BITS: the four weights sum to 2**15
+_BLOCK = 32  # OpenCV's BLOCK_SZ: warpPerspective computes coordinates in tiles
+
+
+def inverse_stretch_matrix(image_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """The tensor -> image 3x3 homography that OpenCV derives for MediaPipe's full-frame stretch.
+
+    MediaPipe maps the image corners onto the tensor corners with getPerspectiveTransform; OpenCV
+    inverts that matrix. Its off-diagonal entries are not always exactly zero, and at exact
+    half-1/32 ties those tiny values decide the rounding, so the matrix is derived the same way.
+    """
+    (img_h, img_w), (h, w) = image_size, size
+    src = np.float32([[0, img_h], [0, 0], [img_w, 0], [img_w, img_h]])
+    dst = np.float32([[0, h], [0, 0], [w, 0], [w, h]])
+    forward = cv2.getPerspectiveTransform(src, dst)
+    ok, inverse = cv2.invert(forward, flags=cv2.DECOMP_LU)
+    if not ok:
+        raise ValueError(f"cannot map a {img_w}x{img_h} image onto a {w}x{h} tensor")
+    return inverse
+
+
+def fixed_point_source_positions(m: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """Source positions of every tensor pixel in 1/32 pixels, as int (X, Y) arrays of shape (h, w).
+
+    Follows warpPerspective's double arithmetic operation by operation, including the tiling of
+    columns (the tile origin is added separately from the offset inside the tile), and rounds half
+    to even like OpenCV's saturate_cast.
+    """
+    h, w = size
+    tile_h = min(_BLOCK // 2, h)
+    tile_w = min(_BLOCK * _BLOCK // tile_h, w)
+    x = np.arange(w, dtype=np.float64)
+    x_tile = np.floor_divide(x, tile_w) * tile_w
+    x_in_tile = x - x_tile
+    y = np.arange(h, dtype=np.float64)[:, None]
+    m = m.reshape(-1).astype(np.float64)
+    x0 = m[0] * x_tile + m[1] * y + m[2]
+    y0 = m[3] * x_tile + m[4] * y + m[5]
+    w0 = m[6] * x_tile + m[7] * y + m[8]
+    denom = w0 + m[6] * x_in_tile
+    with np.errstate(divide="ignore"):
+        scale = np.where(denom != 0, _SUBPIXELS / np.where(denom != 0, denom, 1.0), 0.0)
+    limits = (float(np.iinfo(np.int32).min), float(np.iinfo(np.int32).max))
+    fx = np.clip((x0 + m[0] * x_in_tile) * scale, *limits)
+    fy = np.clip((y0 + m[3] * x_in_tile) * scale, *limits)
+    return np.rint(fx).astype(np.int64), np.rint(fy).astype(np.int64)
+
+
+def bilinear_taps(
+    image_size: tuple[int, int], size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flat pixel indices (4, h, w) and integer weights (4, h, w) of the four neighbours.
+
+    Neighbours outside the image get weight 0 (OpenCV's zero border) and a harmless index 0. The
+    weights are OpenCV's fixed-point bilinear coefficients and sum to 2**15 for inside pixels.
+    """
+    img_h, img_w = image_size
+    big_x, big_y = fixed_point_source_positions(inverse_stretch_matrix(image_size, size), size)
+    ix, fx = big_x >> _SUBPIXEL_BITS, big_x & (_SUBPIXELS - 1)
+    iy, fy = big_y >> _SUBPIXEL_BITS, big_y & (_SUBPIXELS - 1)
+    scale = (1 << _WEIGHT_BITS) // (_SUBPIXELS * _SUBPIXELS)
+    indices, weights = [], []
+    for dy, wy in ((0, _SUBPIXELS - fy), (1, fy)):
+        for dx, wx in ((0, _SUBPIXELS - fx), (1, fx)):
+            row, col = iy + dy, ix + dx
+            inside = (row >= 0) & (row < img_h) & (col >= 0) & (col < img_w)
+            indices.append(np.where(inside, row * img_w + col, 0))
+            weights.append(np.where(inside, wy * wx * scale, 0))
+    return np.stack(indices), np.stack(weights)
+
+
+@lru_cache(maxsize=16)
+def _cached_taps(
+    image_size: tuple[int, int], size: tuple[int, int], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    indices, weights = bilinear_taps(image_size, size)
+    return (
+        torch.from_numpy(indices).to(device),
+        torch.from_numpy(weights.astype(np.int32))[..., None].to(device),
+    )
+
+
+def mediapipe_input(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """Stretch an H x W x 3 uint8 RGB image to 1 x 3 x h x w float32 in [0, 1], as MediaPipe does.
+
+    `size` is (h, w). The result is on the image's device. Tables are cached per (image size, size,
+    device), since video frames repeat their size.
+    """
+    if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(
+            f"expected an H x W x 3 uint8 RGB image, got {image.dtype} "
+            f"of shape {tuple(image.shape)}"
+        )
+    img_h, img_w = int(image.shape[0]), int(image.shape[1])
+    if img_h == 0 or img_w == 0 or size[0] < 1 or size[1] < 1:
+        raise ValueError(f"cannot resize a {img_h}x{img_w} image to {size[0]}x{size[1]}")
+    indices, weights = _cached_taps((img_h, img_w), (int(size[0]), int(size[1])), image.device)
+    taps = image.reshape(img_h * img_w, 3)[indices].to(torch.int32)  # 4 x h x w x 3
+    total = (taps * weights).sum(0)
+    values = (total + (1 << (_WEIGHT_BITS - 1))) >> _WEIGHT_BITS
+    scale = torch.tensor(1.0 / 255.0, dtype=torch.float32, device=image.device)
+    return (values.to(torch.float32) * scale).permute(2, 0, 1).unsqueeze(0).contiguous()
