@@ -61,7 +61,9 @@ def multistyle_index(token: str) -> int:
     if token.isdigit():
         index = int(token)
         if not 0 <= index < NUM_MULTISTYLE:
-            raise ValueError(f"multistyle id {index} is out of range; ids are 0 to {NUM_MULTISTYLE - 1}")
+            raise ValueError(
+                f"multistyle id {index} is out of range; ids are 0 to {NUM_MULTISTYLE - 1}"
+            )
         return index
     if token in MULTISTYLE_NAMES:
         return MULTISTYLE_NAMES.index(token)

@@ -1,0 +1,3 @@
+from partialstyle.cli import main
+
+raise SystemExit(main())

