@@ -277,7 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_request:  # --help, or a usage error already printed
+        return exit_request.code if isinstance(exit_request.code, int) else 0
     try:
         args.run(args)
     except (PartialStyleError, ValueError, OSError) as error:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from partialstyle.device import DEVICE_CHOICES
 
 SEGMENTERS = ("auto", "selfie", "selfie-landscape")
+UPSAMPLERS = ("bilinear", "guided")
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,8 @@ class PipelineConfig:
     mask_threshold: person probability at which a pixel counts as person.
     mask_feather: softness of the mask edge, in frame pixels.
     edge_refine: snap the mask edge to image edges with a guided filter.
+    upsample: how the stylized image returns to frame size when process_height is lower:
+    "bilinear", or "guided" (edge-aware: takes edges from the full-resolution frame).
     temporal_smoothing: 0 uses each frame's mask as is; towards 1 the mask follows slowly,
     which hides segmentation flicker on video.
     """
@@ -28,6 +31,7 @@ class PipelineConfig:
     mask_feather: float = 2.0
     edge_refine: bool = True
     temporal_smoothing: float = 0.0
+    upsample: str = "bilinear"
     device: str = "auto"
     threads: int | None = None
     half_precision: bool = True
@@ -47,6 +51,10 @@ class PipelineConfig:
         if not 0.0 <= self.temporal_smoothing < 1.0:
             raise ValueError(
                 f"temporal smoothing must be at least 0 and below 1, got {self.temporal_smoothing}"
+            )
+        if self.upsample not in UPSAMPLERS:
+            raise ValueError(
+                f"unknown upsampling {self.upsample!r}; choose one of {', '.join(UPSAMPLERS)}"
             )
         if self.device not in DEVICE_CHOICES:
             raise ValueError(

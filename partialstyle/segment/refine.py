@@ -7,10 +7,9 @@ to edges of the image itself, and a feather that softens what remains.
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
+
+from partialstyle.filters import gaussian_blur, guided_filter
 
 # Width of the soft threshold: probabilities within ±_THRESHOLD_BAND/2 of the threshold ramp.
 _THRESHOLD_BAND = 0.2
@@ -20,49 +19,6 @@ _GUIDED_EPS = 1e-3
 def soft_threshold(probability: torch.Tensor, threshold: float) -> torch.Tensor:
     """A linear ramp around `threshold` instead of a hard cut, so edges stay anti-aliased."""
     return ((probability - threshold) / _THRESHOLD_BAND + 0.5).clamp_(0.0, 1.0)
-
-
-def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over a (2r+1)² window, normalised at the borders; x is [N,C,H,W]."""
-    if radius <= 0:
-        return x
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
-
-
-def guided_filter(
-    guide: torch.Tensor, source: torch.Tensor, radius: int, eps: float
-) -> torch.Tensor:
-    """He et al.'s guided filter with a gray guide: the output follows the guide's edges.
-
-    guide and source are [N,1,H,W]; the result is a locally linear function of the guide.
-    """
-    radius = min(radius, (min(guide.shape[-2:]) - 1) // 2)
-    if radius <= 0:
-        return source
-    mean_guide = box_filter(guide, radius)
-    mean_source = box_filter(source, radius)
-    covariance = box_filter(guide * source, radius) - mean_guide * mean_source
-    variance = box_filter(guide * guide, radius) - mean_guide * mean_guide
-    slope = covariance / (variance + eps)
-    offset = mean_source - slope * mean_guide
-    return box_filter(slope, radius) * guide + box_filter(offset, radius)
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of [N,C,H,W] with replicate borders."""
-    if sigma <= 0.05:
-        return x
-    radius = max(1, math.ceil(2.5 * sigma))
-    radius = min(radius, min(x.shape[-2:]) - 1)
-    if radius <= 0:
-        return x
-    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
 
 
 def refine_mask(

@@ -1,0 +1,220 @@
+"""`partialstyle bench`: the speed of every stage on this machine, as one run's numbers.
+
+Contenders are timed interleaved (A, B, C, A, B, C, …) and summarised by the median, so a
+busy machine slows them alike and the ratios between them stay meaningful.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from partialstyle.config import LIVE, PipelineConfig
+from partialstyle.device import resolve_device, set_threads
+from partialstyle.io import read_image
+from partialstyle.models_cache import load_model
+from partialstyle.pipeline import Pipeline
+from partialstyle.plan import StylePlan
+
+SIZES = ((360, 640), (720, 1280))
+BENCH_PLAN = StylePlan.from_specs("multistyle:starry-swirls", "multistyle:mosaic")
+
+
+def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median milliseconds per call for each contender, after one warm-up call each."""
+    for call in calls.values():
+        call()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            samples[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def webcam_frame(height: int, width: int, photo: np.ndarray | None = None) -> np.ndarray:
+    """A webcam-like frame: a real portrait centred, background extended by reflection."""
+    if photo is None:
+        photo = read_image(Path(__file__).parent / "data" / "astronaut.jpg")
+    side = min(height, width)
+    person = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
+    pad_x, pad_y = (width - side) // 2, (height - side) // 2
+    padding = ((pad_y, height - side - pad_y), (pad_x, width - side - pad_x), (0, 0))
+    return np.ascontiguousarray(np.pad(person, padding, mode="reflect"))
+
+
+def _onnxruntime_style(threads: int) -> Callable[[np.ndarray], object] | None:
+    """The original ONNX style network under onnxruntime, the reference we must beat."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    from partialstyle.modelstore import source_file
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        str(source_file("multistyle26")), options, providers=["CPUExecutionProvider"]
+    )
+    weights = np.zeros(26, np.float32)
+    weights[19] = 1.0
+    return lambda image: session.run(None, {"image": image, "style_weights": weights})
+
+
+def stage_benchmarks(device: torch.device, repeats: int, sizes=SIZES) -> dict:
+    from partialstyle.segment.selfie import segment_person
+
+    threads = torch.get_num_threads()
+    network = load_model("multistyle26", device)
+    segmenter = load_model("selfie-landscape", device)
+    run_onnx = _onnxruntime_style(threads) if device.type == "cpu" else None
+    one = torch.zeros(1, 26, device=device)
+    one[0, 19] = 1.0
+    two = torch.zeros(2, 26, device=device)
+    two[0, 25], two[1, 19] = 1.0, 1.0
+    results = {}
+    for height, width in sizes:
+        frame = webcam_frame(height, width)
+        rgb = torch.from_numpy(frame).to(device)
+        image = rgb.permute(2, 0, 1)[None].float().div(255.0)
+        left = (torch.arange(width, device=device) < width // 2).float().expand(height, width)
+        masks = torch.stack([left, 1.0 - left])[None]
+        pipeline = Pipeline(PipelineConfig(process_height=height, device=str(device)), BENCH_PLAN)
+        calls = {
+            "segmentation": lambda rgb=rgb, size=(height, width): segment_person(
+                segmenter, rgb, size
+            ),
+            "style_1_region": lambda image=image: network(image, one),
+            "style_2_regions": lambda image=image, masks=masks: network(image, two, masks),
+            "pipeline": lambda pipeline=pipeline, frame=frame: pipeline.process(frame),
+        }
+        if run_onnx is not None:
+            array = image.cpu().numpy()
+            calls["onnxruntime_style"] = lambda array=array: run_onnx(array)
+        with torch.inference_mode():
+            timings = time_interleaved(calls, repeats)
+        row = {
+            name: {"ms": round(ms, 1), "fps": round(1000.0 / ms, 2)} for name, ms in timings.items()
+        }
+        if "onnxruntime_style" in timings:
+            row["torch_vs_onnxruntime_throughput"] = round(
+                timings["onnxruntime_style"] / timings["style_1_region"], 3
+            )
+        row["two_vs_one_region_speed"] = round(
+            timings["style_1_region"] / timings["style_2_regions"], 3
+        )
+        results[f"{width}x{height}"] = row
+    return results
+
+
+def preset_benchmarks(device: torch.device, repeats: int, photos: list[np.ndarray]) -> dict:
+    """The pipeline on a 1280×720 webcam frame: 360-line processing vs the `live` preset,
+    and how far the live result is from full processing (mean abs difference, 0..255)."""
+    frame = webcam_frame(720, 1280)
+    standard = Pipeline(PipelineConfig(process_height=360, device=str(device)), BENCH_PLAN)
+    live = Pipeline(_with_device(LIVE, device), BENCH_PLAN)
+    with torch.inference_mode():
+        timings = time_interleaved(
+            {
+                "process_height_360": lambda: standard.process(frame),
+                "live": lambda: live.process(frame),
+            },
+            repeats,
+        )
+    full = Pipeline(PipelineConfig(process_height=720, device=str(device)), BENCH_PLAN)
+    differences = {}
+    for photo in photos:
+        test_frame = webcam_frame(720, 1280, photo)
+        reference = full.process(test_frame).astype(np.float32)
+        for name, pipeline in (("process_height_360", standard), ("live", live)):
+            pipeline.reset()
+            difference = np.abs(pipeline.process(test_frame) - reference).mean()
+            differences.setdefault(name, []).append(float(difference))
+    return {
+        name: {
+            "ms": round(ms, 1),
+            "fps": round(1000.0 / ms, 2),
+            "mean_abs_difference_vs_720": round(statistics.mean(differences[name]), 2),
+        }
+        for name, ms in timings.items()
+    }
+
+
+def _with_device(config: PipelineConfig, device: torch.device) -> PipelineConfig:
+    from dataclasses import replace
+
+    return replace(config, device=str(device))
+
+
+def video_peak_memory_mb(frames: int = 45) -> float:
+    """Peak resident memory of `partialstyle video` on a generated 720p clip, in MB."""
+    frame = webcam_frame(720, 1280)
+    with tempfile.TemporaryDirectory() as scratch:
+        clip, out = Path(scratch) / "clip.mp4", Path(scratch) / "out.mp4"
+        writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (1280, 720))
+        for index in range(frames):
+            writer.write(cv2.cvtColor(np.roll(frame, 4 * index, axis=1), cv2.COLOR_RGB2BGR))
+        writer.release()
+        command = [sys.executable, "-m", "partialstyle", "video", str(clip), str(out), "--quiet"]
+        command += ["--person-style", "multistyle:19", "--background-style", "multistyle:25"]
+        subprocess.run(command, check=True, capture_output=True)
+    # ru_maxrss is in kilobytes on Linux.
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+
+def run_benchmarks(
+    repeats: int = 5, threads: int | None = None, quick: bool = False, device: str = "auto"
+) -> dict:
+    set_threads(threads)
+    torch_device = resolve_device(device)
+    photos = [read_image(Path(__file__).parent / "data" / "astronaut.jpg")]
+    try:
+        import skimage.data
+
+        photos.append(np.repeat(skimage.data.camera()[..., None], 3, axis=2))
+    except ImportError:
+        pass
+    repeats = 2 if quick else repeats
+    print(f"device {torch_device}, {torch.get_num_threads()} threads, median of {repeats} runs")
+    results = {
+        "device": str(torch_device),
+        "threads": torch.get_num_threads(),
+        "stages": stage_benchmarks(torch_device, repeats, SIZES[:1] if quick else SIZES),
+        "presets_1280x720": preset_benchmarks(torch_device, repeats, photos),
+    }
+    if not quick:
+        results["video_720p_peak_memory_mb"] = round(video_peak_memory_mb(), 1)
+    _print_table(results)
+    return results
+
+
+def _print_table(results: dict) -> None:
+    for size, row in results["stages"].items():
+        print(f"\n{size} processing size")
+        for name, value in row.items():
+            if isinstance(value, dict):
+                print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
+            else:
+                print(f"  {name:34} {value:.3f}")
+    print("\npipeline on a 1280x720 frame")
+    for name, value in results["presets_1280x720"].items():
+        print(
+            f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps  "
+            f"mean abs difference vs full 720p: {value['mean_abs_difference_vs_720']}"
+        )
+    if "video_720p_peak_memory_mb" in results:
+        print(
+            f"\npartialstyle video, 720p clip: peak memory {results['video_720p_peak_memory_mb']} MB"
+        )

@@ -1,0 +1,83 @@
+"""Image filters shared by mask refinement and upsampling (torch, any device)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1)² window, normalised at the borders; x is [N,C,H,W]."""
+    if radius <= 0:
+        return x
+    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+
+
+def _guided_coefficients(
+    guide: torch.Tensor, source: torch.Tensor, radius: int, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-window least-squares fit source ≈ slope·guide + offset, box-averaged."""
+    mean_guide = box_filter(guide, radius)
+    mean_source = box_filter(source, radius)
+    covariance = box_filter(guide * source, radius) - mean_guide * mean_source
+    variance = box_filter(guide * guide, radius) - mean_guide * mean_guide
+    slope = covariance / (variance + eps)
+    offset = mean_source - slope * mean_guide
+    return box_filter(slope, radius), box_filter(offset, radius)
+
+
+def guided_filter(
+    guide: torch.Tensor, source: torch.Tensor, radius: int, eps: float
+) -> torch.Tensor:
+    """He et al.'s guided filter with a gray guide: the output follows the guide's edges.
+
+    guide is [N,1,H,W], source [N,C,H,W]; the result is locally linear in the guide.
+    """
+    radius = min(radius, (min(guide.shape[-2:]) - 1) // 2)
+    if radius <= 0:
+        return source
+    slope, offset = _guided_coefficients(guide, source, radius, eps)
+    return slope * guide + offset
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [N,C,H,W] with replicate borders."""
+    if sigma <= 0.05:
+        return x
+    radius = max(1, math.ceil(2.5 * sigma))
+    radius = min(radius, min(x.shape[-2:]) - 1)
+    if radius <= 0:
+        return x
+    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
+def guided_upsample(
+    guide_small: torch.Tensor,
+    source_small: torch.Tensor,
+    guide_full: torch.Tensor,
+    radius: int,
+    eps: float,
+) -> torch.Tensor:
+    """Edge-aware upsampling (He & Sun's fast guided filter).
+
+    Fits source ≈ a·guide + b in small windows at low resolution, upsamples the smooth
+    coefficients a and b, and applies them to the full-resolution guide: edges come from the
+    full-resolution frame, colours and texture from the low-resolution source.
+    guide_*: [N,1,h,w] / [N,1,H,W]; source_small: [N,C,h,w]. Returns [N,C,H,W].
+    """
+    radius = min(radius, (min(guide_small.shape[-2:]) - 1) // 2)
+    if radius <= 0:
+        return F.interpolate(source_small, size=guide_full.shape[-2:], mode="bilinear")
+    slope, offset = _guided_coefficients(guide_small, source_small, radius, eps)
+    size = guide_full.shape[-2:]
+    slope = F.interpolate(slope, size=size, mode="bilinear")
+    offset = F.interpolate(offset, size=size, mode="bilinear")
+    return slope.mul_(guide_full).add_(offset)
