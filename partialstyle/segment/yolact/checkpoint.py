@@ -1,0 +1,161 @@
+"""Reading official YOLACT .pth files: config recognition, official key rules, strict load."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from partialstyle.errors import ModelMissingError, PartialStyleError
+
+from .config import CONFIGS, YolactConfig
+from .model import Yolact
+
+# The official FPN builds this many extra strided levels; checkpoints trained with more
+# (v1 files carry fpn.downsample_layers.2) have the surplus dropped on load.
+NUM_EXTRA_FPN_LEVELS = 2
+
+# Official file names are <config>_<epoch>_<iteration>.pth, e.g. yolact_base_54_800000.pth.
+_FILE_NAME = re.compile(r"^(?P<name>.+?)(?:_config)?(?:_\d+_\d+)?$")
+_EXTRA_DOWNSAMPLE = re.compile(r"^fpn\.downsample_layers\.(\d+)\.")
+
+
+def read_state_dict(path: Path) -> dict[str, Tensor]:
+    """Load a flat name -> tensor dict with weights_only=True, or fail with one clear line."""
+    if not path.is_file():
+        raise ModelMissingError(f"YOLACT weights not found at {path}; download them first")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for truncated or foreign files
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelMissingError(
+            f"{path} is not a readable PyTorch checkpoint ({reason[:160]}); "
+            "the download may be truncated: delete it and download it again"
+        ) from error
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()
+    ):
+        raise PartialStyleError(
+            f"{path} is a PyTorch file but not a flat state_dict of tensors like the official "
+            "YOLACT weights (yolact_base_54_800000.pth etc.)"
+        )
+    return dict(state_dict)
+
+
+def apply_official_key_rules(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Drop the keys the official Yolact.load_weights drops, and nothing else.
+
+    1. backbone.layer1..4.*: duplicate names from before the official code's 2018 rename
+       (backbone.layers.* is kept).
+    2. fpn.downsample_layers.<i>.* for i >= 2: a third extra level the v1 models were trained
+       with and that the released architecture no longer has.
+    """
+    kept = {}
+    for key, tensor in state_dict.items():
+        if key.startswith("backbone.layer") and not key.startswith("backbone.layers"):
+            continue
+        extra = _EXTRA_DOWNSAMPLE.match(key)
+        if extra and int(extra.group(1)) >= NUM_EXTRA_FPN_LEVELS:
+            continue
+        kept[key] = tensor
+    return kept
+
+
+@cache
+def expected_shapes(config_name: str) -> dict[str, tuple[int, ...]]:
+    """Every state_dict key and shape the model of this config has (built without allocating)."""
+    with torch.device("meta"):
+        model = Yolact(CONFIGS[config_name])
+    return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+
+
+def describe_mismatch(state_dict: dict[str, Tensor], config_name: str) -> str:
+    """What separates a state_dict from a config, in a few words; "" when it matches."""
+    expected = expected_shapes(config_name)
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [
+        f"{k} is {list(state_dict[k].shape)}, expected {list(shape)}"
+        for k, shape in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+    if wrong:
+        parts.append(f"{len(wrong)} wrong shapes (e.g. {wrong[0]})")
+    return ", ".join(parts)
+
+
+def config_from_file_name(path: Path) -> YolactConfig | None:
+    """The config an official file name names (yolact_plus_base_54_800000.pth), if any."""
+    match = _FILE_NAME.match(path.name.removesuffix(".pth"))
+    return CONFIGS.get(match.group("name")) if match else None
+
+
+def configs_matching_shapes(state_dict: dict[str, Tensor]) -> list[YolactConfig]:
+    """Configs whose model has exactly these keys and shapes, in CONFIGS order.
+
+    yolact_base and yolact_im700 have identical weights shapes (only the input size differs),
+    so both match a file of either; callers that must choose take the first (yolact_base).
+    """
+    return [c for c in CONFIGS.values() if not describe_mismatch(state_dict, c.name)]
+
+
+def identify_config(
+    path: Path, state_dict: dict[str, Tensor], config_name: str | None = None
+) -> YolactConfig:
+    """Choose the config: explicit name, else the file name, else the tensor shapes."""
+    if config_name is not None:
+        if config_name.removesuffix("_config") not in CONFIGS:
+            raise PartialStyleError(
+                f"unknown YOLACT config {config_name!r}; expected one of {', '.join(CONFIGS)}"
+            )
+        named = CONFIGS[config_name.removesuffix("_config")]
+    else:
+        named = config_from_file_name(path)
+
+    if named is not None:
+        mismatch = describe_mismatch(state_dict, named.name)
+        if not mismatch:
+            return named
+        others = [c.name for c in configs_matching_shapes(state_dict)]
+        hint = f"; its tensors match {' / '.join(others)}" if others else ""
+        raise PartialStyleError(
+            f"{path.name} should hold {named.name} weights but does not: {mismatch}{hint}"
+        )
+
+    matches = configs_matching_shapes(state_dict)
+    if matches:
+        return matches[0]
+    closest = min(CONFIGS, key=lambda name: _mismatch_size(state_dict, name))
+    raise PartialStyleError(
+        f"{path.name} matches no YOLACT config ({len(state_dict)} tensors, e.g. "
+        f"{next(iter(state_dict), 'none')}); expected one of {', '.join(CONFIGS)}; closest is "
+        f"{closest}: {describe_mismatch(state_dict, closest)}"
+    )
+
+
+def _mismatch_size(state_dict: dict[str, Tensor], config_name: str) -> int:
+    expected = expected_shapes(config_name)
+    differing = set(expected).symmetric_difference(state_dict)
+    wrong = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k]]
+    return len(differing) + len(wrong)
+
+
+def load_yolact(path: Path, config_name: str | None = None) -> Yolact:
+    """Build the matching model and load every tensor of the file strictly (on the CPU)."""
+    state_dict = apply_official_key_rules(read_state_dict(path))
+    config = identify_config(path, state_dict, config_name)
+    state_dict = {
+        k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()
+    }  # official weights are float32; load_state_dict would cast anyway
+    with torch.device("meta"):
+        model = Yolact(config)
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    return model.eval()
