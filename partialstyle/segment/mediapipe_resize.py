@@ -120,4 +120,5 @@ def mediapipe_input(image: Tensor, size: tuple[int, int]) -> Tensor:
     total = (taps * weights).sum(0)
     values = (total + (1 << (_WEIGHT_BITS - 1))) >> _WEIGHT_BITS
     scale = torch.tensor(1.0 / 255.0, dtype=torch.float32, device=image.device)
-    return (values.to(torch.float32) * scale).permute(2, 0, 1).unsqueeze(0).contiguous()
+    # Permuting h x w x 3 gives a channels-last 1 x 3 x h x w tensor, the layout the model prefers.
+    return (values.to(torch.float32) * scale).permute(2, 0, 1).unsqueeze(0)

@@ -9,7 +9,6 @@ any other structure is refused instead of silently converted into wrong weights.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 import tempfile
@@ -320,8 +319,8 @@ def _write_atomically(dest: Path, write: Callable[[Path], None]) -> None:
 def convert_selfie(tflite_path: Path, dest: Path) -> None:
     """Convert one MediaPipe selfie .tflite to a safetensors file that SelfieSegmenter.load reads.
 
-    The output is byte-for-byte reproducible; its metadata records the variant and the source's
-    sha256. Raises PartialStyleError if the file is missing or is not the expected graph.
+    The output is byte-for-byte reproducible and its metadata records the variant. Raises
+    PartialStyleError if the file is missing or is not the expected graph.
     """
     tflite_path, dest = Path(tflite_path), Path(dest)
     try:
@@ -347,11 +346,8 @@ def convert_selfie(tflite_path: Path, dest: Path) -> None:
             raise SelfieGraphError(
                 f"{tflite_path}: weight {name} should have shape {list(value.shape)}, found {found}"
             )
-    metadata = {
-        "format": "pt",
-        "variant": variant,
-        "source": tflite_path.name,
-        "source_sha256": hashlib.sha256(data).hexdigest(),
-    }
+    # One metadata key only: safetensors writes metadata from a hash map, so the order of several
+    # keys (and with it the file's bytes) changes from run to run.
+    metadata = {"variant": variant}
     tensors = {name: walker.state[name] for name in sorted(expected)}
     _write_atomically(dest, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
