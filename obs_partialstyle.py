@@ -1,0 +1,207 @@
+"""Partial Style Transfer for OBS Studio: add this script in Tools → Scripts.
+
+It makes the partialstyle environment importable inside OBS's own Python, registers the
+"Partial Style Transfer" video filter once per OBS process and shows whether everything it
+needs is in place. The environment is, in this order: the `.venv` folder beside this script
+(what install/install.sh makes), the folder set in this script's settings, or the folder in
+the environment variable PARTIALSTYLE_VENV.
+"""
+
+from __future__ import annotations
+
+import os
+import site
+import sys
+import threading
+from pathlib import Path
+
+import obspython as obs
+
+HERE = Path(__file__).resolve().parent
+VENV_SETTING = "venv"
+MODELS = ("multistyle26", "selfie", "selfie-landscape")
+OBS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def venv_python_version(venv: Path) -> str | None:
+    """The "3.x" a virtualenv was made with, from its pyvenv.cfg or lib/python3.x folder."""
+    config = venv / "pyvenv.cfg"
+    if config.is_file():
+        for line in config.read_text(errors="replace").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() in ("version", "version_info"):
+                return ".".join(value.strip().split(".")[:2])
+    found = sorted((venv / "lib").glob("python3.*"))
+    return found[0].name.removeprefix("python") if found else None
+
+
+def site_packages(venv: Path) -> Path | None:
+    for candidate in [
+        venv / "Lib" / "site-packages",
+        *(venv / "lib").glob("python3.*/site-packages"),
+    ]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+class Environment:
+    """Where partialstyle's packages are and whether OBS's Python can use them."""
+
+    def __init__(self, configured: str = ""):
+        self.venv: Path | None = None
+        self.problem: str | None = None
+        candidates = [
+            ("beside the script", HERE / ".venv"),
+            ("in the script's settings", Path(configured) if configured else None),
+            (
+                "in PARTIALSTYLE_VENV",
+                Path(os.environ["PARTIALSTYLE_VENV"])
+                if os.environ.get("PARTIALSTYLE_VENV")
+                else None,
+            ),
+        ]
+        for origin, venv in candidates:
+            if venv is None:
+                continue
+            if not (venv / "pyvenv.cfg").is_file():
+                if origin != "beside the script":
+                    self.problem = f"{venv} ({origin}) is not a Python virtual environment."
+                continue
+            version = venv_python_version(venv)
+            if version != OBS_PYTHON:
+                self.problem = (
+                    f"OBS runs Python {OBS_PYTHON} but {venv} was made with Python {version}; "
+                    f"binary packages (numpy, torch) only load in the same version. Recreate it "
+                    f"with python{OBS_PYTHON} (install/install.sh --python python{OBS_PYTHON})."
+                )
+                continue
+            self.venv, self.problem = venv, None
+            return
+        if self.problem is None:
+            self.problem = (
+                f"No environment found: run install/install.sh in {HERE}, or set the folder of "
+                "an existing partialstyle virtualenv below."
+            )
+
+    def activate(self) -> None:
+        packages = site_packages(self.venv) if self.venv else None
+        if packages is None:
+            raise RuntimeError(f"{self.venv} has no site-packages folder")
+        if str(packages) not in sys.path:
+            site.addsitedir(str(packages))
+        if str(HERE) not in sys.path:
+            sys.path.append(str(HERE))
+
+
+class Status:
+    """What the Scripts window shows; filled in by `load` and a background check."""
+
+    def __init__(self):
+        self.environment = "not checked"
+        self.filter = "not registered"
+        self.device = "checked after the environment is found"
+        self.models = "checked after the environment is found"
+
+    def text(self) -> str:
+        return "\n".join(
+            [
+                f"Environment: {self.environment}",
+                f"Python: OBS {OBS_PYTHON}",
+                f"Filter: {self.filter}",
+                f"Device: {self.device}",
+                f"Models: {self.models}",
+            ]
+        )
+
+
+status = Status()
+loaded_venv: Path | None = None
+
+
+def load(configured: str) -> None:
+    """Find and activate the environment, register the filter, check device and models."""
+    global loaded_venv
+    environment = Environment(configured)
+    if environment.venv is not None and environment.venv == loaded_venv:
+        return
+    if environment.venv is None:
+        status.environment = f"missing. {environment.problem}"
+        return
+    try:
+        environment.activate()
+        # Before anything can import torch: triton crashes OBS where Mesa has loaded LLVM.
+        if "torch" not in sys.modules:
+            sys.modules.setdefault("triton", None)
+        from partialstyle.obs import filter as partialstyle_filter
+    except Exception as error:
+        status.environment = f"{environment.venv} could not be used: {error}"
+        return
+    status.environment = f"{environment.venv} (Python {OBS_PYTHON}, matches OBS)"
+    partialstyle_filter.install()
+    loaded_venv = environment.venv
+    status.filter = f"'{partialstyle_filter.DISPLAY_NAME}' is available in every source's Filters"
+    threading.Thread(target=check_device_and_models, name="partialstyle-check", daemon=True).start()
+
+
+def check_device_and_models() -> None:
+    """Imports torch (seconds), so it runs on its own thread, not OBS's UI thread."""
+    from partialstyle import modelstore
+
+    try:
+        missing = [name for name in MODELS if modelstore.model_status(name) != "ready"]
+        status.models = (
+            f"missing {', '.join(missing)}: run `partialstyle models prepare`"
+            if missing
+            else "ready"
+        )
+    except Exception as error:
+        status.models = f"could not check: {error}"
+    try:
+        from partialstyle.device import resolve_device
+
+        device = resolve_device("auto")
+        status.device = f"{device.type} (the 'auto' device setting)"
+    except Exception as error:
+        status.device = f"torch failed to load: {error}"
+
+
+# -- the script interface OBS calls ------------------------------------------------------------
+
+
+def script_description() -> str:
+    return (
+        "<b>Partial Style Transfer</b><br>"
+        "Restyles the people and the background of a video source with different neural "
+        "art styles. Add it to a source: right-click the source → Filters → + → "
+        "Partial Style Transfer.<br><br>"
+        + status.text().replace("\n", "<br>")
+        + "<br>Fresh status: the script's settings below."
+    )
+
+
+def script_load(settings) -> None:
+    load(obs.obs_data_get_string(settings, VENV_SETTING))
+
+
+def script_update(settings) -> None:
+    if status.filter == "not registered":
+        load(obs.obs_data_get_string(settings, VENV_SETTING))
+
+
+def script_properties():
+    props = obs.obs_properties_create()
+    obs.obs_properties_add_text(props, "status", status.text(), obs.OBS_TEXT_INFO)
+    obs.obs_properties_add_path(
+        props,
+        VENV_SETTING,
+        "Environment folder (only if not .venv beside the script)",
+        obs.OBS_PATH_DIRECTORY,
+        "",
+        str(HERE),
+    )
+    return props
+
+
+# OBS reads the description right after importing, before script_load: check now.
+load("")

@@ -1,0 +1,222 @@
+"""The "Partial Style Transfer" filter: per-instance state and the render path.
+
+The render callback never waits for inference. When the worker is about to need a frame it
+reads the filter's target back (GPU → numpy), hands it over (the newest frame wins), and it
+draws the newest finished result. Until the first result, and whenever something fails, it
+passes the source through untouched. Errors reach the OBS log once, not once per frame.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from partialstyle.obs import hotkeys, libobs, settings, stats
+from partialstyle.obs.gpu import GpuFrames
+from partialstyle.obs.source_info import Runtime
+from partialstyle.obs.source_info import install as install_source
+from partialstyle.obs.worker import FrameWorker, Processor
+
+SOURCE_ID = "partialstyle_filter"
+DISPLAY_NAME = "Partial Style Transfer"
+
+# Hand a frame to the worker this long before it is expected to finish the current one.
+READBACK_LEAD_SECONDS = 0.05
+REPORT_EVERY = 2.0
+# Inference runs at this nice value so OBS's own threads get the CPU first.
+WORKER_NICE = 10
+
+
+def _pipeline_processor(values: dict[str, Any]) -> Processor:
+    from partialstyle.obs.processor import PipelineProcessor
+
+    return PipelineProcessor(values)
+
+
+class FilterInstance:
+    """One filter on one source: its GPU buffers, worker thread, hotkeys and statistics."""
+
+    def __init__(
+        self,
+        source: int,
+        data: int | None,
+        handle: int,
+        runtime: Runtime,
+        factory: Callable[[Any], Processor],
+    ):
+        self.source = source
+        self.stats = stats.RenderStats()
+        self.gpu: GpuFrames | None = None
+        self._runtime = runtime
+        self._logged: set[str] = set()
+        self.values = settings.read(data)
+        self.worker = FrameWorker(
+            factory,
+            self.values,
+            on_error=self._log_error,
+            name=f"partialstyle-{handle}",
+            nice=WORKER_NICE,
+        )
+        self.hotkeys = hotkeys.register(source, handle, runtime.hotkey_thunk)
+        self._stop_reporting = threading.Event()
+        self._reporter = threading.Thread(
+            target=self._report_loop, name=f"partialstyle-stats-{handle}", daemon=True
+        )
+        self._reporter.start()
+
+    @property
+    def name(self) -> str:
+        raw = libobs.lib().obs_source_get_name(self.source)
+        return raw.decode("utf-8", "replace") if raw else "?"
+
+    def update(self, data: int | None) -> None:
+        self.values = settings.read(data)
+        self.worker.configure(self.values)
+
+    def render(self) -> bool:
+        """The video_render body; False asks the caller to pass the source through.
+
+        Screenshots render from other threads, but always inside the graphics context, whose
+        mutex keeps these calls one at a time.
+        """
+        started = time.perf_counter()
+        try:
+            return self._render()
+        finally:
+            self.stats.add_render(time.perf_counter() - started)
+
+    def _render(self) -> bool:
+        obs = libobs.lib()
+        target = obs.obs_filter_get_target(self.source)
+        if not target:
+            return False
+        width = obs.obs_source_get_base_width(target)
+        height = obs.obs_source_get_base_height(target)
+        if not width or not height:
+            return False
+        gpu = self.gpu
+        if gpu is None or (gpu.width, gpu.height) != (width, height):
+            if gpu is not None:
+                gpu.destroy()
+            self.gpu = gpu = None
+            self.worker.drop_result()
+            gpu = self.gpu = GpuFrames(width, height)
+
+        frame = gpu.read_staged()
+        if frame is not None:
+            self.worker.submit(frame)
+            self.stats.readbacks += 1
+        if self.worker.wants_frame(READBACK_LEAD_SECONDS):
+            gpu.stage(target)
+
+        result = self.worker.latest()
+        if result is None or result.image.shape[:2] != (height, width):
+            return False
+        if result.number != gpu.uploaded:
+            gpu.upload(result.image, result.number)
+            self.stats.add_result()
+        gpu.draw()
+        return True
+
+    def status(self) -> str:
+        """One line for the properties dialog."""
+        if self.worker.error:
+            return f"Error: {self.worker.error}"
+        if self.worker.state == "loading":
+            return "Loading torch and the models… (the source shows unchanged until ready)"
+        summary = self.stats.summary()
+        return (
+            f"Running: {summary['processed_fps']:.1f} styled frames/s, "
+            f"{summary['render_ms_mean']:.2f} ms per frame on OBS's render thread"
+        )
+
+    def destroy(self) -> None:
+        self._stop_reporting.set()
+        self.worker.stop()
+        stats.publish(self.name, None)
+        if self.gpu is not None:
+            obs = libobs.lib()
+            obs.obs_enter_graphics()
+            try:
+                self.gpu.destroy()
+            finally:
+                obs.obs_leave_graphics()
+            self.gpu = None
+
+    def hotkey(self, hotkey_id: int) -> None:
+        name = self.hotkeys.get(hotkey_id)
+        if name is not None:
+            hotkeys.trigger(self.source, name)
+
+    def _log_error(self, message: str) -> None:
+        self._log_once(libobs.LOG_ERROR, f"'{self.name}': {message} (showing the source unstyled)")
+
+    def _log_once(self, level: int, message: str) -> None:
+        if message not in self._logged:
+            self._logged.add(message)
+            libobs.log(level, message)
+
+    def _report_loop(self) -> None:
+        last_log = time.monotonic()
+        while not self._stop_reporting.wait(REPORT_EVERY):
+            summary = self.stats.summary()
+            durations = list(self.worker.durations)
+            summary["inference_ms_mean"] = (
+                1000.0 * sum(durations) / len(durations) if durations else 0.0
+            )
+            summary["state"] = self.worker.state
+            summary["error"] = self.worker.error
+            stats.publish(self.name, summary)
+            if time.monotonic() - last_log >= stats.LOG_EVERY:
+                last_log = time.monotonic()
+                libobs.log(
+                    libobs.LOG_INFO,
+                    f"'{self.name}': render thread {summary['render_ms_mean']:.2f} ms/frame "
+                    f"(p95 {summary['render_ms_p95']:.2f}, max {summary['render_ms_max']:.2f}), "
+                    f"{summary['processed_fps']:.1f} styled frames/s, "
+                    f"inference {summary['inference_ms_mean']:.0f} ms",
+                )
+
+
+class FilterType:
+    """The callbacks libobs calls (through `Runtime`'s thunks) for every instance."""
+
+    def __init__(self, factory: Callable[[Any], Processor] = _pipeline_processor):
+        self.factory = factory
+        self.runtime: Runtime | None = None
+
+    def create(self, data: int | None, source: int, handle: int) -> FilterInstance:
+        assert self.runtime is not None
+        return FilterInstance(source, data, handle, self.runtime, self.factory)
+
+    def destroy(self, instance: FilterInstance) -> None:
+        instance.destroy()
+
+    def get_defaults(self, data: int | None) -> None:
+        settings.write_defaults(data)
+
+    def get_properties(self, instance: FilterInstance | None) -> int:
+        status = instance.status() if instance is not None else "Not running yet."
+        return settings.build_properties(status)
+
+    def update(self, instance: FilterInstance, data: int | None) -> None:
+        instance.update(data)
+
+    def video_render(self, instance: FilterInstance, effect: int | None) -> bool:
+        return instance.render()
+
+    def hotkey(self, instance: FilterInstance, hotkey_id: int) -> None:
+        instance.hotkey(hotkey_id)
+
+
+def install(factory: Callable[[Any], Processor] = _pipeline_processor) -> Runtime:
+    """Register the filter with OBS (once per process) or, after a script reload, swap in
+    this code's callbacks for the old ones."""
+    handler = FilterType(factory)
+    runtime = install_source(
+        SOURCE_ID, DISPLAY_NAME, libobs.OBS_SOURCE_VIDEO | libobs.OBS_SOURCE_SRGB, handler
+    )
+    handler.runtime = runtime
+    return runtime

@@ -1,0 +1,58 @@
+"""Per-filter hotkeys: cycle the person and background styles, toggle the effect.
+
+They are registered on the filter source, so OBS lists them under the filter's name in
+Settings → Hotkeys and saves their bindings with the scene collection by itself.
+"""
+
+from __future__ import annotations
+
+from ctypes import c_void_p
+
+from partialstyle.obs import libobs
+from partialstyle.obs.settings import cycle_style
+
+# name, description, (setting, step) or None for the on/off toggle
+HOTKEYS: tuple[tuple[str, str, tuple[str, int] | None], ...] = (
+    ("partialstyle_next_person_style", "Next person style", ("person_style", 1)),
+    ("partialstyle_previous_person_style", "Previous person style", ("person_style", -1)),
+    ("partialstyle_next_background_style", "Next background style", ("background_style", 1)),
+    (
+        "partialstyle_previous_background_style",
+        "Previous background style",
+        ("background_style", -1),
+    ),
+    ("partialstyle_toggle", "Toggle Partial Style Transfer", None),
+)
+
+
+def register(source: int, handle: int, thunk: object) -> dict[int, str]:
+    """Register every hotkey on `source`; returns hotkey id → name for `trigger`."""
+    obs = libobs.lib()
+    ids = {}
+    for name, description, _ in HOTKEYS:
+        hotkey_id = obs.obs_hotkey_register_source(
+            source, name.encode(), description.encode(), thunk, c_void_p(handle)
+        )
+        ids[hotkey_id] = name
+    return ids
+
+
+def trigger(source: int, name: str) -> None:
+    """Do what hotkey `name` does to the filter `source` (settings change or on/off)."""
+    obs = libobs.lib()
+    action = next(action for hotkey, _, action in HOTKEYS if hotkey == name)
+    if action is None:
+        obs.obs_source_set_enabled(source, not obs.obs_source_enabled(source))
+        return
+    key, step = action
+    settings = obs.obs_source_get_settings(source)
+    try:
+        current = (obs.obs_data_get_string(settings, key.encode()) or b"").decode()
+    finally:
+        obs.obs_data_release(settings)
+    change = obs.obs_data_create()
+    try:
+        obs.obs_data_set_string(change, key.encode(), cycle_style(current, step).encode())
+        obs.obs_source_update(source, change)
+    finally:
+        obs.obs_data_release(change)

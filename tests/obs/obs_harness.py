@@ -1,0 +1,192 @@
+"""Runs the real OBS Studio headless: Xvfb, a private config, obs-websocket, our script.
+
+One `ObsSession` is one OBS process with a throw-away XDG_CONFIG_HOME holding global.ini, a
+640×360 30 fps profile and a scene collection whose scripts-tool module loads
+obs_partialstyle.py, with a media source looping a still clip of a real person photo.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import obsws_python
+
+from partialstyle.obs import obsconfig
+from partialstyle.obs.sample_clip import write_sample_clip
+
+COLLECTION = "Test"
+PROFILE = "Test"
+WIDTH, HEIGHT, FPS = 640, 360, 30
+CAMERA = "Camera"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def free_display() -> int:
+    for number in range(60, 200):
+        if (
+            not Path(f"/tmp/.X{number}-lock").exists()
+            and not Path(f"/tmp/.X11-unix/X{number}").exists()
+        ):
+            return number
+    raise RuntimeError("no free X display number between :60 and :199")
+
+
+def write_config(root: Path, port: int, clip: Path) -> Path:
+    """A private OBS configuration under `root`; returns the XDG_CONFIG_HOME to use."""
+    config = root / "config" / "obs-studio"
+    (config / "basic" / "profiles" / PROFILE).mkdir(parents=True)
+    major, minor, patch = 29, 0, 2
+    (config / "global.ini").write_text(
+        "[General]\nFirstRun=true\n"
+        f"LastVersion={(major << 24) | (minor << 16) | patch}\n"
+        f"[Basic]\nProfile={PROFILE}\nProfileDir={PROFILE}\n"
+        f"SceneCollection={COLLECTION}\nSceneCollectionFile={COLLECTION}\n"
+        "ConfigOnNewProfile=false\n"
+        "[OBSWebSocket]\nFirstLoad=false\nServerEnabled=true\n"
+        f"ServerPort={port}\nAlertsEnabled=false\nAuthRequired=false\nServerPassword=\n"
+    )
+    (config / "basic" / "profiles" / PROFILE / "basic.ini").write_text(
+        f"[General]\nName={PROFILE}\n"
+        f"[Video]\nBaseCX={WIDTH}\nBaseCY={HEIGHT}\nOutputCX={WIDTH}\nOutputCY={HEIGHT}\n"
+        f"FPSType=0\nFPSCommon={FPS}\n"
+    )
+    collection = obsconfig.scene_collection(
+        COLLECTION, [obsconfig.media_source(CAMERA, clip)], [obsconfig.script_path()]
+    )
+    obsconfig.write_json(config / "basic" / "scenes" / f"{COLLECTION}.json", collection)
+    return root / "config"
+
+
+class ObsSession:
+    """One headless OBS process and an obs-websocket client to it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.clip = write_sample_clip(root / "person.mp4", WIDTH, HEIGHT, FPS, sway=0)
+        self.port = free_port()
+        self.display = free_display()
+        self.stats_file = root / "partialstyle-stats.json"
+        self.log_file = root / "obs-stdout.txt"
+        self.xdg = write_config(root, self.port, self.clip)
+        self.xvfb = subprocess.Popen(
+            ["Xvfb", f":{self.display}", "-screen", "0", "1280x720x24", "-nolisten", "tcp"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.obs: subprocess.Popen | None = None
+        self.client: obsws_python.ReqClient | None = None
+        self.exit_log = ""
+
+    def start(self, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not Path(f"/tmp/.X11-unix/X{self.display}").exists():
+            if time.monotonic() > deadline or self.xvfb.poll() is not None:
+                raise RuntimeError(f"Xvfb did not start on :{self.display}")
+            time.sleep(0.1)
+        env = dict(
+            os.environ,
+            DISPLAY=f":{self.display}",
+            XDG_CONFIG_HOME=str(self.xdg),
+            PARTIALSTYLE_OBS_STATS=str(self.stats_file),
+            PARTIALSTYLE_VENV=sys.prefix,
+            LIBGL_ALWAYS_SOFTWARE="1",
+        )
+        command = [
+            "obs", "--multi", "--collection", COLLECTION, "--profile", PROFILE,
+            "--websocket_port", str(self.port),
+        ]  # fmt: skip
+        self.obs = subprocess.Popen(
+            command,
+            env=env,
+            cwd=self.root,
+            stdout=self.log_file.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        while True:
+            if self.obs.poll() is not None:
+                raise RuntimeError(f"OBS exited with {self.obs.returncode}:\n{self.log()[-3000:]}")
+            try:
+                self.client = obsws_python.ReqClient(
+                    host="127.0.0.1", port=self.port, password="", timeout=30
+                )
+                break
+            except (ConnectionError, OSError) as error:
+                if time.monotonic() > deadline:
+                    log = self.log()[-3000:]
+                    raise RuntimeError(f"obs-websocket did not answer:\n{log}") from error
+                time.sleep(0.5)
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGINT (OBS's clean shutdown); returns the exit code. Kills only on a hang."""
+        if self.client is not None:
+            self.client.disconnect()
+            self.client = None
+        code = 0
+        if self.obs is not None and self.obs.poll() is None:
+            self.obs.send_signal(signal.SIGINT)
+            try:
+                code = self.obs.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.obs.pid, signal.SIGKILL)
+                self.obs.wait()
+                code = -9
+        elif self.obs is not None:
+            code = self.obs.returncode
+        if self.xvfb.poll() is None:
+            self.xvfb.terminate()
+            self.xvfb.wait(10)
+        self.exit_log = self.log()
+        return code
+
+    # -- helpers for tests ------------------------------------------------------------------
+
+    def screenshot(self, source: str = CAMERA) -> np.ndarray:
+        """The source as rendered through its filters, RGB uint8 at its own size."""
+        reply = self.client.get_source_screenshot(source, "png", WIDTH, HEIGHT, -1)
+        data = base64.b64decode(reply.image_data.split(",", 1)[1])
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+    def filter_stats(self) -> dict:
+        try:
+            return json.loads(self.stats_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait_for(self, condition, timeout: float, interval: float = 0.2, what: str = ""):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            time.sleep(interval)
+
+
+def obs_available() -> str | None:
+    """Why OBS cannot run here, or None when it can."""
+    for program in ("obs", "Xvfb"):
+        if shutil.which(program) is None:
+            return f"{program} is not installed (apt-get install obs-studio xvfb)"
+    return None

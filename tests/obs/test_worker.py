@@ -1,0 +1,103 @@
+"""The newest-frame-wins worker thread, with a real (numpy) processor on a real thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from partialstyle.obs.worker import FrameWorker
+
+
+class Inverter:
+    """Inverts frames; slow on purpose, and fails while settings say so."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.seen: list[int] = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def configure(self, settings):
+        self.settings = settings
+
+    def process(self, frame):
+        self.gate.wait(5)
+        if self.settings.get("fail"):
+            raise RuntimeError("model exploded")
+        self.seen.append(int(frame[0, 0, 0]))
+        return 255 - frame
+
+
+def frame(value: int) -> np.ndarray:
+    return np.full((4, 6, 4), value, np.uint8)
+
+
+def wait(condition, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_results_and_newest_frame_wins():
+    made = []
+    worker = FrameWorker(lambda settings: made.append(Inverter(settings)) or made[-1], {})
+    try:
+        wait(lambda: worker.state == "ready")
+        assert worker.latest() is None and worker.wants_frame(0.0)
+        processor = made[0]
+        processor.gate.clear()  # hold the worker inside process()
+        worker.submit(frame(1))
+        wait(lambda: worker._busy_since is not None)
+        for value in (2, 3, 4):  # arrive while busy: only the newest survives
+            worker.submit(frame(value))
+        assert not worker.wants_frame(0.0)
+        processor.gate.set()
+        wait(lambda: worker.results == 2)
+        assert processor.seen == [1, 4]
+        assert worker.latest().number == 2
+        assert worker.latest().image[0, 0, 0] == 255 - 4
+    finally:
+        worker.stop()
+    assert not worker.alive
+
+
+def test_failure_is_reported_once_then_settings_change_recovers():
+    errors = []
+    worker = FrameWorker(Inverter, {"fail": True}, on_error=errors.append)
+    try:
+        wait(lambda: worker.state == "ready")
+        for _ in range(3):
+            worker.submit(frame(7))
+            time.sleep(0.05)
+        wait(lambda: errors)
+        time.sleep(0.1)
+        assert errors == ["model exploded"] and worker.latest() is None
+        worker.configure({"fail": False})
+        worker.submit(frame(9))
+        wait(lambda: worker.latest() is not None)
+        assert worker.error is None and worker.latest().image[0, 0, 0] == 246
+    finally:
+        worker.stop()
+
+
+def test_a_failing_factory_is_retried_when_settings_change():
+    errors = []
+
+    def factory(settings):
+        if settings.get("broken"):
+            raise ValueError("person style: unknown multistyle name 'x'")
+        return Inverter(settings)
+
+    worker = FrameWorker(factory, {"broken": True}, on_error=errors.append)
+    try:
+        wait(lambda: worker.state == "failed")
+        assert not worker.wants_frame(0.0)
+        worker.configure({"broken": False})
+        wait(lambda: worker.state == "ready")
+        assert errors == ["person style: unknown multistyle name 'x'"]
+    finally:
+        worker.stop()
+    assert not worker.alive
