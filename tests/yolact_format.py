@@ -63,16 +63,17 @@ def random_state_dict(
 ) -> dict[str, torch.Tensor]:
     """Deterministic random weights with exactly the released file's keys, in its order.
 
-    person_logit_bias is added to the "person" logit (class channel 1) of every anchor so that
-    random weights still yield detections; 0 leaves the weights untouched.
+    person_logit_bias, when not 0, is added to the "person" logit (class channel 1) of every
+    anchor, and the class layer's weights are scaled down so that the bias decides: random
+    weights then still yield detections, all of people.
     """
     generator = torch.Generator().manual_seed(seed)
     state_dict = {
         key: random_tensor(key, shape, generator) for key, shape in file_keys(config_name)
     }
     if person_logit_bias:
-        bias = state_dict["prediction_layers.0.conf_layer.bias"]
-        bias[1::81] += person_logit_bias
+        state_dict["prediction_layers.0.conf_layer.weight"] *= 0.01
+        state_dict["prediction_layers.0.conf_layer.bias"][1::81] += person_logit_bias
     return state_dict
 
 

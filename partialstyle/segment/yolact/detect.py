@@ -27,7 +27,9 @@ class Detections:
     """Instances found in one image, best first.
 
     class_ids index COCO_CLASSES (0 = person). boxes are integer pixels (x1, y1, x2, y2),
-    truncated as the official eval does; masks are boolean at the image size.
+    truncated and clamped as the official eval does: x1, y1 >= 0 and x2 <= width, y2 <= height,
+    so a box predicted wholly outside the image comes out with x2 < x1 (its mask is empty).
+    masks are boolean at the image size.
     """
 
     class_ids: Tensor  # [K] int64
