@@ -61,13 +61,30 @@ class SpatialCIN(nn.Module):
         The keywords fuse what the network does next, saving full passes over memory:
         ``relu`` or adding ``residual``, then reflect padding by ``out_pad`` for the next conv.
         """
-        scale, shift = self._scale_shift(x, style_weights, region_masks)
-        if torch.is_grad_enabled() and (scale.requires_grad or x.requires_grad):
+        mean, rstd = _instance_stats(x, self.eps)  # [N, C] fp32
+        # Fold mean, 1/std, gamma and beta into y = x * scale + shift, one row per region.
+        gamma = style_weights.float() @ self.gamma.float()  # [R, C]
+        beta = style_weights.float() @ self.beta.float()
+        scale_rows = gamma.unsqueeze(0) * rstd.unsqueeze(1)  # [N, R, C]
+        shift_rows = beta.unsqueeze(0) - mean.unsqueeze(1) * scale_rows
+        rows = torch.cat([scale_rows, shift_rows], dim=2).to(x.dtype)  # [N, R, 2C]
+        masks = None
+        if region_masks is None:
+            if rows.shape[1] != 1:
+                raise ValueError(
+                    f"{rows.shape[1]} style mixes were given without region masks; "
+                    "pass region_masks or a single style mix"
+                )
+        else:
+            masks = _resize_masks(region_masks, x.shape[-2:]).to(x.dtype)
+
+        if torch.is_grad_enabled() and (rows.requires_grad or x.requires_grad):
             # Autograd cannot see through the in-place writes below: plain ops instead.
-            y = torch.addcmul(shift, x, scale)
+            y = _apply_affine(x, rows, masks)
             y = torch.relu(y) if relu else y
             y = y if residual is None else y + residual
             return F.pad(y, [out_pad] * 4, mode="reflect") if out_pad else y
+
         height, width = x.shape[-2:]
         out = torch.empty(
             (x.shape[0], x.shape[1], height + 2 * out_pad, width + 2 * out_pad),
@@ -76,7 +93,15 @@ class SpatialCIN(nn.Module):
             memory_format=_memory_format(x),
         )
         inner = out[..., out_pad : out_pad + height, out_pad : out_pad + width]
-        torch.addcmul(shift, x, scale, out=inner)
+        if masks is None:
+            _apply_affine(x, rows, None, out=inner)
+        else:
+            # Per-pixel maps are twice the size of x; building and using them a band of
+            # rows at a time keeps them in cache, so extra regions cost little.
+            band = max(1, _BAND_ELEMENTS // (width * rows.shape[2]))
+            for top in range(0, height, band):
+                part = slice(top, top + band)
+                _apply_affine(x[..., part, :], rows, masks[..., part, :], out=inner[..., part, :])
         if relu:
             inner.relu_()
         if residual is not None:
@@ -85,33 +110,30 @@ class SpatialCIN(nn.Module):
             _reflect_border_(out, out_pad)
         return out
 
-    def _scale_shift(
-        self, x: Tensor, style_weights: Tensor, region_masks: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """Fold mean, 1/std, gamma and beta into y = x * scale + shift (per image or pixel)."""
-        mean, rstd = _instance_stats(x, self.eps)  # [N, C] fp32
-        gamma = style_weights.float() @ self.gamma.float()  # [R, C]
-        beta = style_weights.float() @ self.beta.float()
-        if region_masks is None:
-            if gamma.shape[0] != 1:
-                raise ValueError(
-                    f"{gamma.shape[0]} style mixes were given without region masks; "
-                    "pass region_masks or a single style mix"
-                )
-            scale = gamma * rstd  # [N, C]
-            shift = beta - mean * scale
-            return _per_channel(scale, x), _per_channel(shift, x)
-        # scale_map = sum_r mask_r * gamma_r * rstd and shift_map likewise: one small matmul
-        # per pixel (K = R regions), so the cost hardly grows with the number of regions.
-        scale_rows = gamma.unsqueeze(0) * rstd.unsqueeze(1)  # [N, R, C]
-        shift_rows = beta.unsqueeze(0) - mean.unsqueeze(1) * scale_rows
-        rows = torch.cat([scale_rows, shift_rows], dim=2).to(x.dtype)  # [N, R, 2C]
-        masks = _resize_masks(region_masks, x.shape[-2:]).to(x.dtype)
+
+# Elements of per-pixel scale+shift maps built at once (4 MB in fp32).
+_BAND_ELEMENTS = 1 << 20
+
+
+def _apply_affine(
+    x: Tensor, rows: Tensor, masks: Tensor | None, out: Tensor | None = None
+) -> Tensor:
+    """x * scale + shift, with scale/shift from ``rows`` [N,R,2C], blended per pixel by masks.
+
+    The blend is one small matmul per pixel (K = R regions): its cost hardly grows with R.
+    """
+    channels = x.shape[1]
+    if masks is None:
+        scale = rows[:, 0, :channels, None, None]
+        shift = rows[:, 0, channels:, None, None]
+    else:
         n, r, h, w = masks.shape
         maps = torch.bmm(masks.reshape(n, r, h * w).transpose(1, 2), rows)  # [N, HW, 2C]
-        maps = maps.view(n, h, w, -1).permute(0, 3, 1, 2)  # channels_last NCHW view
-        channels = x.shape[1]
-        return maps[:, :channels], maps[:, channels:]
+        maps = maps.view(n, h, w, -1).permute(0, 3, 1, 2)  # a channels-last NCHW view
+        scale, shift = maps[:, :channels], maps[:, channels:]
+    if out is None:
+        return torch.addcmul(shift, x, scale)
+    return torch.addcmul(shift, x, scale, out=out)
 
 
 def _instance_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -130,10 +152,6 @@ def _instance_stats(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
     mean_sq = (flat * flat).sum(dim=dim, dtype=torch.float32) / (h * w)
     var = (mean_sq - mean * mean).clamp_(min=0.0)
     return mean, torch.rsqrt(var + eps)
-
-
-def _per_channel(values: Tensor, like: Tensor) -> Tensor:
-    return values.to(like.dtype)[:, :, None, None]
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
@@ -223,6 +241,7 @@ class MultiStyleNet(nn.Module):
 
     def __init__(self, num_residual_blocks: int = 6) -> None:
         super().__init__()
+        self.compute_dtype: torch.dtype | None = None  # set by optimize_for_inference
         self.contract = nn.ModuleList(
             [ConvCIN(3, 32, 9), ConvCIN(32, 32, 3, stride=2), ConvCIN(32, 32, 3, stride=2)]
         )
@@ -255,7 +274,20 @@ class MultiStyleNet(nn.Module):
             raise ModelMissingError(
                 f"style model {path} does not hold the 26-style network's weights; {hint}"
             ) from None
-        return net.to(device).eval().requires_grad_(False)
+        # channels_last is oneDNN's fast layout on CPU and changes no result.
+        return net.to(device, memory_format=torch.channels_last).eval().requires_grad_(False)
+
+    def optimize_for_inference(self, precision: str = "fp32") -> MultiStyleNet:
+        """Pick the compute precision for CPU inference and the fast layout; returns self.
+
+        "fp32" is exact (matches onnxruntime to 1e-4). "bf16" runs convolutions and
+        elementwise ops in bfloat16 (statistics stay fp32): faster on CPUs with AVX-512 BF16
+        or AMX, at a cost of about 0.002 mean / 0.09 worst-case absolute error per pixel.
+        """
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.compute_dtype = torch.bfloat16 if precision == "bf16" else None
+        return self.to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
     def forward(
         self, image: Tensor, style_weights: Tensor, region_masks: Tensor | None = None
@@ -267,11 +299,18 @@ class MultiStyleNet(nn.Module):
         pixel; without them R must be 1 and the whole image gets the one mix.
         """
         _check_inputs(image, style_weights, region_masks)
-        height, width = image.shape[-2:]
-        x = _pad_to_multiple(image)
         masks = None
         if region_masks is not None:
             masks = _mask_pyramid(_pad_to_multiple(region_masks.to(image.dtype)))
+        if self.compute_dtype is not None and image.device.type == "cpu":
+            with torch.autocast("cpu", dtype=self.compute_dtype):
+                out = self._stylize(image, style_weights, masks)
+            return out.to(image.dtype)
+        return self._stylize(image, style_weights, masks)
+
+    def _stylize(self, image: Tensor, style_weights: Tensor, masks: dict[int, Tensor] | None):
+        height, width = image.shape[-2:]
+        x = _pad_to_multiple(image)
         layers = [*self.contract, *self.res, *self.expand]
         # Each layer pads its output for the next one; upsampling layers pad for themselves.
         next_pads = [0 if nxt.upsample else nxt.pad for nxt in self._first_convs(layers[1:])]
