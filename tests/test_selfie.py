@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import zipfile
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
+import tflite
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -218,6 +220,44 @@ def test_convert_rejects_other_tflite_models(tmp_path: Path) -> None:
     with pytest.raises(PartialStyleError, match="garbage.tflite"):
         convert_selfie(garbage, tmp_path / "out.safetensors")
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def first_op(data: bytes, builtin: int) -> tflite.Operator:
+    model = tflite.Model.GetRootAsModel(data, 0)
+    graph = model.Subgraphs(0)
+    ops = (graph.Operators(i) for i in range(graph.OperatorsLength()))
+    return next(op for op in ops if model.OperatorCodes(op.OpcodeIndex()).BuiltinCode() == builtin)
+
+
+def with_int32(data: bytes, position: int, expected: int, value: int) -> bytes:
+    """A copy of the flatbuffer with the int32 at `position` changed from `expected` to `value`."""
+    patched = bytearray(data)
+    assert struct.unpack_from("<i", patched, position)[0] == expected
+    struct.pack_into("<i", patched, position, value)
+    return bytes(patched)
+
+
+def test_convert_checks_the_graph_structure(
+    selfie_sources: dict[str, Path], tmp_path: Path
+) -> None:
+    data = selfie_sources["selfie"].read_bytes()
+    # The stem convolution, made stride 1 (Conv2DOptions field 1 is stride_w).
+    stem = first_op(data, tflite.BuiltinOperator.CONV_2D).BuiltinOptions()
+    options = tflite.Conv2DOptions()
+    options.Init(stem.Bytes, stem.Pos)
+    stride_w = options._tab.Pos + options._tab.Offset(6)
+    # The first residual ADD, rewired to add its first input to itself.
+    add = first_op(data, tflite.BuiltinOperator.ADD)
+    second_input = add._tab.Vector(add._tab.Offset(6)) + 4
+    for name, bad in {
+        "stride": with_int32(data, stride_w, 2, 1),
+        "wiring": with_int32(data, second_input, add.Inputs(1), add.Inputs(0)),
+    }.items():
+        source = tmp_path / f"{name}.tflite"
+        source.write_bytes(bad)
+        with pytest.raises(PartialStyleError, match="is not a MediaPipe selfie model") as error:
+            convert_selfie(source, tmp_path / f"{name}.safetensors")
+        print(error.value)
 
 
 def test_missing_model_file_names_the_fix(tmp_path: Path) -> None:
