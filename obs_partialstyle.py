@@ -141,6 +141,7 @@ def load(configured: str) -> None:
     partialstyle_filter.install()
     loaded_venv = environment.venv
     status.filter = f"'{partialstyle_filter.DISPLAY_NAME}' is available in every source's Filters"
+    register_reload_hotkey()
     threading.Thread(target=check_device_and_models, name="partialstyle-check", daemon=True).start()
 
 
@@ -164,6 +165,18 @@ def check_device_and_models() -> None:
         status.device = f"{device.type} (the 'auto' device setting)"
     except Exception as error:
         status.device = f"torch failed to load: {error}"
+
+
+def register_reload_hotkey() -> None:
+    from partialstyle.obs import script_reload
+
+    def on_hotkey(pressed: bool) -> None:
+        if pressed:
+            script_reload.queue_reload(sys.modules[__name__])
+
+    obs.obs_hotkey_register_frontend(
+        script_reload.HOTKEY_NAME, script_reload.HOTKEY_DESCRIPTION, on_hotkey
+    )
 
 
 # -- the script interface OBS calls ------------------------------------------------------------

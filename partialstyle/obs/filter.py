@@ -24,7 +24,7 @@ DISPLAY_NAME = "Partial Style Transfer"
 
 # Hand a frame to the worker this long before it is expected to finish the current one.
 READBACK_LEAD_SECONDS = 0.05
-REPORT_EVERY = 2.0
+REPORT_EVERY = 1.0
 # Inference runs at this nice value so OBS's own threads get the CPU first.
 WORKER_NICE = 10
 
@@ -49,6 +49,7 @@ class FilterInstance:
         self.source = source
         self.stats = stats.RenderStats()
         self.gpu: GpuFrames | None = None
+        self.graphics_thread: int | None = None  # learnt in video_tick
         self._runtime = runtime
         self._logged: set[str] = set()
         self.values = settings.read(data)
@@ -104,12 +105,15 @@ class FilterInstance:
             self.worker.drop_result()
             gpu = self.gpu = GpuFrames(width, height)
 
-        frame = gpu.read_staged()
-        if frame is not None:
-            self.worker.submit(frame)
-            self.stats.readbacks += 1
-        if self.worker.wants_frame(READBACK_LEAD_SECONDS):
-            gpu.stage(target)
+        # Frames are only taken from OBS's own render: screenshots and other off-thread
+        # renders may run with a different colour-space state.
+        if threading.get_ident() == self.graphics_thread:
+            frame = gpu.read_staged()
+            if frame is not None:
+                self.worker.submit(frame)
+                self.stats.readbacks += 1
+            if self.worker.wants_frame(READBACK_LEAD_SECONDS):
+                gpu.stage(target)
 
         result = self.worker.latest()
         if result is None or result.image.shape[:2] != (height, width):
@@ -166,6 +170,7 @@ class FilterInstance:
             summary["inference_ms_mean"] = (
                 1000.0 * sum(durations) / len(durations) if durations else 0.0
             )
+            summary["results"] = self.worker.results
             summary["state"] = self.worker.state
             summary["error"] = self.worker.error
             stats.publish(self.name, summary)
@@ -203,6 +208,9 @@ class FilterType:
 
     def update(self, instance: FilterInstance, data: int | None) -> None:
         instance.update(data)
+
+    def video_tick(self, instance: FilterInstance, seconds: float) -> None:
+        instance.graphics_thread = threading.get_ident()  # ticks run on OBS's graphics thread
 
     def video_render(self, instance: FilterInstance, effect: int | None) -> bool:
         return instance.render()

@@ -58,6 +58,7 @@ class Runtime:
         self.next_handle = 1
         self.info: ObsSourceInfo | None = None
         self.hotkey_thunk = libobs.HOTKEY(self._on_hotkey)
+        self.reload_task: Any = None
         self._reported: set[str] = set()
 
     # Each thunk catches everything: an exception escaping into libobs is only printed.
@@ -102,6 +103,11 @@ class Runtime:
         if instance is not None:
             self._call("update", None, instance, settings)
 
+    def _video_tick(self, handle: int | None, seconds: float) -> None:
+        instance = self.instances.get(handle or 0)
+        if instance is not None:
+            self._call("video_tick", None, instance, seconds)
+
     def _video_render(self, handle: int | None, effect: int | None) -> None:
         instance = self.instances.get(handle or 0)
         if instance is None or not self._call("video_render", False, instance, effect):
@@ -125,6 +131,7 @@ class Runtime:
         info.get_defaults = libobs.GET_DEFAULTS(self._get_defaults)
         info.get_properties = libobs.GET_PROPERTIES(self._get_properties)
         info.update = libobs.UPDATE(self._update)
+        info.video_tick = libobs.VIDEO_TICK(self._video_tick)
         info.video_render = libobs.VIDEO_RENDER(self._video_render)
         self.info = info  # the struct keeps its thunks alive as long as it lives
         libobs.lib().obs_register_source_s(ctypes.byref(info), ctypes.sizeof(info))
@@ -138,6 +145,11 @@ def install(source_id: str, display_name: str, output_flags: int, handler: Any) 
         runtime.handler = handler
         runtime.register(output_flags)
         sys.modules[RUNTIME_KEY] = runtime  # type: ignore[assignment]
+    elif runtime.handler is not handler:
+        libobs.log(
+            libobs.LOG_INFO,
+            f"script reloaded: new callbacks for {len(runtime.instances)} existing filter(s)",
+        )
     runtime.handler = handler
     return runtime
 

@@ -160,9 +160,9 @@ class ObsSession:
 
     # -- helpers for tests ------------------------------------------------------------------
 
-    def screenshot(self, source: str = CAMERA) -> np.ndarray:
-        """The source as rendered through its filters, RGB uint8 at its own size."""
-        reply = self.client.get_source_screenshot(source, "png", WIDTH, HEIGHT, -1)
+    def screenshot(self, source: str = CAMERA, width: int = WIDTH, height: int = HEIGHT):
+        """The source as rendered through its filters, RGB uint8 (lossless PNG)."""
+        reply = self.client.get_source_screenshot(source, "png", width, height, -1)
         data = base64.b64decode(reply.image_data.split(",", 1)[1])
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

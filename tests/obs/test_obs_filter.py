@@ -1,0 +1,265 @@
+"""The filter inside the real OBS Studio, driven through obs-websocket.
+
+The tests share one OBS session and run in file order: they build on the filter the first
+one creates. The source loops a still clip, so every frame is comparable with what the
+library's own Pipeline makes of the same frame.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from obs_harness import CAMERA, FPS, HEIGHT, WIDTH, ObsSession
+
+from partialstyle.obs import settings as filter_settings
+from partialstyle.obs.sample_clip import write_sample_clip
+
+pytestmark = pytest.mark.obs
+
+FILTER = "Partial Style"
+KIND = "partialstyle_filter"
+STYLED = {"person_style": "multistyle:8", "background_style": "multistyle:19"}
+# The comparison needs deterministic masks: no smoothing across frames.
+EXACT = {**STYLED, "temporal_smoothing": 0.0}
+
+
+def pipeline_for(values: dict):
+    from partialstyle.pipeline import Pipeline
+
+    config, plan = filter_settings.to_pipeline(values)
+    return Pipeline(config, plan)
+
+
+def region_error(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -> float:
+    """Mean absolute difference (0-255) over the pixels where `region` is True."""
+    difference = np.abs(image.astype(np.float32) - reference.astype(np.float32)).mean(axis=-1)
+    return float(difference[region].mean())
+
+
+def save(session: ObsSession, **images: np.ndarray) -> None:
+    """Keep images beside the OBS log, for looking at a failure."""
+    import cv2
+
+    for name, image in images.items():
+        cv2.imwrite(str(session.root / f"{name}.png"), np.ascontiguousarray(image[..., ::-1]))
+
+
+def results(session: ObsSession, name: str = FILTER) -> int:
+    return session.filter_stats().get(name, {}).get("results", 0)
+
+
+def wait_for_new_results(session: ObsSession, count: int = 2, name: str = FILTER) -> None:
+    start = results(session, name)
+    session.wait_for(
+        lambda: results(session, name) >= start + count, 90, what=f"{count} new results"
+    )
+
+
+def input_frame(session: ObsSession, source: str = CAMERA, name: str = FILTER, **size):
+    """The source without the filter (disabled for the screenshot, then enabled again)."""
+    session.client.set_source_filter_enabled(source, name, False)
+    time.sleep(0.3)
+    frame = session.screenshot(source, **size)
+    session.client.set_source_filter_enabled(source, name, True)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def styled(obs_session: ObsSession) -> dict:
+    """The filter on the camera with two styles; the input frame, mask and references."""
+    obs_session.client.create_source_filter(CAMERA, FILTER, KIND, EXACT)
+    wait_for_new_results(obs_session, 1)
+    frame = input_frame(obs_session)
+    pipeline = pipeline_for(EXACT)
+    mask = pipeline.person_mask(frame)
+    return {"frame": frame, "mask": mask, "expected": pipeline.process(frame)}
+
+
+def test_filter_is_created_with_its_settings(obs_session, styled):
+    reply = obs_session.client.get_source_filter(CAMERA, FILTER)
+    assert reply.filter_kind == KIND and reply.filter_enabled
+    assert reply.filter_settings["background_style"] == "multistyle:19"
+    stats = obs_session.filter_stats()[FILTER]
+    assert stats["state"] == "ready" and stats["error"] is None
+
+
+def test_person_and_background_carry_their_own_styles(obs_session, styled):
+    wait_for_new_results(obs_session)
+    shot = obs_session.screenshot()
+    person, background = styled["mask"] > 0.9, styled["mask"] < 0.1
+    assert person.mean() > 0.1 and background.mean() > 0.2  # a real person in a real scene
+    frame = styled["frame"]
+    person_everywhere = pipeline_for({**EXACT, "background_style": EXACT["person_style"]})
+    background_everywhere = pipeline_for({**EXACT, "person_style": EXACT["background_style"]})
+    wrong_person = background_everywhere.process(frame)
+    wrong_background = person_everywhere.process(frame)
+    save(obs_session, frame=frame, shot=shot, expected=styled["expected"])
+    for region, wrong in ((person, wrong_person), (background, wrong_background)):
+        right_error = region_error(shot, styled["expected"], region)
+        assert right_error < 12.0
+        assert right_error < 0.5 * region_error(shot, wrong, region)
+        assert region_error(shot, frame, region) > 3 * right_error  # styled, not passed through
+
+
+def test_switching_a_style_shows_within_two_seconds(obs_session, styled):
+    frame, person = styled["frame"], styled["mask"] > 0.9
+    new = {**EXACT, "person_style": "multistyle:20"}
+    expected_new = pipeline_for(new).process(frame)
+    old = styled["expected"]
+    started = time.monotonic()
+    obs_session.client.set_source_filter_settings(CAMERA, FILTER, {"person_style": "multistyle:20"})
+
+    def switched() -> bool:
+        shot = obs_session.screenshot()
+        return region_error(shot, expected_new, person) < 0.5 * region_error(shot, old, person)
+
+    obs_session.wait_for(switched, 10, interval=0.05, what="the new person style")
+    elapsed = time.monotonic() - started
+    print(f"style switch visible after {elapsed:.2f} s")
+    assert elapsed <= 2.0
+    obs_session.client.set_source_filter_settings(CAMERA, FILTER, EXACT)
+
+
+def test_hotkeys_cycle_styles_and_toggle_the_effect(obs_session, styled):
+    client = obs_session.client
+
+    def setting(key: str):
+        return client.get_source_filter(CAMERA, FILTER).filter_settings[key]
+
+    client.trigger_hotkey_by_name("partialstyle_next_background_style")
+    obs_session.wait_for(lambda: setting("background_style") == "multistyle:20", 5)
+    client.trigger_hotkey_by_name("partialstyle_previous_background_style")
+    obs_session.wait_for(lambda: setting("background_style") == "multistyle:19", 5)
+    client.trigger_hotkey_by_name("partialstyle_previous_person_style")
+    obs_session.wait_for(lambda: setting("person_style") == "multistyle:7", 5)
+    client.trigger_hotkey_by_name("partialstyle_next_person_style")
+    obs_session.wait_for(lambda: setting("person_style") == "multistyle:8", 5)
+    client.trigger_hotkey_by_name("partialstyle_toggle")
+    obs_session.wait_for(lambda: not client.get_source_filter(CAMERA, FILTER).filter_enabled, 5)
+    client.trigger_hotkey_by_name("partialstyle_toggle")
+    obs_session.wait_for(lambda: client.get_source_filter(CAMERA, FILTER).filter_enabled, 5)
+
+
+def test_disabled_filter_passes_through_and_comes_back(obs_session, styled):
+    frame = styled["frame"]
+    obs_session.client.set_source_filter_enabled(CAMERA, FILTER, False)
+    time.sleep(0.3)
+    assert np.abs(obs_session.screenshot().astype(int) - frame).mean() < 2.0
+    obs_session.client.set_source_filter_enabled(CAMERA, FILTER, True)
+    obs_session.wait_for(
+        lambda: np.abs(obs_session.screenshot().astype(int) - frame).mean() > 20,
+        2,
+        interval=0.05,
+        what="the styled frame after re-enabling",
+    )
+
+
+def test_source_resolution_change(obs_session, styled):
+    small = write_sample_clip(obs_session.root / "person-small.mp4", 480, 270, FPS, sway=0)
+    client = obs_session.client
+    client.set_input_settings(CAMERA, {"local_file": str(small)}, True)
+    try:
+        size = {"width": 480, "height": 270}
+        obs_session.wait_for(
+            lambda: obs_session.screenshot(**size).shape[:2] == (270, 480), 10, what="480x270"
+        )
+        wait_for_new_results(obs_session)
+        plain = input_frame(obs_session, **size)
+        obs_session.wait_for(
+            lambda: np.abs(obs_session.screenshot(**size).astype(int) - plain).mean() > 20,
+            10,
+            what="styled 480x270 frames",
+        )
+    finally:
+        client.set_input_settings(CAMERA, {"local_file": str(obs_session.clip)}, True)
+    wait_for_new_results(obs_session)
+    assert obs_session.filter_stats()[FILTER]["error"] is None
+
+
+def test_two_instances_on_two_sources(obs_session, styled):
+    client = obs_session.client
+    second = "Camera 2"
+    client.create_input("Scene", second, "ffmpeg_source", {
+        "is_local_file": True, "local_file": str(obs_session.clip), "looping": True,
+    }, True)  # fmt: skip
+    try:
+        other = {"person_style": "multistyle:1", "background_style": "multistyle:2"}
+        client.create_source_filter(second, "Other style", KIND, other)
+        wait_for_new_results(obs_session, 2, name="Other style")
+        wait_for_new_results(obs_session, 1)
+        first, second_shot = obs_session.screenshot(), obs_session.screenshot(second)
+        frame = styled["frame"]
+        assert np.abs(second_shot.astype(int) - frame).mean() > 20  # styled
+        assert np.abs(second_shot.astype(int) - first).mean() > 20  # in its own styles
+        assert region_error(first, styled["expected"], styled["mask"] < 0.1) < 12.0
+    finally:
+        client.remove_input(second)
+    time.sleep(1.0)
+    assert "Other style" not in obs_session.filter_stats()  # destroyed with its source
+
+
+def test_default_settings_keep_obs_rendering_on_time(obs_session, styled, record_property):
+    """≤1% of render frames skipped on a 640×360 30 fps canvas, with the default settings."""
+    client = obs_session.client
+    client.set_source_filter_settings(CAMERA, FILTER, {}, False)  # back to the defaults
+    assert client.get_source_filter(CAMERA, FILTER).filter_settings == {}
+    wait_for_new_results(obs_session, 3)
+
+    def measure(seconds: float) -> dict:
+        before = client.get_stats()
+        time.sleep(seconds)
+        after = client.get_stats()
+        total = after.render_total_frames - before.render_total_frames
+        skipped = after.render_skipped_frames - before.render_skipped_frames
+        return {
+            "render_frames": total,
+            "skipped_frames": skipped,
+            "skipped_ratio": skipped / max(total, 1),
+            "obs_average_frame_render_ms": after.average_frame_render_time,
+            "active_fps": after.active_fps,
+        }
+
+    with_filter = measure(30.0)
+    filter_stats = obs_session.filter_stats()[FILTER]
+    client.set_source_filter_enabled(CAMERA, FILTER, False)
+    time.sleep(1.0)
+    without_filter = measure(10.0)
+    client.set_source_filter_enabled(CAMERA, FILTER, True)
+    numbers = {
+        "canvas": f"{WIDTH}x{HEIGHT}@{FPS}",
+        "with_filter": with_filter,
+        "without_filter": without_filter,
+        "filter": filter_stats,
+    }
+    print(json.dumps(numbers, indent=1))
+    (obs_session.root / "performance.json").write_text(json.dumps(numbers, indent=1))
+    for key, value in numbers.items():
+        record_property(key, value)
+    assert filter_stats["processed_fps"] > 0.5
+    assert with_filter["render_frames"] >= 0.9 * 30 * FPS
+    assert with_filter["skipped_ratio"] <= 0.01
+
+
+def test_script_reload_keeps_filters_working(obs_session, styled):
+    client = obs_session.client
+    client.set_source_filter_settings(CAMERA, FILTER, EXACT, False)
+    client.trigger_hotkey_by_name("partialstyle_reload_script")
+    obs_session.wait_for(
+        lambda: "script reloaded: new callbacks for 1 existing filter(s)" in obs_session.log(),
+        20,
+        what="the script reload",
+    )
+    wait_for_new_results(obs_session)
+    shot = obs_session.screenshot()
+    assert region_error(shot, styled["expected"], styled["mask"] < 0.1) < 12.0
+    # Settings still reach the running filter after the reload.
+    client.set_source_filter_settings(CAMERA, FILTER, {"show_mask": True})
+    obs_session.wait_for(
+        lambda: region_error(obs_session.screenshot(), shot, styled["mask"] > 0.9) > 10,
+        5,
+        what="the mask view",
+    )
+    client.set_source_filter_settings(CAMERA, FILTER, {"show_mask": False})
