@@ -192,13 +192,14 @@ class StyledConv(nn.Module):
         if fake_quant:
             return self._normalise_fake_quant(y, styles, weights)
         var, mean = torch.var_mean(y, dim=(2, 3), unbiased=False, keepdim=True)
-        gamma, beta = (
-            _per_pixel(self.gamma(styles), weights),
-            _per_pixel(self.beta(styles), weights),
-        )
-        # gamma * (y - mean) / std + beta, as one scale and shift (cheaper on big frames)
-        scale = gamma * torch.rsqrt(var + NORM_EPS)
-        return torch.addcmul(beta - mean * scale, y, scale)
+        inv_std = torch.rsqrt(var + NORM_EPS)
+        gamma = _per_pixel(self.gamma(styles), weights)
+        beta = _per_pixel(self.beta(styles), weights)
+        if weights is None:  # gamma * (y - mean) / std + beta as one per-channel scale and shift
+            scale = gamma * inv_std
+            return torch.addcmul(beta - mean * scale, y, scale)
+        normalised = torch.addcmul(-mean * inv_std, y, inv_std)
+        return torch.addcmul(beta, normalised, gamma)
 
     def _normalise_fake_quant(self, y, styles, weights) -> torch.Tensor:
         """The graph's own algebra (TF batch-norm form) with its rounding at every step."""
@@ -219,7 +220,8 @@ def _per_pixel(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tens
     """[R,C] per-region values -> [1,C,1,1] (one region) or [N,C,h,w] blended by the weights."""
     if weights is None:
         return values[:, :, None, None]
-    return torch.einsum("nrhw,rc->nchw", weights, values)
+    # a 1x1 convolution from R weight channels to C value channels: the per-pixel blend
+    return F.conv2d(weights, values.t()[:, :, None, None])
 
 
 class ArbitraryTransformer(nn.Module):
