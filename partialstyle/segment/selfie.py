@@ -192,9 +192,11 @@ class SelfieSegmenter(nn.Module):
     def load(cls, path: Path, device: torch.device | str = "cpu") -> SelfieSegmenter:
         """Build the model from a safetensors file written by `convert_selfie`."""
         path = Path(path)
-        prepare = "run `partialstyle models prepare` to create it"
+        prepare = "run `partialstyle models prepare`"
         if not path.is_file():
-            raise ModelMissingError(f"selfie segmentation model {path} is missing; {prepare}")
+            raise ModelMissingError(
+                f"selfie segmentation model {path} is missing; {prepare} to create it"
+            )
         try:
             with safe_open(str(path), framework="pt") as f:
                 variant = (f.metadata() or {}).get("variant", "")
@@ -208,7 +210,7 @@ class SelfieSegmenter(nn.Module):
             )
             raise ModelMissingError(
                 f"selfie segmentation model {path} is unreadable or incompatible ({reason[:200]}); "
-                f"delete it and {prepare.replace('create', 'recreate')}"
+                f"delete it and {prepare}"
             ) from error
         # Channels-last runs the many depthwise and 1x1 convolutions about 1.3x faster on CPU.
         return model.to(device=device, memory_format=torch.channels_last).eval()
