@@ -296,7 +296,7 @@ class ArbitraryStyle(nn.Module):
     ) -> ArbitraryStyle:
         """Load the file written by ``convert_arbitrary``.
 
-        ``fake_quant`` makes ``stylize`` round every activation as the int8 graph does: about 2.7x
+        ``fake_quant`` makes ``stylize`` round every activation as the int8 graph does: 2-3x
         slower on a CPU, closer to the original on photos (mean error 0.013 instead of 0.020) and
         identical to it on flat frames (walls, sky), where the float network visibly differs.
         """
