@@ -52,10 +52,17 @@ class GpuFrames:
         clear = (ctypes.c_float * 4)(0.0, 0.0, 0.0, 0.0)
         obs.gs_clear(libobs.GS_CLEAR_COLOR, clear, 0.0, 0)
         obs.gs_ortho(0.0, float(self.width), 0.0, float(self.height), -100.0, 100.0)
+        # The caller's colour state varies (main render, screenshots): fix it so the bytes
+        # read back are always the sRGB-encoded values the source shows.
+        linear, framebuffer_srgb = obs.gs_get_linear_srgb(), obs.gs_framebuffer_srgb_enabled()
+        obs.gs_set_linear_srgb(False)
+        obs.gs_enable_framebuffer_srgb(False)
         obs.gs_blend_state_push()
         obs.gs_blend_function(libobs.GS_BLEND_ONE, libobs.GS_BLEND_ZERO)
         obs.obs_source_video_render(target)
         obs.gs_blend_state_pop()
+        obs.gs_enable_framebuffer_srgb(framebuffer_srgb)
+        obs.gs_set_linear_srgb(linear)
         obs.gs_texrender_end(self.texrender)
         index = 0 if self.staged is None else 1 - self.staged
         obs.gs_stage_texture(self.stages[index], obs.gs_texrender_get_texture(self.texrender))

@@ -134,6 +134,8 @@ _SIGNATURES: dict[str, tuple[type | None, list]] = {
     "gs_texture_destroy": (None, [c_void_p]),
     "gs_texture_set_image": (None, [c_void_p, c_void_p, c_uint32, c_bool]),
     "gs_framebuffer_srgb_enabled": (c_bool, []),
+    "gs_get_linear_srgb": (c_bool, []),
+    "gs_set_linear_srgb": (None, [c_bool]),
     "gs_enable_framebuffer_srgb": (None, [c_bool]),
     "obs_get_base_effect": (c_void_p, [c_int]),
     "gs_effect_get_param_by_name": (c_void_p, [c_void_p, c_char_p]),
