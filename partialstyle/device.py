@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Map a user's device name to a torch device: auto tries cuda, then mps, then cpu."""
+    import torch  # here, so that settings code can import this module without loading torch
+
     if name not in DEVICE_CHOICES:
         raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
     if name == "auto":
@@ -20,12 +25,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU; use --device cpu")
     if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for but this machine has no Apple GPU; use --device cpu")
+        raise ValueError(
+            "device 'mps' was asked for but this machine has no Apple GPU; use --device cpu"
+        )
     return torch.device(name)
 
 
 def set_threads(threads: int | None) -> None:
     """Limit torch's CPU threads (None keeps torch's default of one per core)."""
+    import torch
+
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
