@@ -216,5 +216,6 @@ def _print_table(results: dict) -> None:
         )
     if "video_720p_peak_memory_mb" in results:
         print(
-            f"\npartialstyle video, 720p clip: peak memory {results['video_720p_peak_memory_mb']} MB"
+            "\npartialstyle video, 720p clip: peak memory",
+            f"{results['video_720p_peak_memory_mb']} MB",
         )

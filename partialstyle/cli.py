@@ -48,6 +48,17 @@ def _add_style_options(parser: argparse.ArgumentParser, default_height: int | No
         help=f"stylize at this height and scale back (default: {default_height or 'full'})",
     )
     size.add_argument("--full-res", action="store_true", help="stylize at full resolution")
+    size.add_argument(
+        "--live",
+        action="store_true",
+        help="the live preset: 180-line processing with edge-aware upsampling (fastest)",
+    )
+    quality.add_argument(
+        "--upsample",
+        choices=["bilinear", "guided"],
+        default="bilinear",
+        help="how the stylized image returns to full size (guided: edge-aware)",
+    )
     quality.add_argument("--segmenter", default="auto", help="auto, selfie or selfie-landscape")
     quality.add_argument("--mask-threshold", type=float, default=0.5)
     quality.add_argument("--mask-feather", type=float, default=2.0, help="edge softness, pixels")
@@ -56,7 +67,7 @@ def _add_style_options(parser: argparse.ArgumentParser, default_height: int | No
 
 
 def _pipeline_from_args(args: argparse.Namespace, temporal_smoothing: float = 0.0):
-    from partialstyle.config import PipelineConfig
+    from partialstyle.config import LIVE, PipelineConfig
     from partialstyle.pipeline import Pipeline
     from partialstyle.plan import RegionStyle, StylePlan
     from partialstyle.style.spec import StyleSpec
@@ -79,9 +90,12 @@ def _pipeline_from_args(args: argparse.Namespace, temporal_smoothing: float = 0.
         person=region(person, args.person_strength),
         background=region(background, args.background_strength),
     )
+    if args.live:
+        args.process_height, args.upsample = LIVE.process_height, LIVE.upsample
     config = PipelineConfig(
         segmenter=args.segmenter,
         process_height=None if args.full_res else args.process_height,
+        upsample=args.upsample,
         mask_threshold=args.mask_threshold,
         mask_feather=args.mask_feather,
         temporal_smoothing=temporal_smoothing,

@@ -25,19 +25,14 @@ def preserve_colors(stylized: torch.Tensor, original: torch.Tensor) -> torch.Ten
     return (original + shift).clamp_(0.0, 1.0)
 
 
-def apply_strength(stylized: torch.Tensor, original: torch.Tensor, strength: float) -> torch.Tensor:
-    """Mix towards the original: strength 1 is fully stylized, 0 the original."""
-    if strength >= 1.0:
-        return stylized
-    return torch.lerp(original, stylized, strength)
+def blend_onto(
+    original: torch.Tensor, premultiplied: torch.Tensor, coverage: torch.Tensor
+) -> torch.Tensor:
+    """original·(1 − coverage) + premultiplied, where premultiplied = Σ coverage_r·styled_r.
 
-
-def compose(layers: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
-    """Σ mask·layer. The masks must sum to 1 at every pixel (a partition of the frame)."""
-    result = layers[0] * masks[0]
-    for layer, mask in zip(layers[1:], masks[1:], strict=True):
-        result.add_(layer * mask)
-    return result
+    coverage is each pixel's total share of stylized content (region mask × strength).
+    """
+    return torch.addcmul(premultiplied, original, 1.0 - coverage).clamp_(0.0, 1.0)
 
 
 def mask_overlay(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

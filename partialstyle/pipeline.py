@@ -11,6 +11,7 @@ import threading
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from partialstyle import compose
 from partialstyle.config import PipelineConfig
@@ -101,27 +102,38 @@ class Pipeline:
 
         wants_mask = plan.needs_mask or config.show_mask
         mask = self._person_mask(rgb, small, config, plan) if wants_mask else None
-        regions = plan.regions()
         stylized = self._stylize(small, mask, plan, config)
 
-        layers = []
+        # Blend at processing size into one premultiplied layer plus its coverage (mask ×
+        # strength), then bring both to the frame's size in one go: the cost at full
+        # resolution does not depend on the number of regions, and pixels no region styles
+        # keep their exact original values.
+        if plan.needs_mask:
+            region_masks = {"background": 1.0 - mask, "person": mask}
+            regions = plan.regions()
+        else:  # one look for the whole frame
+            region_masks = {"person": None}
+            regions = {"person": plan.person}
+        coverage = small.new_zeros(size)
+        premultiplied = small.new_zeros((3, *size))
         for name, region in regions.items():
             if region.is_identity:
-                layers.append(original)
                 continue
-            out = stylized[name]
+            styled = stylized[name]
             if region.preserve_colors:
-                out = compose.preserve_colors(out, small)
-            out = self._upsample(out, small, original, config.upsample)
-            layers.append(compose.apply_strength(out, original, region.strength))
-
-        if mask is None:
-            result = layers[-1]
-            full_mask = None
-        else:
+                styled = compose.preserve_colors(styled, small)
+            weight = (
+                region.strength
+                if region_masks[name] is None
+                else region_masks[name] * region.strength
+            )
+            coverage += weight
+            premultiplied += weight * styled
+        layer = torch.cat([premultiplied, coverage[None]])
+        layer = self._upsample(layer, small, original, config.upsample)
+        result = compose.blend_onto(original, layer[:3], layer[3].clamp_(0.0, 1.0))
+        if config.show_mask:
             full_mask = resize_image(mask[None], (height, width))[0].clamp_(0.0, 1.0)
-            result = compose.compose(layers, [1.0 - full_mask, full_mask])
-        if full_mask is not None and config.show_mask:
             result = compose.mask_overlay(result, full_mask)
 
         out = frame.copy()
@@ -130,18 +142,21 @@ class Pipeline:
 
     @staticmethod
     def _upsample(
-        stylized: torch.Tensor, small: torch.Tensor, original: torch.Tensor, mode: str
+        layer: torch.Tensor, small: torch.Tensor, original: torch.Tensor, mode: str
     ) -> torch.Tensor:
-        """Bring a stylized region from processing size back to the frame's size."""
-        if stylized.shape[-2:] == original.shape[-2:] or mode == "bilinear":
-            return resize_image(stylized, tuple(original.shape[-2:]))
+        """Bring a [C,h,w] layer from processing size back to the frame's size."""
+        if layer.shape[-2:] == original.shape[-2:]:
+            return layer
+        if mode == "bilinear":
+            size = tuple(original.shape[-2:])
+            return F.interpolate(layer[None], size=size, mode="bilinear", align_corners=False)[0]
         return guided_upsample(
             compose.luminance(small)[None, None],
-            stylized[None],
+            layer[None],
             compose.luminance(original)[None, None],
             radius=_GUIDED_UPSAMPLE_RADIUS,
             eps=_GUIDED_UPSAMPLE_EPS,
-        )[0].clamp_(0.0, 1.0)
+        )[0]
 
     @torch.inference_mode()
     def person_mask(self, frame: np.ndarray) -> np.ndarray:
