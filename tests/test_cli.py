@@ -159,5 +159,6 @@ def test_models_prepare_is_quick_when_ready(capsys):
 def test_manifest_records_sources_and_checksums():
     data = json.loads(modelstore.manifest_path().read_text())["models"]
     for model in data.values():
-        assert len(model["source_sha256"]) == 64 and len(model["converted_sha256"]) == 64
+        assert all(len(source["sha256"]) == 64 for source in model["sources"])
+        assert len(model["converted_sha256"]) == 64
         assert model["package"] and model["version"] and model["license"]
