@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import urllib.error
@@ -101,7 +102,7 @@ def _fetch_to_part(url: str, part: Path, expected_size: int | None) -> int | Non
                 while chunk := response.read(CHUNK_BYTES):
                     out.write(chunk)
                     progress.update(len(chunk))
-        except OSError as error:  # connection reset, timeout, disk full
+        except (OSError, http.client.HTTPException) as error:  # reset, timeout, short read
             raise PartialStyleError(
                 f"download of {url} was interrupted ({error}); run the same command again to resume"
             ) from error
