@@ -2,7 +2,10 @@
 
 It makes the partialstyle environment importable inside OBS's own Python, registers the
 "Partial Style Transfer" video filter once per OBS process and shows whether everything it
-needs is in place. The environment is, in this order: the `.venv` folder beside this script
+needs is in place. Only the light OBS glue (numpy, ctypes) runs inside OBS: every filter runs
+its neural networks in a child process started with the environment's own Python.
+
+The environment is, in this order: the `.venv` folder beside this script
 (what install/install.sh makes), the folder set in this script's settings, or the folder in
 the environment variable PARTIALSTYLE_VENV.
 """
@@ -19,7 +22,6 @@ import obspython as obs
 
 HERE = Path(__file__).resolve().parent
 VENV_SETTING = "venv"
-MODELS = ("multistyle26", "selfie", "selfie-landscape")
 OBS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
@@ -130,41 +132,36 @@ def load(configured: str) -> None:
         return
     try:
         environment.activate()
-        # Before anything can import torch: triton crashes OBS where Mesa has loaded LLVM.
-        if "torch" not in sys.modules:
-            sys.modules.setdefault("triton", None)
         from partialstyle.obs import filter as partialstyle_filter
+        from partialstyle.obs.remote import venv_python
+
+        python = venv_python(environment.venv)
     except Exception as error:
         status.environment = f"{environment.venv} could not be used: {error}"
         return
     status.environment = f"{environment.venv} (Python {OBS_PYTHON}, matches OBS)"
-    partialstyle_filter.install()
+    partialstyle_filter.install(python)
     loaded_venv = environment.venv
     status.filter = f"'{partialstyle_filter.DISPLAY_NAME}' is available in every source's Filters"
     register_reload_hotkey()
-    threading.Thread(target=check_device_and_models, name="partialstyle-check", daemon=True).start()
+    threading.Thread(
+        target=check_device_and_models, args=(python,), name="partialstyle-check", daemon=True
+    ).start()
 
 
-def check_device_and_models() -> None:
-    """Imports torch (seconds), so it runs on its own thread, not OBS's UI thread."""
-    from partialstyle import modelstore
+def check_device_and_models(python: Path) -> None:
+    """Asks the environment's Python (it imports torch: seconds, and never inside OBS)."""
+    from partialstyle.obs.remote import check_environment
 
-    try:
-        missing = [name for name in MODELS if modelstore.model_status(name) != "ready"]
-        status.models = (
-            f"missing {', '.join(missing)}: run `partialstyle models prepare`"
-            if missing
-            else "ready"
-        )
-    except Exception as error:
-        status.models = f"could not check: {error}"
-    try:
-        from partialstyle.device import resolve_device
-
-        device = resolve_device("auto")
-        status.device = f"{device.type} (the 'auto' device setting)"
-    except Exception as error:
-        status.device = f"torch failed to load: {error}"
+    found = check_environment(python)
+    if "error" in found:
+        status.device = status.models = f"could not check: {found['error']}"
+        return
+    status.device = f"{found['device']} (the 'auto' device setting)"
+    missing = found["missing"]
+    status.models = (
+        f"missing {', '.join(missing)}: run `partialstyle models prepare`" if missing else "ready"
+    )
 
 
 def register_reload_hotkey() -> None:

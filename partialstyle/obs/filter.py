@@ -4,6 +4,8 @@ The render callback never waits for inference. When the worker is about to need 
 reads the filter's target back (GPU → numpy), hands it over (the newest frame wins), and it
 draws the newest finished result. Until the first result, and whenever something fails, it
 passes the source through untouched. Errors reach the OBS log once, not once per frame.
+Inference runs in a child process per filter instance (`partialstyle.obs.remote`): nothing
+here imports torch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from partialstyle.obs import hotkeys, libobs, settings, stats
@@ -25,14 +29,15 @@ DISPLAY_NAME = "Partial Style Transfer"
 # Hand a frame to the worker this long before it is expected to finish the current one.
 READBACK_LEAD_SECONDS = 0.05
 REPORT_EVERY = 1.0
-# Inference runs at this nice value so OBS's own threads get the CPU first.
-WORKER_NICE = 10
+# The inference process runs at this nice value so OBS's own threads get the CPU first.
+INFERENCE_NICE = 10
 
 
-def _pipeline_processor(values: dict[str, Any]) -> Processor:
-    from partialstyle.obs.processor import PipelineProcessor
+def remote_processor(python: Path, values: dict[str, Any]) -> Processor:
+    """The filter's processor: the core Pipeline in a child process run by `python`."""
+    from partialstyle.obs.remote import RemoteProcessor
 
-    return PipelineProcessor(values)
+    return RemoteProcessor(python, values, nice=INFERENCE_NICE)
 
 
 class FilterInstance:
@@ -58,7 +63,6 @@ class FilterInstance:
             self.values,
             on_error=self._log_error,
             name=f"partialstyle-{handle}",
-            nice=WORKER_NICE,
         )
         self.hotkeys = hotkeys.register(source, handle, runtime.hotkey_thunk)
         self._stop_reporting = threading.Event()
@@ -136,9 +140,15 @@ class FilterInstance:
             f"{summary['render_ms_mean']:.2f} ms per frame on OBS's render thread"
         )
 
-    def destroy(self) -> None:
+    def stop(self) -> None:
+        """End the threads and the inference process (bounded; safe to call twice)."""
         self._stop_reporting.set()
         self.worker.stop()
+        if self._reporter is not threading.current_thread():
+            self._reporter.join(2.0)
+
+    def destroy(self) -> None:
+        self.stop()
         stats.publish(self.name, None)
         if self.gpu is not None:
             obs = libobs.lib()
@@ -188,7 +198,7 @@ class FilterInstance:
 class FilterType:
     """The callbacks libobs calls (through `Runtime`'s thunks) for every instance."""
 
-    def __init__(self, factory: Callable[[Any], Processor] = _pipeline_processor):
+    def __init__(self, factory: Callable[[Any], Processor]):
         self.factory = factory
         self.runtime: Runtime | None = None
 
@@ -218,11 +228,14 @@ class FilterType:
     def hotkey(self, instance: FilterInstance, hotkey_id: int) -> None:
         instance.hotkey(hotkey_id)
 
+    def shutdown(self, instance: FilterInstance) -> None:
+        instance.stop()
 
-def install(factory: Callable[[Any], Processor] = _pipeline_processor) -> Runtime:
+
+def install(python: Path) -> Runtime:
     """Register the filter with OBS (once per process) or, after a script reload, swap in
-    this code's callbacks for the old ones."""
-    handler = FilterType(factory)
+    this code's callbacks for the old ones. `python` runs the inference processes."""
+    handler = FilterType(partial(remote_processor, python))
     runtime = install_source(
         SOURCE_ID, DISPLAY_NAME, libobs.OBS_SOURCE_VIDEO | libobs.OBS_SOURCE_SRGB, handler
     )

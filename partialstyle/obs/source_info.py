@@ -9,6 +9,7 @@ handler and existing filter instances keep working.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import sys
 import traceback
@@ -120,6 +121,12 @@ class Runtime:
         if instance is not None and pressed:
             self._call("hotkey", None, instance, hotkey_id)
 
+    def shutdown(self) -> None:
+        """Stop every instance's threads and inference process before Python finalizes
+        (OBS unloads scripts on exit; Python threads alive then can crash the process)."""
+        for instance in list(self.instances.values()):
+            self._call("shutdown", None, instance)
+
     def register(self, output_flags: int) -> None:
         info = ObsSourceInfo()
         info.id = self.source_id
@@ -145,6 +152,7 @@ def install(source_id: str, display_name: str, output_flags: int, handler: Any) 
         runtime.handler = handler
         runtime.register(output_flags)
         sys.modules[RUNTIME_KEY] = runtime  # type: ignore[assignment]
+        atexit.register(runtime.shutdown)
     elif runtime.handler is not handler:
         libobs.log(
             libobs.LOG_INFO,

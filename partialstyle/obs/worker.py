@@ -2,15 +2,12 @@
 
 OBS's render thread must never wait for inference. It drops frames into a one-slot mailbox
 (a newer frame replaces an unprocessed older one) and picks up whatever result is newest. The
-worker builds its processor itself, so the slow torch import and model loading also happen
-off the render thread.
+worker builds and starts its processor itself, so starting it (in the filter: a child process
+that imports torch and loads the models) also happens off the render thread.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import threading
 import time
 from collections import deque
@@ -22,11 +19,20 @@ import numpy as np
 
 
 class Processor(Protocol):
-    """What the worker drives (see `partialstyle.obs.processor`)."""
+    """What the worker drives (the filter's is `partialstyle.obs.remote.RemoteProcessor`).
+
+    `start` (slow: loads models) and `process` run on the worker thread; `configure` and
+    `close` may be called from any thread, `close` also while `start` or `process` runs, and
+    must make them return soon.
+    """
+
+    def start(self) -> None: ...
 
     def configure(self, settings: Any) -> None: ...
 
     def process(self, frame: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
 
 
 ProcessorFactory = Callable[[Any], Processor]
@@ -52,14 +58,15 @@ class FrameWorker:
         settings: Any,
         on_error: Callable[[str], None] = lambda message: None,
         name: str = "partialstyle-worker",
-        nice: int = 0,
     ):
         self._factory = factory
-        self._nice = nice
         self._on_error = on_error
         self._condition = threading.Condition()
         self._settings = settings
         self._settings_version = 0
+        self._applied_version = 0  # the settings the processor has
+        self._failed_at: float | None = None  # frames wait RETRY_SECONDS after a failure
+        self._processor: Processor | None = None
         self._frame: np.ndarray | None = None
         self._result: Result | None = None
         self._busy_since: float | None = None
@@ -74,10 +81,15 @@ class FrameWorker:
     # -- called from OBS threads ----------------------------------------------------------
 
     def configure(self, settings: Any) -> None:
-        """New settings; the next processed frame uses them (they are checked there too)."""
+        """New settings: passed on to a running processor at once, so the next frame it
+        starts uses them."""
         with self._condition:
             self._settings = settings
             self._settings_version += 1
+            if self._processor is not None and self.state == "ready":
+                self._processor.configure(settings)
+                self._applied_version = self._settings_version
+                self._failed_at = None  # new settings may work: try the next frame
             self._condition.notify()
 
     def wants_frame(self, lead_time: float) -> bool:
@@ -107,11 +119,14 @@ class FrameWorker:
     def drop_result(self) -> None:
         self._result = None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Ask the thread to finish and wait for it (the current frame completes first)."""
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the processor (which ends a frame in progress) and wait for the thread."""
         with self._condition:
             self._stopping = True
+            processor = self._processor
             self._condition.notify()
+        if processor is not None:
+            processor.close()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
@@ -122,12 +137,9 @@ class FrameWorker:
     # -- the thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
-        self._lower_priority()
-        built = self._build()
-        if built is None:
+        processor = self._build()
+        if processor is None:
             return
-        processor, applied = built
-        failed_at: float | None = None
         while True:
             with self._condition:
                 while not self._stopping and self._frame is None:
@@ -136,57 +148,71 @@ class FrameWorker:
                     return
                 frame, self._frame = self._frame, None
                 settings, version = self._settings, self._settings_version
+                configure = version != self._applied_version
+                self._applied_version = version
+                if configure:
+                    self._failed_at = None
+                failed_at = self._failed_at
                 self._busy_since = time.perf_counter()
             try:
-                if version != applied:
-                    applied, failed_at = version, None
+                if configure:
                     processor.configure(settings)
                 if failed_at is not None and time.perf_counter() - failed_at < RETRY_SECONDS:
                     continue
                 started = time.perf_counter()
                 image = processor.process(frame)
             except Exception as error:  # any failure: pass frames through, report once
-                failed_at = time.perf_counter()
+                self._failed_at = time.perf_counter()
                 self._fail(error)
             else:
                 self.durations.append(time.perf_counter() - started)
                 self.results += 1
                 self._result = Result(image, self.results)
                 self.error = None
-                failed_at = None
+                self._failed_at = None
             finally:
                 self._busy_since = None
 
-    def _lower_priority(self) -> None:
-        """Let the OS prefer OBS's render and encoder threads over inference (Linux: the
-        nice value is per thread, and torch's worker threads inherit it)."""
-        if self._nice and sys.platform.startswith("linux"):
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
-
-    def _build(self) -> tuple[Processor, int] | None:
-        """Create the processor (imports torch, loads models); retry when settings change."""
+    def _build(self) -> Processor | None:
+        """Create and start the processor (slow); retry when settings change or later."""
         while True:
             with self._condition:
+                if self._stopping:
+                    return None
                 settings, version = self._settings, self._settings_version
+                self.state = "loading"
+            processor = None
             try:
                 processor = self._factory(settings)
-            except Exception as error:
-                self._fail(error)
-                self.state = "failed"
                 with self._condition:
+                    self._processor = processor
+                    if self._stopping:
+                        raise RuntimeError("stopping")
+                processor.start()
+            except Exception as error:
+                with self._condition:
+                    self._processor = None
+                if processor is not None:
+                    processor.close()
+                self._fail(error)
+                with self._condition:
+                    self.state = "failed"
                     self._condition.wait_for(
                         lambda built=version: self._stopping or self._settings_version != built,
                         timeout=RETRY_SECONDS,
                     )
-                    if self._stopping:
-                        return None
                 continue
-            self.state = "ready"
-            self.error = None
-            return processor, version
+            with self._condition:
+                self.state = "ready"
+                self.error = None
+                if self._settings_version != version:  # changed while starting
+                    processor.configure(self._settings)
+                self._applied_version = self._settings_version
+            return processor
 
     def _fail(self, error: Exception) -> None:
+        if self._stopping:  # closing the processor made it fail: not an error
+            return
         self._result = None
         message = str(error) or type(error).__name__
         if message != self.error:

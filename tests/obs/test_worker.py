@@ -18,9 +18,17 @@ class Inverter:
         self.seen: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.started = self.closed = False
+
+    def start(self):
+        self.started = True
 
     def configure(self, settings):
         self.settings = settings
+
+    def close(self):
+        self.closed = True
+        self.gate.set()
 
     def process(self, frame):
         self.gate.wait(5)
@@ -62,6 +70,41 @@ def test_results_and_newest_frame_wins():
     finally:
         worker.stop()
     assert not worker.alive
+    assert made[0].started and made[0].closed
+
+
+def test_settings_reach_a_running_processor_at_once():
+    made = []
+    worker = FrameWorker(lambda settings: made.append(Inverter(settings)) or made[-1], {"a": 1})
+    try:
+        wait(lambda: worker.state == "ready")
+        made[0].gate.clear()
+        worker.submit(frame(1))
+        wait(lambda: worker._busy_since is not None)
+        worker.configure({"a": 2})  # while a frame is in progress
+        assert made[0].settings == {"a": 2}
+        made[0].gate.set()
+    finally:
+        worker.stop()
+
+
+def test_stop_ends_a_frame_in_progress_quietly():
+    errors, made = [], []
+
+    class Stuck(Inverter):
+        def process(self, frame):
+            self.gate.wait(30)
+            raise RuntimeError("closed")
+
+    worker = FrameWorker(lambda s: made.append(Stuck(s)) or made[-1], {}, on_error=errors.append)
+    wait(lambda: worker.state == "ready")
+    made[0].gate.clear()
+    worker.submit(frame(1))
+    wait(lambda: worker._busy_since is not None)
+    started = time.monotonic()
+    worker.stop()
+    assert time.monotonic() - started < 2.0 and not worker.alive
+    assert errors == []
 
 
 def test_failure_is_reported_once_then_settings_change_recovers():
