@@ -19,6 +19,9 @@ class PipelineConfig:
     mask_threshold: person probability at which a pixel counts as person.
     mask_feather: softness of the mask edge, in frame pixels.
     edge_refine: snap the mask edge to image edges with a guided filter.
+    stabilize: 0 off; towards 1 the stylized image holds still where the frame does not move
+    (less shimmer on static content).
+    morph_seconds: a changed style fades in over this many seconds instead of switching.
     upsample: how the stylized image returns to frame size when process_height is lower:
     "bilinear", or "guided" (edge-aware: takes edges from the full-resolution frame).
     temporal_smoothing: 0 uses each frame's mask as is; towards 1 the mask follows slowly,
@@ -31,6 +34,8 @@ class PipelineConfig:
     mask_feather: float = 2.0
     edge_refine: bool = True
     temporal_smoothing: float = 0.0
+    stabilize: float = 0.0
+    morph_seconds: float = 0.0
     upsample: str = "bilinear"
     device: str = "auto"
     threads: int | None = None
@@ -52,6 +57,10 @@ class PipelineConfig:
             raise ValueError(
                 f"temporal smoothing must be at least 0 and below 1, got {self.temporal_smoothing}"
             )
+        if not 0.0 <= self.stabilize < 1.0:
+            raise ValueError(f"stabilize must be at least 0 and below 1, got {self.stabilize}")
+        if not 0.0 <= self.morph_seconds <= 60.0:
+            raise ValueError(f"morph time must be 0 to 60 seconds, got {self.morph_seconds}")
         if self.upsample not in UPSAMPLERS:
             raise ValueError(
                 f"unknown upsampling {self.upsample!r}; choose one of {', '.join(UPSAMPLERS)}"

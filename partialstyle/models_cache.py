@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import torch
 
-from partialstyle.modelstore import model_path
+from partialstyle.errors import ModelMissingError
+from partialstyle.modelstore import model_path, models_dir
 
 _loaded: dict[tuple[str, str], torch.nn.Module] = {}
 _lock = threading.Lock()
@@ -18,6 +20,10 @@ def _build(name: str, device: torch.device) -> torch.nn.Module:
         from partialstyle.style.multistyle import MultiStyleNet
 
         return MultiStyleNet.load(path, device)
+    if name == "arbitrary":
+        from partialstyle.style.arbitrary import ArbitraryStyle
+
+        return ArbitraryStyle.load(path, device)
     if name in ("selfie", "selfie-landscape"):
         from partialstyle.segment.selfie import SelfieSegmenter
 
@@ -36,3 +42,31 @@ def load_model(name: str, device: torch.device) -> torch.nn.Module:
                 model = _build(name, device).eval()
                 _loaded[key] = model
     return model
+
+
+def johnson_path(source: str) -> Path:
+    """A Johnson network by name (models/johnson/<name>.pth) or by file path."""
+    if source.endswith((".pth", ".model", ".pt")) or "/" in source or "\\" in source:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise ModelMissingError(f"Johnson style network {path} does not exist")
+        return path
+    path = models_dir() / "johnson" / f"{source}.pth"
+    if not path.is_file():
+        raise ModelMissingError(
+            f"Johnson style network {source!r} is not in {path.parent}; run "
+            "`partialstyle models fetch johnson` or train one with `partialstyle train-style`"
+        )
+    return path
+
+
+def load_johnson(source: str, device: torch.device) -> torch.nn.Module:
+    """A Johnson TransformerNet, loaded once per file (a changed file is loaded again)."""
+    from partialstyle.style.johnson import TransformerNet
+
+    path = johnson_path(source).resolve()
+    key = (f"johnson:{path}:{path.stat().st_mtime_ns}", str(device))
+    with _lock:
+        if key not in _loaded:
+            _loaded[key] = TransformerNet.load(path, device).eval()
+        return _loaded[key]

@@ -8,6 +8,7 @@ the same shape. Settings can be swapped between frames from another thread (`con
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import torch
@@ -18,9 +19,13 @@ from partialstyle.config import PipelineConfig
 from partialstyle.device import resolve_device, set_threads
 from partialstyle.filters import guided_upsample
 from partialstyle.frames import check_frame, processing_size, resize_image, to_image, to_uint8
-from partialstyle.models_cache import load_model
-from partialstyle.plan import StylePlan
+from partialstyle.models_cache import load_johnson, load_model
+from partialstyle.morph import StyleMorph
+from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.segment.refine import PersonMask, refine_mask
+from partialstyle.stabilize import OutputStabilizer
+from partialstyle.style.spec import StyleSpec
+from partialstyle.stylize import Look, StyleVectors, stylize
 
 # Edge-aware upsampling window (processing pixels) and regularisation, tuned on real photos
 # by the quality numbers `partialstyle bench` reports.
@@ -45,6 +50,9 @@ class Pipeline:
         self._config = config or PipelineConfig()
         self._plan = plan or StylePlan()
         self._mask_state = PersonMask()
+        self._morph = StyleMorph()
+        self._stabilizer = OutputStabilizer()
+        self._style_vectors = StyleVectors()
         self._lock = threading.Lock()
         self._device = resolve_device(self._config.device)
         set_threads(self._config.threads)
@@ -77,20 +85,30 @@ class Pipeline:
     def reset(self) -> None:
         """Forget temporal state (call between unrelated clips)."""
         self._mask_state.reset()
+        self._morph.reset()
+        self._stabilizer.reset()
 
     def load(self, height: int = 720, width: int = 1280) -> None:
         """Load the models the current settings need now, instead of on the first frame."""
         config, plan = self._config, self._plan
         if plan.needs_mask or config.show_mask:
             load_model(choose_segmenter(config.segmenter, height, width), self._device)
-        if any(region.style.kind == "multistyle" for region in plan.regions().values()):
-            load_model("multistyle26", self._device)
+        for region in plan.regions().values():
+            if region.style.kind == "multistyle":
+                load_model("multistyle26", self._device)
+            elif region.style.kind == "arbitrary":
+                self._style_vectors.of_picture(region.style.source, self._device)
+            elif region.style.kind == "johnson":
+                load_johnson(region.style.source, self._device)
 
     # -- per frame -------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def process(self, frame: np.ndarray) -> np.ndarray:
-        """Restyle one frame: uint8 H×W×3 or H×W×4 in, the same shape out (alpha untouched)."""
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> np.ndarray:
+        """Restyle one frame: uint8 H×W×3 or H×W×4 in, the same shape out (alpha untouched).
+
+        `timestamp` (seconds) times style morphs; the default is the current time.
+        """
         frame = check_frame(frame)
         with self._lock:
             config, plan, device = self._config, self._plan, self._device
@@ -102,34 +120,45 @@ class Pipeline:
 
         wants_mask = plan.needs_mask or config.show_mask
         mask = self._person_mask(rgb, small, config, plan) if wants_mask else None
-        stylized = self._stylize(small, mask, plan, config)
+        now = time.monotonic() if timestamp is None else timestamp
+
+        # Each region's looks: one, or two while its style morphs into a new one.
+        if plan.needs_mask:
+            regions = plan.regions()
+            region_masks = {"background": 1.0 - mask, "person": mask}
+        else:  # one look for the whole frame
+            regions = {"person": plan.person}
+            region_masks = None
+        looks, shares = {}, {}
+        for name, region in regions.items():
+            for index, (look, share) in enumerate(self._looks(name, region, small, now, config)):
+                if look.kind != "none" and region.strength > 0.0:
+                    looks[name, index] = look
+                    shares[name, index] = share
+        masks = {key: region_masks[key[0]] for key in looks} if region_masks else None
+        half = config.half_precision and small.device.type == "cuda"
+        stylized = stylize(small, looks, masks, half)
 
         # Blend at processing size into one premultiplied layer plus its coverage (mask ×
         # strength), then bring both to the frame's size in one go: the cost at full
         # resolution does not depend on the number of regions, and pixels no region styles
         # keep their exact original values.
-        if plan.needs_mask:
-            region_masks = {"background": 1.0 - mask, "person": mask}
-            regions = plan.regions()
-        else:  # one look for the whole frame
-            region_masks = {"person": None}
-            regions = {"person": plan.person}
         coverage = small.new_zeros(size)
         premultiplied = small.new_zeros((3, *size))
-        for name, region in regions.items():
-            if region.is_identity:
-                continue
-            styled = stylized[name]
+        for key, look in looks.items():
+            region = regions[key[0]]
+            styled = stylized[key]
             if region.preserve_colors:
                 styled = compose.preserve_colors(styled, small)
-            weight = (
-                region.strength
-                if region_masks[name] is None
-                else region_masks[name] * region.strength
-            )
+            # An arbitrary style's strength already moved its style vector towards the frame's.
+            strength = 1.0 if look.kind == "arbitrary" else region.strength
+            weight = shares[key] * strength
+            if masks is not None:
+                weight = masks[key] * weight
             coverage += weight
             premultiplied += weight * styled
         layer = torch.cat([premultiplied, coverage[None]])
+        layer = self._stabilizer(small, layer, config.stabilize)
         layer = self._upsample(layer, small, original, config.upsample)
         result = compose.blend_onto(original, layer[:3], layer[3].clamp_(0.0, 1.0))
         if config.show_mask:
@@ -187,29 +216,28 @@ class Pipeline:
             config.edge_refine,
         )
 
-    def _stylize(
-        self,
-        small: torch.Tensor,
-        mask: torch.Tensor | None,
-        plan: StylePlan,
-        config: PipelineConfig,
-    ) -> dict[str, torch.Tensor]:
-        """Every styled region's full stylized image at processing size, in one network pass."""
-        regions = {
-            name: region for name, region in plan.regions().items() if not region.is_identity
-        }
-        if not regions:
-            return {}
-        network = load_model("multistyle26", small.device)
-        weights = torch.tensor(
-            [region.style.weight_vector() for region in regions.values()], device=small.device
-        )
-        half = config.half_precision and small.device.type == "cuda"
-        image = small[None].half() if half else small[None]
-        if len(regions) == 1 or mask is None:
-            output = network(image, weights[:1])[0]
-            return {name: output.float() for name in regions}
-        # Both regions styled: spatial CIN, one pass whatever the number of regions.
-        region_masks = torch.stack([1.0 - mask, mask])[None].to(image.dtype)
-        output = network(image, weights, region_masks)[0].float()
-        return {name: output for name in regions}
+    def _looks(
+        self, name: str, region: RegionStyle, small: torch.Tensor, now: float, config
+    ) -> list[tuple[Look, float]]:
+        """The region's looks and their shares; morphs of one network blend conditioning."""
+        blend = self._morph.blend(name, region.style, now, config.morph_seconds)
+        looks = [(self._look(spec, region.strength, small), share) for spec, share in blend]
+        if len(looks) == 2:
+            (old, old_share), (new, new_share) = looks
+            if old.kind == new.kind and old.kind in ("multistyle", "arbitrary"):
+                mixed = old.conditioning * old_share + new.conditioning * new_share
+                return [(Look(old.kind, mixed), 1.0)]
+        return looks
+
+    def _look(self, spec: StyleSpec, strength: float, small: torch.Tensor) -> Look:
+        if spec.kind == "multistyle":
+            weights = torch.tensor(spec.weight_vector(), device=small.device)
+            return Look("multistyle", weights)
+        if spec.kind == "arbitrary":
+            vector = self._style_vectors.of_picture(spec.source, small.device)
+            if strength < 1.0:
+                vector = torch.lerp(StyleVectors.of_frame(small), vector, strength)
+            return Look("arbitrary", vector)
+        if spec.kind == "johnson":
+            return Look("johnson", source=spec.source)
+        return Look("none")

@@ -10,17 +10,26 @@ from dataclasses import dataclass
 
 from partialstyle.style.names import MULTISTYLE_NAMES, NUM_MULTISTYLE
 
-KINDS = ("none", "multistyle")
+KINDS = ("none", "multistyle", "johnson", "arbitrary")
 
-_HELP = "use none, multistyle:<id or name> or a blend like multistyle:3=0.5,12=0.5"
+_HELP = (
+    "use none, multistyle:<id or name>, a blend like multistyle:3=0.5,12=0.5, "
+    "johnson:<name or .pth file> or arbitrary:<picture file>"
+)
 
 
 @dataclass(frozen=True)
 class StyleSpec:
-    """One region's style: a kind plus, for multistyle, normalised (style id, weight) pairs."""
+    """One region's style.
+
+    multistyle: normalised (style id, weight) pairs for the 26-style network.
+    johnson: `source` is a network name in models/johnson/ or a path to a .pth checkpoint.
+    arbitrary: `source` is the path of a picture whose style is copied.
+    """
 
     kind: str = "none"
     weights: tuple[tuple[int, float], ...] = ()
+    source: str = ""
 
     @classmethod
     def parse(cls, text: str) -> StyleSpec:
@@ -34,6 +43,10 @@ class StyleSpec:
             raise ValueError(f"style {text!r} is missing its kind; {_HELP}")
         if kind == "multistyle":
             return cls("multistyle", _parse_multistyle_weights(body, text))
+        if kind in ("johnson", "arbitrary"):
+            if not body.strip():
+                raise ValueError(f"{kind} style {text!r} needs a name or file after the colon")
+            return cls(kind, source=body.strip())
         raise ValueError(f"unknown style kind {kind!r} in {text!r}; {_HELP}")
 
     @property
@@ -50,6 +63,8 @@ class StyleSpec:
     def __str__(self) -> str:
         if self.kind == "none":
             return "none"
+        if self.kind in ("johnson", "arbitrary"):
+            return f"{self.kind}:{self.source}"
         if len(self.weights) == 1:
             return f"multistyle:{self.weights[0][0]}"
         return "multistyle:" + ",".join(f"{i}={w:g}" for i, w in self.weights)
