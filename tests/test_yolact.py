@@ -607,10 +607,10 @@ def test_detect_with_yolact_plus_rescoring(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("config_name", RESNET101_CONFIGS)
 def test_detect_with_resnet101_configs(config_name, official_file):
-    if config_name == "yolact_plus_base":
-        pytest.skip("rescoring is covered by yolact_plus_resnet50; DCN on CPU is slow")
     segmenter = YolactSegmenter.load(official_file(config_name))
-    detections = segmenter.detect(_astronaut())
+    # A random mask-IoU head rescores (near) zero: keep every detection for YOLACT++.
+    threshold = 0.0 if CONFIGS[config_name].use_maskiou else 0.3
+    detections = segmenter.detect(_astronaut(), score_threshold=threshold)
     _check_detections_format(detections, 512, 512, 15)
-    assert len(detections) > 0
+    assert len(detections) > 0  # random ResNet-101 boxes are large: NMS merges many
     _check_masks_stay_near_their_boxes(detections, 2 * math.ceil(CONFIGS[config_name].max_size / 8))
