@@ -155,6 +155,7 @@ def cmd_video(args: argparse.Namespace) -> None:
 
 
 def cmd_styles(args: argparse.Namespace) -> None:
+    from partialstyle.sheet import available_johnson
     from partialstyle.style.names import MULTISTYLE_NAMES
 
     if args.sheet is None:
@@ -162,6 +163,10 @@ def cmd_styles(args: argparse.Namespace) -> None:
         for index, name in enumerate(MULTISTYLE_NAMES):
             print(f"multistyle:{index:<3} multistyle:{name}")
         print("blends: multistyle:3=0.5,12=0.5 (weights are normalised)")
+        for name in available_johnson():
+            print(f"johnson:{name}")
+        print("johnson:<file.pth>  (more with `partialstyle models fetch johnson`)")
+        print("arbitrary:<picture>  (any picture's style)")
         return
     from partialstyle.device import resolve_device
     from partialstyle.io import check_output_path, read_image, write_image
@@ -169,7 +174,8 @@ def cmd_styles(args: argparse.Namespace) -> None:
 
     check_output_path(args.sheet)
     photo = read_image(args.photo or Path(__file__).parent / "data" / "astronaut.jpg")
-    write_image(args.sheet, contact_sheet(photo, resolve_device(args.device)))
+    pictures = [str(path) for path in args.picture or []]
+    write_image(args.sheet, contact_sheet(photo, resolve_device(args.device), pictures=pictures))
     print(f"wrote {args.sheet}")
 
 
@@ -177,6 +183,9 @@ def cmd_models(args: argparse.Namespace) -> None:
     from partialstyle import modelstore
 
     names = args.names or None
+    if args.action == "fetch":
+        _fetch(names or [])
+        return
     if args.action == "prepare":
         modelstore.prepare(names)
         return
@@ -192,6 +201,43 @@ def cmd_models(args: argparse.Namespace) -> None:
             print(f"{name:18} {status}")
     if args.action == "verify" and any(status != "ready" for status in statuses.values()):
         raise PartialStyleError(f"some models are not ready; {modelstore.PREPARE_HINT}")
+
+
+def _fetch(names: list[str]) -> None:
+    """Weights that live on other hosts: downloaded on request, never by install."""
+    from partialstyle import modelstore
+
+    if not names:
+        raise PartialStyleError("name what to fetch: `partialstyle models fetch johnson`")
+    for name in names:
+        if name == "johnson":
+            from partialstyle.style.johnson_fetch import fetch_johnson
+
+            for path in fetch_johnson(modelstore.models_dir() / "johnson"):
+                print(f"johnson:{path.stem} -> {path}")
+        else:
+            raise PartialStyleError(f"nothing called {name!r} to fetch; try johnson")
+
+
+def cmd_train_style(args: argparse.Namespace) -> None:
+    from partialstyle import modelstore
+    from partialstyle.style.train_style import train_style
+
+    if not args.style_image.is_file():
+        raise PartialStyleError(f"style picture {args.style_image} does not exist")
+    if not args.dataset.is_dir():
+        raise PartialStyleError(f"dataset folder {args.dataset} does not exist")
+    name = args.name or args.style_image.stem
+    out = modelstore.models_dir() / "johnson" / f"{name}.pth"
+    train_style(
+        args.style_image,
+        args.dataset,
+        out,
+        epochs=args.epochs,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+    )
+    print(f"wrote {out}; use it as johnson:{name}")
 
 
 def cmd_doctor(args: argparse.Namespace) -> None:
@@ -263,13 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
     styles = commands.add_parser("styles", help="list styles, or draw a contact sheet")
     styles.add_argument("--sheet", type=Path, help="write a contact sheet PNG")
     styles.add_argument("--photo", type=Path, help="photo for the sheet (default: astronaut)")
+    styles.add_argument(
+        "--picture", type=Path, action="append", help="add arbitrary:<picture> to the sheet"
+    )
     styles.add_argument("--device", default="auto")
     styles.set_defaults(run=cmd_styles)
 
     models = commands.add_parser("models", help="list, prepare or verify model files")
-    models.add_argument("action", choices=["list", "prepare", "verify"])
-    models.add_argument("names", nargs="*", help="models (default: all)")
+    models.add_argument("action", choices=["list", "prepare", "verify", "fetch"])
+    models.add_argument("names", nargs="*", help="models (default: all); for fetch: johnson")
     models.set_defaults(run=cmd_models)
+
+    train = commands.add_parser("train-style", help="train a Johnson network for a picture")
+    train.add_argument("style_image", type=Path)
+    train.add_argument("--dataset", type=Path, required=True, help="folder of training photos")
+    train.add_argument("--name", help="network name (default: the picture's file name)")
+    train.add_argument("--epochs", type=int, default=2)
+    train.add_argument("--image-size", type=int, default=256)
+    train.add_argument("--batch-size", type=int, default=4)
+    train.set_defaults(run=cmd_train_style)
 
     doctor = commands.add_parser("doctor", help="versions, device, models, OBS's Python")
     doctor.set_defaults(run=cmd_doctor)

@@ -2,34 +2,55 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import torch
 
+from partialstyle.config import PipelineConfig
 from partialstyle.frames import resize_image, to_image, to_uint8
-from partialstyle.models_cache import load_model
+from partialstyle.modelstore import models_dir
+from partialstyle.pipeline import Pipeline
+from partialstyle.plan import StylePlan
 from partialstyle.style.names import MULTISTYLE_NAMES, multistyle_label
 
 _LABEL_HEIGHT = 22
 _GAP = 6
 
 
+def available_johnson() -> list[str]:
+    """Names of the Johnson networks in models/johnson/ (fetched or trained)."""
+    folder = models_dir() / "johnson"
+    return sorted(path.stem for path in folder.glob("*.pth")) if folder.is_dir() else []
+
+
+def sheet_styles(pictures: list[str]) -> list[tuple[str, str]]:
+    """(label, spec) of every style to show: multistyle, Johnson networks, given pictures."""
+    styles = [(multistyle_label(i), f"multistyle:{i}") for i in range(len(MULTISTYLE_NAMES))]
+    styles += [(f"johnson:{name}", f"johnson:{name}") for name in available_johnson()]
+    styles += [(f"arbitrary:{Path(p).name}", f"arbitrary:{p}") for p in pictures]
+    return styles
+
+
 @torch.inference_mode()
 def contact_sheet(
-    photo: np.ndarray, device: torch.device, tile: int = 192, columns: int = 7
+    photo: np.ndarray,
+    device: torch.device,
+    tile: int = 192,
+    columns: int = 7,
+    pictures: list[str] | None = None,
 ) -> np.ndarray:
-    """uint8 RGB sheet: the original first, then each multistyle style in id order."""
-    image = to_image(torch.from_numpy(np.ascontiguousarray(photo[..., :3])).to(device))
+    """uint8 RGB sheet: the original first, then each style, labelled."""
+    image = to_image(torch.from_numpy(np.ascontiguousarray(photo[..., :3])))
     height, width = image.shape[-2:]
     scale = tile / max(height, width)
-    size = (max(8, round(height * scale)), max(8, round(width * scale)))
-    small = resize_image(image, size)
-    network = load_model("multistyle26", device)
+    size = (max(32, round(height * scale)), max(32, round(width * scale)))
+    small = to_uint8(resize_image(image, size)).numpy()
     tiles = [("original", small)]
-    for index in range(len(MULTISTYLE_NAMES)):
-        weights = torch.zeros(1, len(MULTISTYLE_NAMES), device=device)
-        weights[0, index] = 1.0
-        tiles.append((multistyle_label(index), network(small[None], weights)[0]))
+    config = PipelineConfig(device=str(device))
+    for label, spec in sheet_styles(pictures or []):
+        tiles.append((label, Pipeline(config, StylePlan.from_specs(spec, spec)).process(small)))
     rows = -(-len(tiles) // columns)
     cell_h, cell_w = size[0] + _LABEL_HEIGHT, size[1]
     sheet = np.full(
@@ -38,10 +59,10 @@ def contact_sheet(
     for position, (label, tile_image) in enumerate(tiles):
         top = _GAP + (position // columns) * (cell_h + _GAP)
         left = _GAP + (position % columns) * (cell_w + _GAP)
-        sheet[top : top + size[0], left : left + size[1]] = to_uint8(tile_image).cpu().numpy()
+        sheet[top : top + size[0], left : left + size[1]] = tile_image
         cv2.putText(
             sheet,
-            label,
+            label[:28],
             (left + 2, top + size[0] + 16),
             cv2.FONT_HERSHEY_SIMPLEX,
             0.45,

@@ -162,3 +162,24 @@ def test_manifest_records_sources_and_checksums():
         assert all(len(source["sha256"]) == 64 for source in model["sources"])
         assert len(model["converted_sha256"]) == 64
         assert model["package"] and model["version"] and model["license"]
+
+
+def test_train_style_checks_its_inputs(tmp_path, photo, capsys):
+    assert main(["train-style", str(tmp_path / "none.jpg"), "--dataset", str(tmp_path)]) == 2
+    assert "does not exist" in _error_line(capsys)
+    assert main(["train-style", str(photo), "--dataset", str(tmp_path / "nowhere")]) == 2
+    assert "dataset folder" in _error_line(capsys)
+
+
+def test_fetch_needs_a_known_name(capsys):
+    assert main(["models", "fetch", "nonsense"]) == 2
+    assert "nothing called 'nonsense'" in _error_line(capsys)
+
+
+@pytest.mark.usefixtures("default_models")
+def test_sheet_includes_pictures_as_styles(photo, tmp_path):
+    sheet = tmp_path / "sheet.png"
+    assert (
+        main(["styles", "--sheet", str(sheet), "--photo", str(photo), "--picture", str(photo)]) == 0
+    )
+    assert cv2.imread(str(sheet)).shape[0] > 0
