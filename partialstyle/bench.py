@@ -152,6 +152,56 @@ def preset_benchmarks(device: torch.device, repeats: int, photos: list[np.ndarra
     }
 
 
+def style_kind_benchmarks(device: torch.device, repeats: int) -> dict:
+    """Whole-frame cost of each kind of style at 640×360 processing (Johnson only if fetched)."""
+    from partialstyle.sheet import available_johnson
+
+    frame = webcam_frame(360, 640)
+    with tempfile.TemporaryDirectory() as scratch:
+        picture = Path(scratch) / "style.png"
+        cv2.imwrite(
+            str(picture), cv2.cvtColor(np.ascontiguousarray(frame[:, ::-1]), cv2.COLOR_RGB2BGR)
+        )
+        specs = {"multistyle": "multistyle:19", "arbitrary": f"arbitrary:{picture}"}
+        specs.update({f"johnson:{name}": f"johnson:{name}" for name in available_johnson()[:2]})
+        config = PipelineConfig(device=str(device))
+        pipelines = {
+            kind: Pipeline(config, StylePlan.from_specs(spec, spec)) for kind, spec in specs.items()
+        }
+        with torch.inference_mode():
+            timings = time_interleaved(
+                {kind: lambda p=pipeline: p.process(frame) for kind, pipeline in pipelines.items()},
+                repeats,
+            )
+    return {
+        kind: {"ms": round(ms, 1), "fps": round(1000.0 / ms, 2)} for kind, ms in timings.items()
+    }
+
+
+def flicker_benchmark(device: torch.device, frames: int = 12) -> dict:
+    """Mean frame-to-frame difference (0..255) of the output on a static clip with sensor-like
+    noise, without and with output stabilization."""
+    rng = np.random.default_rng(0)
+    still = webcam_frame(360, 640)
+    clip = [
+        np.clip(still + rng.normal(0.0, 3.0, still.shape), 0, 255).astype(np.uint8)
+        for _ in range(frames)
+    ]
+    results = {"input": _mean_frame_difference(clip)}
+    for stabilize in (0.0, 0.8):
+        config = PipelineConfig(process_height=360, stabilize=stabilize, device=str(device))
+        pipeline = Pipeline(config, BENCH_PLAN)
+        with torch.inference_mode():
+            outputs = [pipeline.process(frame) for frame in clip]
+        results[f"stabilize_{stabilize}"] = _mean_frame_difference(outputs)
+    return results
+
+
+def _mean_frame_difference(frames: list[np.ndarray]) -> float:
+    pairs = zip(frames[:-1], frames[1:], strict=True)
+    return round(float(np.mean([np.abs(b.astype(np.float32) - a).mean() for a, b in pairs])), 3)
+
+
 def _with_device(config: PipelineConfig, device: torch.device) -> PipelineConfig:
     from dataclasses import replace
 
@@ -193,6 +243,8 @@ def run_benchmarks(
         "threads": torch.get_num_threads(),
         "stages": stage_benchmarks(torch_device, repeats, SIZES[:1] if quick else SIZES),
         "presets_1280x720": preset_benchmarks(torch_device, repeats, photos),
+        "style_kinds_640x360": style_kind_benchmarks(torch_device, repeats),
+        "flicker_static_clip": flicker_benchmark(torch_device),
     }
     if not quick:
         results["video_720p_peak_memory_mb"] = round(video_peak_memory_mb(), 1)
@@ -214,6 +266,15 @@ def _print_table(results: dict) -> None:
             f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps  "
             f"mean abs difference vs full 720p: {value['mean_abs_difference_vs_720']}"
         )
+    print("\nstyle kinds, whole frame at 640x360")
+    for name, value in results["style_kinds_640x360"].items():
+        print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
+    flicker = results["flicker_static_clip"]
+    print(
+        "\nflicker on a static noisy clip (mean frame-to-frame difference): input "
+        f"{flicker['input']}, output {flicker['stabilize_0.0']} without stabilization, "
+        f"{flicker['stabilize_0.8']} with stabilize=0.8"
+    )
     if "video_720p_peak_memory_mb" in results:
         print(
             "\npartialstyle video, 720p clip: peak memory",
