@@ -66,7 +66,9 @@ def _add_style_options(parser: argparse.ArgumentParser, default_height: int | No
     quality.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
-def _pipeline_from_args(args: argparse.Namespace, temporal_smoothing: float = 0.0):
+def _pipeline_from_args(
+    args: argparse.Namespace, temporal_smoothing: float = 0.0, stabilize: float = 0.0
+):
     from partialstyle.config import LIVE, PipelineConfig
     from partialstyle.pipeline import Pipeline
     from partialstyle.plan import RegionStyle, StylePlan
@@ -99,6 +101,7 @@ def _pipeline_from_args(args: argparse.Namespace, temporal_smoothing: float = 0.
         mask_threshold=args.mask_threshold,
         mask_feather=args.mask_feather,
         temporal_smoothing=temporal_smoothing,
+        stabilize=stabilize,
         device=args.device,
         threads=args.threads,
     )
@@ -149,7 +152,9 @@ def cmd_mask(args: argparse.Namespace) -> None:
 def cmd_video(args: argparse.Namespace) -> None:
     from partialstyle.video import restyle_video
 
-    pipeline = _pipeline_from_args(args, temporal_smoothing=args.temporal_smoothing)
+    pipeline = _pipeline_from_args(
+        args, temporal_smoothing=args.temporal_smoothing, stabilize=args.stabilize
+    )
     count = restyle_video(pipeline, args.input, args.output, progress=not args.quiet)
     print(f"wrote {args.output} ({count} frames)")
 
@@ -303,6 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("output", type=Path)
     _add_style_options(video, default_height=720)
     video.add_argument("--temporal-smoothing", type=float, default=0.5, help="mask smoothing 0..1")
+    video.add_argument(
+        "--stabilize", type=float, default=0.0, help="0..0.95: less shimmer where nothing moves"
+    )
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     video.set_defaults(run=cmd_video)
 
