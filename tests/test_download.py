@@ -11,8 +11,8 @@ import pytest
 
 from partialstyle.download import download
 from partialstyle.errors import PartialStyleError
+from partialstyle.segment.yolact import CONFIGS, fetch_yolact
 from partialstyle.segment.yolact import fetch as yolact_fetch
-from partialstyle.segment.yolact import fetch_yolact
 
 
 class _FileHandler(BaseHTTPRequestHandler):
@@ -199,6 +199,7 @@ def test_fetch_yolact_refuses_non_pytorch_files_and_unknown_names(server, tmp_pa
 
 
 def test_official_urls_are_the_hugging_face_reuploads():
+    assert set(yolact_fetch.OFFICIAL_WEIGHTS) == set(CONFIGS)
     assert yolact_fetch.weights_url("yolact_plus_base") == (
         "https://huggingface.co/dbolya/yolact-plus-base/resolve/main/"
         "yolact_plus_base_54_800000.pth?download=true"

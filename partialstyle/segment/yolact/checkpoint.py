@@ -30,9 +30,9 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = _first_sentence(str(error)) or type(error).__name__
         raise ModelMissingError(
-            f"{path} is not a readable PyTorch checkpoint ({reason[:160]}); "
+            f"{path} is not a readable PyTorch checkpoint ({reason}); "
             "the download may be truncated: delete it and download it again"
         ) from error
     if not isinstance(state_dict, dict) or not all(
@@ -43,6 +43,11 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             "YOLACT weights (yolact_base_54_800000.pth etc.)"
         )
     return dict(state_dict)
+
+
+def _first_sentence(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0].split(". ")[0].rstrip(".")[:200] if lines else ""
 
 
 def apply_official_key_rules(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -7,8 +7,6 @@ from pathlib import Path
 from partialstyle.download import download
 from partialstyle.errors import PartialStyleError
 
-from .config import CONFIGS
-
 _HUB = "https://huggingface.co/dbolya"
 
 # config name -> (Hugging Face repository, file name). Sizes and hashes are not published.
@@ -20,7 +18,6 @@ OFFICIAL_WEIGHTS: dict[str, tuple[str, str]] = {
     "yolact_plus_base": ("yolact-plus-base", "yolact_plus_base_54_800000.pth"),
     "yolact_plus_resnet50": ("yolact-plus-resnet50", "yolact_plus_resnet50_54_800000.pth"),
 }
-assert set(OFFICIAL_WEIGHTS) == set(CONFIGS)
 
 # torch.save writes a zip archive since torch 1.6 and a raw pickle (protocol 2) before it;
 # the 2019 official files may be either.
