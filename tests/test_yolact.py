@@ -8,6 +8,7 @@ implementation's numbers.
 
 from __future__ import annotations
 
+import collections
 import math
 
 import pytest
@@ -205,6 +206,27 @@ def test_extra_unknown_key_is_refused_but_official_leftovers_are_dropped(tmp_pat
     torch.save(state_dict, tmp_path / "yolact_resnet50_2_2.pth")
     with pytest.raises(PartialStyleError, match="1 unexpected keys"):
         load_yolact(tmp_path / "yolact_resnet50_2_2.pth")
+
+
+def test_files_without_batchnorm_counters_load_only_where_pytorch_allows(tmp_path):
+    # A file without the third FPN downsample layer and without num_batches_tracked, as a
+    # plain dict (no version metadata): PyTorch's BatchNorm loader would fill the counters.
+    keys = [(k, s) for k, s in official_keys("yolact_darknet53") if "num_batches" not in k]
+    state_dict = random_state_dict("yolact_darknet53")
+    old = {key: state_dict[key] for key, _ in keys}
+    torch.save(old, tmp_path / "yolact_darknet53_54_800000.pth")
+    model = load_yolact(tmp_path / "yolact_darknet53_54_800000.pth")
+    assert model.backbone._preconv[1].num_batches_tracked.item() == 0
+
+    # The same tensors in an OrderedDict whose metadata says BatchNorm version 2 (a file from a
+    # PyTorch that saves the counters): strict loading must refuse it, as the official code does.
+    with torch.device("meta"):
+        metadata = Yolact(CONFIGS["yolact_darknet53"]).state_dict()._metadata
+    newer = collections.OrderedDict(old)
+    newer._metadata = metadata
+    torch.save(newer, tmp_path / "yolact_darknet53_1_1.pth")
+    with pytest.raises(PartialStyleError, match=r"missing keys \(e\.g\. [\w.]*num_batches_tracked"):
+        load_yolact(tmp_path / "yolact_darknet53_1_1.pth")
 
 
 @pytest.mark.parametrize("legacy_format", [False, True])

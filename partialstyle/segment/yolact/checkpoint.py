@@ -42,7 +42,27 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
             f"{path} is a PyTorch file but not a flat state_dict of tensors like the official "
             "YOLACT weights (yolact_base_54_800000.pth etc.)"
         )
-    return dict(state_dict)
+    return state_dict  # keeps torch's per-module _metadata, used by fill_batchnorm_counters
+
+
+def fill_batchnorm_counters(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Add num_batches_tracked = 0 where PyTorch's own BatchNorm loader would.
+
+    BatchNorm fills a missing counter when the file predates it: its module's saved version is
+    below 2, or the file has no version metadata. Doing the same before identifying the config
+    accepts exactly the files that the official load_state_dict accepts.
+    """
+    metadata = getattr(state_dict, "_metadata", None) or {}
+    filled = dict(state_dict)
+    for key in state_dict:
+        if not key.endswith(".running_mean"):
+            continue
+        module = key.removesuffix(".running_mean")
+        counter = f"{module}.num_batches_tracked"
+        version = metadata.get(module, {}).get("version")
+        if counter not in filled and (version is None or version < 2):
+            filled[counter] = torch.tensor(0, dtype=torch.long)
+    return filled
 
 
 def _first_sentence(text: str) -> str:
@@ -58,7 +78,9 @@ def apply_official_key_rules(state_dict: dict[str, Tensor]) -> dict[str, Tensor]
     2. fpn.downsample_layers.<i>.* for i >= 2: a third extra level the v1 models were trained
        with and that the released architecture no longer has.
     """
-    kept = {}
+    kept = type(state_dict)()
+    if hasattr(state_dict, "_metadata"):
+        kept._metadata = state_dict._metadata
     for key, tensor in state_dict.items():
         if key.startswith("backbone.layer") and not key.startswith("backbone.layers"):
             continue
@@ -155,7 +177,7 @@ def _mismatch_size(state_dict: dict[str, Tensor], config_name: str) -> int:
 
 def load_yolact(path: Path, config_name: str | None = None) -> Yolact:
     """Build the matching model and load every tensor of the file strictly (on the CPU)."""
-    state_dict = apply_official_key_rules(read_state_dict(path))
+    state_dict = fill_batchnorm_counters(apply_official_key_rules(read_state_dict(path)))
     config = identify_config(path, state_dict, config_name)
     state_dict = {
         k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()
