@@ -64,7 +64,8 @@ class FilterInstance:
             on_error=self._log_error,
             name=f"partialstyle-{handle}",
         )
-        self.hotkeys = hotkeys.register(source, handle, runtime.hotkey_thunk)
+        self.handle = handle
+        self.hotkeys: dict[int, str] = {}  # registered on the parent, once it is known
         self._stop_reporting = threading.Event()
         self._reporter = threading.Thread(
             target=self._report_loop, name=f"partialstyle-stats-{handle}", daemon=True
@@ -116,7 +117,9 @@ class FilterInstance:
             if frame is not None:
                 self.worker.submit(frame)
                 self.stats.readbacks += 1
-            if self.worker.wants_frame(READBACK_LEAD_SECONDS):
+            max_fps = float(self.values.get("max_fps") or 0.0)
+            min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
+            if self.worker.wants_frame(READBACK_LEAD_SECONDS, min_interval):
                 gpu.stage(target)
 
         result = self.worker.latest()
@@ -147,7 +150,16 @@ class FilterInstance:
         if self._reporter is not threading.current_thread():
             self._reporter.join(2.0)
 
+    def tick(self) -> None:
+        """video_tick: register the hotkeys as soon as the filter has a parent."""
+        if not self.hotkeys:
+            parent = libobs.lib().obs_filter_get_parent(self.source)
+            if parent:
+                self.hotkeys = hotkeys.register(parent, self.handle, self._runtime.hotkey_thunk)
+
     def destroy(self) -> None:
+        hotkeys.unregister(self.hotkeys)
+        self.hotkeys = {}
         self.stop()
         stats.publish(self.name, None)
         if self.gpu is not None:
@@ -181,6 +193,7 @@ class FilterInstance:
                 1000.0 * sum(durations) / len(durations) if durations else 0.0
             )
             summary["results"] = self.worker.results
+            summary["inference_pid"] = getattr(self.worker.processor, "pid", None)
             summary["state"] = self.worker.state
             summary["error"] = self.worker.error
             stats.publish(self.name, summary)
@@ -221,6 +234,7 @@ class FilterType:
 
     def video_tick(self, instance: FilterInstance, seconds: float) -> None:
         instance.graphics_thread = threading.get_ident()  # ticks run on OBS's graphics thread
+        instance.tick()
 
     def video_render(self, instance: FilterInstance, effect: int | None) -> bool:
         return instance.render()

@@ -1,7 +1,11 @@
 """Per-filter hotkeys: cycle the person and background styles, toggle the effect.
 
-They are registered on the filter source, so OBS lists them under the filter's name in
-Settings → Hotkeys and saves their bindings with the scene collection by itself.
+libobs gives no hotkeys to private sources (`obs_hotkey_register_source` refuses them), and
+every filter is private once loaded from a scene collection or made by obs-websocket's
+CreateSourceFilter. So each filter registers its hotkeys on the source it filters (its
+parent), as other filter plugins do: OBS lists them under that source in Settings → Hotkeys
+and saves their bindings in the source's "hotkeys" entry of the scene collection. The filter
+removes them again when it is destroyed.
 """
 
 from __future__ import annotations
@@ -25,16 +29,24 @@ HOTKEYS: tuple[tuple[str, str, tuple[str, int] | None], ...] = (
 )
 
 
-def register(source: int, handle: int, thunk: object) -> dict[int, str]:
-    """Register every hotkey on `source`; returns hotkey id → name for `trigger`."""
+def register(parent: int, handle: int, thunk: object) -> dict[int, str]:
+    """Register every hotkey on the filtered source `parent`; returns id → name."""
     obs = libobs.lib()
     ids = {}
     for name, description, _ in HOTKEYS:
         hotkey_id = obs.obs_hotkey_register_source(
-            source, name.encode(), description.encode(), thunk, c_void_p(handle)
+            parent, name.encode(), f"Partial Style: {description}".encode(), thunk, c_void_p(handle)
         )
-        ids[hotkey_id] = name
+        if hotkey_id != libobs.OBS_INVALID_HOTKEY_ID:
+            ids[hotkey_id] = name
     return ids
+
+
+def unregister(ids: dict[int, str]) -> None:
+    """Remove the hotkeys (harmless if the parent, and so they, are already gone)."""
+    obs = libobs.lib()
+    for hotkey_id in ids:
+        obs.obs_hotkey_unregister(hotkey_id)
 
 
 def trigger(source: int, name: str) -> None:

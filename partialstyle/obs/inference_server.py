@@ -43,7 +43,8 @@ def one_line(error: BaseException) -> str:
 
 
 def lower_priority(nice: int) -> None:
-    """Let OBS's render, encoder and llvmpipe threads have the CPU first."""
+    """Let OBS's render, encoder and llvmpipe threads have the CPU first (torch's threads,
+    started later, inherit the nice value)."""
     if nice <= 0:
         return
     with contextlib.suppress(OSError, AttributeError):

@@ -48,6 +48,8 @@ OBS_TEXT_DEFAULT = 0
 OBS_TEXT_INFO = 3
 OBS_GROUP_NORMAL = 1
 
+OBS_INVALID_HOTKEY_ID = ctypes.c_size_t(-1).value
+
 # log levels
 LOG_ERROR = 100
 LOG_WARNING = 200
@@ -70,6 +72,7 @@ _SIGNATURES: dict[str, tuple[type | None, list]] = {
     # sources and filters
     "obs_register_source_s": (None, [c_void_p, c_size_t]),
     "obs_filter_get_target": (c_void_p, [c_void_p]),
+    "obs_filter_get_parent": (c_void_p, [c_void_p]),
     "obs_source_get_base_width": (c_uint32, [c_void_p]),
     "obs_source_get_base_height": (c_uint32, [c_void_p]),
     "obs_source_skip_video_filter": (None, [c_void_p]),
@@ -111,6 +114,7 @@ _SIGNATURES: dict[str, tuple[type | None, list]] = {
     "obs_property_int_set_suffix": (None, [c_void_p, c_char_p]),
     # hotkeys
     "obs_hotkey_register_source": (c_size_t, [c_void_p, c_char_p, c_char_p, HOTKEY, c_void_p]),
+    "obs_hotkey_unregister": (None, [c_size_t]),
     # graphics
     "obs_enter_graphics": (None, []),
     "obs_leave_graphics": (None, []),

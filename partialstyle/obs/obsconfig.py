@@ -61,8 +61,19 @@ def filter_entry(name: str, settings: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def media_source(name: str, path: Path, filters: list[dict] = ()) -> dict[str, Any]:  # type: ignore[assignment]
-    """A looping local-file media source (OBS's ffmpeg_source)."""
+def hotkey_bindings(keys: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """A source's "hotkeys" entry: hotkey name → its key ("OBS_KEY_F8"), as OBS saves it."""
+    return {hotkey: [{"key": key}] for hotkey, key in keys.items()}
+
+
+def media_source(
+    name: str,
+    path: Path,
+    filters: list[dict] = (),  # type: ignore[assignment]
+    hotkeys: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A looping local-file media source (OBS's ffmpeg_source); `hotkeys` binds keys to
+    hotkeys registered on it (the filter's hotkeys live on the source it filters)."""
     return {
         "id": "ffmpeg_source",
         "versioned_id": "ffmpeg_source",
@@ -75,6 +86,7 @@ def media_source(name: str, path: Path, filters: list[dict] = ()) -> dict[str, A
             "hw_decode": False,
         },
         "filters": list(filters),
+        "hotkeys": hotkey_bindings(hotkeys or {}),
     }
 
 

@@ -25,6 +25,12 @@ SEGMENTERS = ("auto", "selfie", "selfie-landscape")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
+# Measured on a 640x360 30 fps canvas with OBS rendering on the CPU (see the README).
+MAX_FPS_DEFAULT = 2.0
+# Keys the filter itself uses; every other key goes to the core's config or plan.
+FILTER_ONLY = ("max_fps",)
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -54,6 +60,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("device", "auto", "Device", "auto uses a CUDA or Apple GPU when torch sees one."),
     Setting("threads", 1, "CPU threads", "torch threads; leave cores for OBS and its encoder."),
+    Setting(
+        "max_fps",
+        MAX_FPS_DEFAULT,
+        "Max styled frames/s",
+        "Caps how often a frame is restyled, to leave the CPU to OBS; 0 = no cap.",
+    ),
     Setting("show_mask", False, "Show mask", "Debug view: the person mask over the frame."),
 )
 
@@ -223,4 +235,5 @@ def build_properties(status: str) -> int:
         "threads",
         obs.obs_properties_add_int_slider(props, b"threads", label("threads"), 1, 16, 1),
     )
+    slider(props, "max_fps", 0.0, 30.0, 0.5)
     return root

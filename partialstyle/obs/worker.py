@@ -70,6 +70,7 @@ class FrameWorker:
         self._frame: np.ndarray | None = None
         self._result: Result | None = None
         self._busy_since: float | None = None
+        self._taken_at = float("-inf")  # when the worker last took a frame
         self._stopping = False
         self.state = "loading"
         self.error: str | None = None
@@ -86,25 +87,30 @@ class FrameWorker:
         with self._condition:
             self._settings = settings
             self._settings_version += 1
+            self._taken_at = float("-inf")  # show new settings without waiting for the cap
             if self._processor is not None and self.state == "ready":
                 self._processor.configure(settings)
                 self._applied_version = self._settings_version
                 self._failed_at = None  # new settings may work: try the next frame
             self._condition.notify()
 
-    def wants_frame(self, lead_time: float) -> bool:
-        """True when a frame handed over now would be picked up within about `lead_time` s.
+    def wants_frame(self, lead_time: float, min_interval: float = 0.0) -> bool:
+        """True when a frame handed over now would be picked up within about `lead_time` s,
+        and at least `min_interval` s after the previous frame was picked up.
 
         Reading a frame back costs the render thread time, so it only does so when the
         worker is about to need one.
         """
         if self.state != "ready" or self._frame is not None:
             return False
+        now = time.perf_counter()
+        if now < self._taken_at + min_interval - lead_time:
+            return False
         busy_since = self._busy_since
         if busy_since is None:
             return True
         expected = sum(self.durations) / len(self.durations) if self.durations else 0.0
-        return time.perf_counter() >= busy_since + expected - lead_time
+        return now >= busy_since + expected - lead_time
 
     def submit(self, frame: np.ndarray) -> None:
         """Hand over a frame the caller no longer touches; it replaces any waiting frame."""
@@ -131,6 +137,11 @@ class FrameWorker:
             self._thread.join(timeout)
 
     @property
+    def processor(self) -> Processor | None:
+        """The running processor (None while it is being built or after a failure)."""
+        return self._processor
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -153,7 +164,7 @@ class FrameWorker:
                 if configure:
                     self._failed_at = None
                 failed_at = self._failed_at
-                self._busy_since = time.perf_counter()
+                self._busy_since = self._taken_at = time.perf_counter()
             try:
                 if configure:
                     processor.configure(settings)

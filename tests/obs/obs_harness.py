@@ -2,7 +2,8 @@
 
 One `ObsSession` is one OBS process with a throw-away XDG_CONFIG_HOME holding global.ini, a
 640×360 30 fps profile and a scene collection whose scripts-tool module loads
-obs_partialstyle.py, with a media source looping a still clip of a real person photo.
+obs_partialstyle.py, with a media source looping a still clip of a real person photo. The
+source carries the filter, as a user's saved collection would, with keys bound to its hotkeys.
 """
 
 from __future__ import annotations
@@ -29,6 +30,21 @@ COLLECTION = "Test"
 PROFILE = "Test"
 WIDTH, HEIGHT, FPS = 640, 360, 30
 CAMERA = "Camera"
+FILTER = "Partial Style"
+# The comparisons with the library need deterministic masks: no smoothing across frames.
+FILTER_SETTINGS = {
+    "person_style": "multistyle:8",
+    "background_style": "multistyle:19",
+    "temporal_smoothing": 0.0,
+}
+# Keys Xvfb's keymap has: OBS reads a key missing from the X keymap as held down.
+HOTKEY_KEYS = {
+    "partialstyle_next_person_style": "OBS_KEY_F8",
+    "partialstyle_previous_person_style": "OBS_KEY_F9",
+    "partialstyle_next_background_style": "OBS_KEY_F10",
+    "partialstyle_previous_background_style": "OBS_KEY_F11",
+    "partialstyle_toggle": "OBS_KEY_F12",
+}
 
 
 def free_port() -> int:
@@ -66,9 +82,9 @@ def write_config(root: Path, port: int, clip: Path) -> Path:
         f"[Video]\nBaseCX={WIDTH}\nBaseCY={HEIGHT}\nOutputCX={WIDTH}\nOutputCY={HEIGHT}\n"
         f"FPSType=0\nFPSCommon={FPS}\n"
     )
-    collection = obsconfig.scene_collection(
-        COLLECTION, [obsconfig.media_source(CAMERA, clip)], [obsconfig.script_path()]
-    )
+    styled = obsconfig.filter_entry(FILTER, FILTER_SETTINGS)
+    camera = obsconfig.media_source(CAMERA, clip, [styled], HOTKEY_KEYS)
+    collection = obsconfig.scene_collection(COLLECTION, [camera], [obsconfig.script_path()])
     obsconfig.write_json(config / "basic" / "scenes" / f"{COLLECTION}.json", collection)
     return root / "config"
 
@@ -132,6 +148,9 @@ class ObsSession:
                     log = self.log()[-3000:]
                     raise RuntimeError(f"obs-websocket did not answer:\n{log}") from error
                 time.sleep(0.5)
+
+    def collection_file(self) -> Path:
+        return self.xdg / "obs-studio" / "basic" / "scenes" / f"{COLLECTION}.json"
 
     def log(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""

@@ -1,29 +1,44 @@
 """The filter inside the real OBS Studio, driven through obs-websocket.
 
-The tests share one OBS session and run in file order: they build on the filter the first
-one creates. The source loops a still clip, so every frame is comparable with what the
-library's own Pipeline makes of the same frame.
+The tests share one OBS session and run in file order. The camera source comes with the
+filter from the scene collection; the source loops a still clip, so every frame is comparable
+with what the library's own Pipeline makes of the same frame.
+
+With PARTIALSTYLE_WRITE_README_IMAGES=1 the tests also save small JPEGs of what OBS shows to
+tests/readme/ (the README's pictures).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from obs_harness import CAMERA, FPS, HEIGHT, WIDTH, ObsSession
+from obs_harness import (
+    CAMERA,
+    FILTER,
+    FILTER_SETTINGS,
+    FPS,
+    HEIGHT,
+    HOTKEY_KEYS,
+    WIDTH,
+    ObsSession,
+)
 
 from partialstyle.obs import settings as filter_settings
 from partialstyle.obs.sample_clip import write_sample_clip
 
 pytestmark = pytest.mark.obs
 
-FILTER = "Partial Style"
 KIND = "partialstyle_filter"
-STYLED = {"person_style": "multistyle:8", "background_style": "multistyle:19"}
-# The comparison needs deterministic masks: no smoothing across frames.
-EXACT = {**STYLED, "temporal_smoothing": 0.0}
+EXACT = FILTER_SETTINGS
+README_IMAGES = Path(__file__).resolve().parent.parent / "readme"
+README_IMAGE_LIMIT = 80_000  # bytes
 
 
 def pipeline_for(values: dict):
@@ -41,10 +56,44 @@ def region_error(image: np.ndarray, reference: np.ndarray, region: np.ndarray) -
 
 def save(session: ObsSession, **images: np.ndarray) -> None:
     """Keep images beside the OBS log, for looking at a failure."""
-    import cv2
-
     for name, image in images.items():
         cv2.imwrite(str(session.root / f"{name}.png"), np.ascontiguousarray(image[..., ::-1]))
+
+
+def readme_image(name: str, *images: np.ndarray, width: int = 320) -> None:
+    """Save `images` side by side, each scaled to `width`, as tests/readme/<name>.jpg.
+
+    Only with PARTIALSTYLE_WRITE_README_IMAGES=1; the JPEG must stay small enough to commit.
+    """
+    if os.environ.get("PARTIALSTYLE_WRITE_README_IMAGES") != "1":
+        return
+    scaled = [
+        cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])), cv2.INTER_AREA)
+        for image in images
+    ]
+    path = README_IMAGES / f"{name}.jpg"
+    picture = np.ascontiguousarray(np.hstack(scaled)[..., ::-1])
+    cv2.imwrite(str(path), picture, [cv2.IMWRITE_JPEG_QUALITY, 82])
+    assert path.stat().st_size < README_IMAGE_LIMIT, f"{path} is too big to commit"
+
+
+def process_info(pid: int) -> dict:
+    """Command line, parent and nice value of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    return {
+        "command": [part.decode() for part in command if part],
+        "parent": int(fields[1]),
+        "nice": int(fields[16]),
+    }
+
+
+def pid_gone(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "State:\tZ" in status.read_text()  # a zombie waits only for its reaper
+    except OSError:
+        return True
 
 
 def results(session: ObsSession, name: str = FILTER) -> int:
@@ -70,7 +119,6 @@ def input_frame(session: ObsSession, source: str = CAMERA, name: str = FILTER, *
 @pytest.fixture(scope="module")
 def styled(obs_session: ObsSession) -> dict:
     """The filter on the camera with two styles; the input frame, mask and references."""
-    obs_session.client.create_source_filter(CAMERA, FILTER, KIND, EXACT)
     wait_for_new_results(obs_session, 1)
     frame = input_frame(obs_session)
     pipeline = pipeline_for(EXACT)
@@ -78,12 +126,20 @@ def styled(obs_session: ObsSession) -> dict:
     return {"frame": frame, "mask": mask, "expected": pipeline.process(frame)}
 
 
-def test_filter_is_created_with_its_settings(obs_session, styled):
+def test_filter_loads_from_the_collection_and_infers_outside_obs(obs_session, styled):
     reply = obs_session.client.get_source_filter(CAMERA, FILTER)
     assert reply.filter_kind == KIND and reply.filter_enabled
     assert reply.filter_settings["background_style"] == "multistyle:19"
     stats = obs_session.filter_stats()[FILTER]
     assert stats["state"] == "ready" and stats["error"] is None
+    child = process_info(stats["inference_pid"])
+    assert child["parent"] == obs_session.obs.pid
+    python, *arguments = child["command"]
+    assert Path(python).parent.resolve() == (Path(sys.prefix) / "bin").resolve()  # our venv
+    assert arguments[:2] == ["-m", "partialstyle.obs.inference_server"]
+    assert child["nice"] == 10
+    obs_libraries = Path(f"/proc/{obs_session.obs.pid}/maps").read_text()
+    assert "libpython3" in obs_libraries and "libtorch" not in obs_libraries
 
 
 def test_person_and_background_carry_their_own_styles(obs_session, styled):
@@ -97,6 +153,7 @@ def test_person_and_background_carry_their_own_styles(obs_session, styled):
     wrong_person = background_everywhere.process(frame)
     wrong_background = person_everywhere.process(frame)
     save(obs_session, frame=frame, shot=shot, expected=styled["expected"])
+    readme_image("obs-before-after", frame, shot)
     for region, wrong in ((person, wrong_person), (background, wrong_background)):
         right_error = region_error(shot, styled["expected"], region)
         assert right_error < 12.0
@@ -118,29 +175,40 @@ def test_switching_a_style_shows_within_two_seconds(obs_session, styled):
 
     obs_session.wait_for(switched, 10, interval=0.05, what="the new person style")
     elapsed = time.monotonic() - started
+    (obs_session.root / "switch.json").write_text(json.dumps({"seconds": elapsed}))
     print(f"style switch visible after {elapsed:.2f} s")
+    readme_image("obs-style-switch", styled["expected"], obs_session.screenshot())
     assert elapsed <= 2.0
     obs_session.client.set_source_filter_settings(CAMERA, FILTER, EXACT)
 
 
 def test_hotkeys_cycle_styles_and_toggle_the_effect(obs_session, styled):
+    """The filter's own hotkeys: listed, triggered by name, and by the keys the scene
+    collection binds to them (so bindings load with the collection)."""
     client = obs_session.client
 
     def setting(key: str):
         return client.get_source_filter(CAMERA, FILTER).filter_settings[key]
 
+    def enabled() -> bool:
+        return client.get_source_filter(CAMERA, FILTER).filter_enabled
+
+    def press(hotkey: str) -> None:
+        client.trigger_hotkey_by_key_sequence(HOTKEY_KEYS[hotkey], False, False, False, False)
+
+    assert set(HOTKEY_KEYS) <= set(client.get_hotkey_list().hotkeys)
     client.trigger_hotkey_by_name("partialstyle_next_background_style")
     obs_session.wait_for(lambda: setting("background_style") == "multistyle:20", 5)
-    client.trigger_hotkey_by_name("partialstyle_previous_background_style")
+    press("partialstyle_previous_background_style")
     obs_session.wait_for(lambda: setting("background_style") == "multistyle:19", 5)
-    client.trigger_hotkey_by_name("partialstyle_previous_person_style")
+    press("partialstyle_previous_person_style")
     obs_session.wait_for(lambda: setting("person_style") == "multistyle:7", 5)
     client.trigger_hotkey_by_name("partialstyle_next_person_style")
     obs_session.wait_for(lambda: setting("person_style") == "multistyle:8", 5)
-    client.trigger_hotkey_by_name("partialstyle_toggle")
-    obs_session.wait_for(lambda: not client.get_source_filter(CAMERA, FILTER).filter_enabled, 5)
-    client.trigger_hotkey_by_name("partialstyle_toggle")
-    obs_session.wait_for(lambda: client.get_source_filter(CAMERA, FILTER).filter_enabled, 5)
+    press("partialstyle_toggle")
+    obs_session.wait_for(lambda: not enabled(), 5, what="the filter switched off")
+    press("partialstyle_toggle")
+    obs_session.wait_for(enabled, 5, what="the filter switched on")
 
 
 def test_disabled_filter_passes_through_and_comes_back(obs_session, styled):
@@ -195,10 +263,14 @@ def test_two_instances_on_two_sources(obs_session, styled):
         assert np.abs(second_shot.astype(int) - frame).mean() > 20  # styled
         assert np.abs(second_shot.astype(int) - first).mean() > 20  # in its own styles
         assert region_error(first, styled["expected"], styled["mask"] < 0.1) < 12.0
+        child = obs_session.filter_stats()["Other style"]["inference_pid"]
+        assert child != obs_session.filter_stats()[FILTER]["inference_pid"]
     finally:
         client.remove_input(second)
-    time.sleep(1.0)
-    assert "Other style" not in obs_session.filter_stats()  # destroyed with its source
+    obs_session.wait_for(
+        lambda: "Other style" not in obs_session.filter_stats(), 10, what="the filter destroyed"
+    )
+    obs_session.wait_for(lambda: pid_gone(child), 5, what="its inference process ended")
 
 
 def test_default_settings_keep_obs_rendering_on_time(obs_session, styled, record_property):
@@ -262,4 +334,5 @@ def test_script_reload_keeps_filters_working(obs_session, styled):
         5,
         what="the mask view",
     )
+    readme_image("obs-show-mask", obs_session.screenshot())
     client.set_source_filter_settings(CAMERA, FILTER, {"show_mask": False})

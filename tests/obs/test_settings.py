@@ -41,7 +41,7 @@ def test_every_key_reaches_config_or_plan():
         "threads": 2,
         "show_mask": True,
     }
-    assert set(values) == set(settings.DEFAULTS)
+    assert set(values) | set(settings.FILTER_ONLY) == set(settings.DEFAULTS)
     config, plan = settings.to_pipeline(values)
     assert config == PipelineConfig(
         segmenter="selfie",
