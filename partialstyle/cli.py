@@ -35,6 +35,14 @@ def _add_style_options(parser: argparse.ArgumentParser, default_height: int | No
     styles.add_argument("--style", help="one style for the whole frame, e.g. multistyle:19")
     styles.add_argument("--person-style", default=None, help="style of the people")
     styles.add_argument("--background-style", default=None, help="style of everything else")
+    styles.add_argument(
+        "--region",
+        action="append",
+        default=[],
+        metavar="REGION=STYLE",
+        help="style of one region: person:1=multistyle:3 (people from the left), "
+        "class:cat=multistyle:7 (needs --segmenter yolact); repeatable",
+    )
     styles.add_argument("--strength", type=_fraction, default=1.0, help="0..1 (default 1)")
     styles.add_argument("--person-strength", type=_fraction, default=None)
     styles.add_argument("--background-strength", type=_fraction, default=None)
@@ -59,7 +67,13 @@ def _add_style_options(parser: argparse.ArgumentParser, default_height: int | No
         default="bilinear",
         help="how the stylized image returns to full size (guided: edge-aware)",
     )
-    quality.add_argument("--segmenter", default="auto", help="auto, selfie or selfie-landscape")
+    quality.add_argument(
+        "--segmenter", default="auto", help="auto, selfie, selfie-landscape or yolact"
+    )
+    quality.add_argument("--weights", help="YOLACT checkpoint (default: the one in models/yolact)")
+    quality.add_argument(
+        "--instance-every", type=int, default=1, help="run YOLACT every n-th video frame"
+    )
     quality.add_argument("--mask-threshold", type=float, default=0.5)
     quality.add_argument("--mask-feather", type=float, default=2.0, help="edge softness, pixels")
     quality.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
@@ -78,7 +92,15 @@ def _pipeline_from_args(
         raise PartialStyleError("use --style alone, or --person-style/--background-style")
     person = args.style or args.person_style or "none"
     background = args.style or args.background_style or "none"
-    if person == "none" and background == "none":
+    extra = {}
+    for item in args.region:
+        name, has_spec, spec = item.partition("=")
+        if not has_spec:
+            raise PartialStyleError(
+                f"--region {item!r}: write REGION=STYLE, e.g. person:1=multistyle:3"
+            )
+        extra[name.strip()] = spec
+    if person == "none" and background == "none" and not extra:
         raise PartialStyleError(
             "no style chosen; add --style S or --person-style S / --background-style S "
             "(list styles with `partialstyle styles`)"
@@ -88,16 +110,20 @@ def _pipeline_from_args(
         chosen = args.strength if strength is None else strength
         return RegionStyle(StyleSpec.parse(spec), chosen, args.preserve_colors)
 
-    plan = StylePlan(
-        person=region(person, args.person_strength),
-        background=region(background, args.background_strength),
-    )
+    regions = {
+        "person": region(person, args.person_strength),
+        "background": region(background, args.background_strength),
+    }
+    regions.update({name: region(spec, None) for name, spec in extra.items()})
+    plan = StylePlan.from_regions(regions)
     if args.live:
         args.process_height, args.upsample = LIVE.process_height, LIVE.upsample
     config = PipelineConfig(
         segmenter=args.segmenter,
         process_height=None if args.full_res else args.process_height,
         upsample=args.upsample,
+        yolact_weights=args.weights,
+        instance_every=args.instance_every,
         mask_threshold=args.mask_threshold,
         mask_feather=args.mask_feather,
         temporal_smoothing=temporal_smoothing,
@@ -147,6 +173,80 @@ def cmd_mask(args: argparse.Namespace) -> None:
         mask = segment_person(load_model(name, device), rgb).cpu().numpy()
     write_image(args.output, (mask * 255.0 + 0.5).astype(np.uint8))
     print(f"wrote {args.output} (segmenter: {name})")
+
+
+def cmd_segment(args: argparse.Namespace) -> None:
+    """Every detected person or object as JSON, with its mask as a PNG."""
+    import numpy as np
+    import torch
+
+    from partialstyle.config import PipelineConfig
+    from partialstyle.device import resolve_device
+    from partialstyle.io import read_image, write_image
+    from partialstyle.models_cache import load_model, load_yolact, yolact_path
+    from partialstyle.pipeline import choose_segmenter
+    from partialstyle.segment.classes import COCO_CLASSES
+    from partialstyle.segment.instances import selfie_people
+    from partialstyle.segment.selfie import segment_person
+
+    PipelineConfig(
+        segmenter=args.segmenter, device=args.device, score_threshold=args.score_threshold
+    )
+    if args.top_k < 1:
+        raise PartialStyleError(f"--top-k must be at least 1, got {args.top_k}")
+    if not args.json.parent.exists():
+        raise PartialStyleError(f"output folder {args.json.parent} does not exist")
+    frame = read_image(args.input)
+    device = resolve_device(args.device)
+    weights = yolact_path(args.weights) if args.segmenter in ("auto", "yolact") else None
+    ready = weights is not None and (device.type == "cuda" or args.segmenter == "yolact")
+    name = choose_segmenter(args.segmenter, *frame.shape[:2], ready)
+    if name == "yolact" and weights is None:
+        raise PartialStyleError(
+            "no YOLACT weights; run `partialstyle models fetch yolact-resnet50` or pass --weights"
+        )
+    rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
+    found = []  # (class index, score, box, mask)
+    with torch.inference_mode():
+        if name == "yolact":
+            detections = load_yolact(weights, device).detect(rgb, args.score_threshold, args.top_k)
+            for i in range(len(detections)):
+                x1, y1, x2, y2 = (int(v) for v in detections.boxes[i])
+                if x2 <= x1 or y2 <= y1:
+                    continue  # predicted wholly outside the image: nothing to show
+                found.append(
+                    (
+                        int(detections.class_ids[i]),
+                        float(detections.scores[i]),
+                        [int(v) for v in detections.boxes[i]],
+                        detections.masks[i].float(),
+                    )
+                )
+        else:
+            probability = segment_person(load_model(name, device), rgb)
+            for person in selfie_people(probability)[: args.top_k]:
+                score = float(probability[person.mask > 0].mean())
+                found.append((0, score, [int(v) for v in person.box], probability * person.mask))
+    records = []
+    if args.masks:
+        args.masks.mkdir(parents=True, exist_ok=True)
+    for index, (class_index, score, box, mask) in enumerate(found):
+        record = {
+            "class": COCO_CLASSES[class_index],
+            "class_index": class_index,
+            "score": round(score, 5),
+            "box": box,
+        }
+        if args.masks:
+            path = args.masks / f"{index:03d}-{COCO_CLASSES[class_index].replace(' ', '_')}.png"
+            write_image(path, (mask.cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
+            record["mask"] = str(path)
+        records.append(record)
+    height, width = frame.shape[:2]
+    report = {"image": str(args.input), "width": width, "height": height, "segmenter": name}
+    report["detections"] = records
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json} ({len(records)} detections, segmenter: {name})")
 
 
 def cmd_video(args: argparse.Namespace) -> None:
@@ -220,8 +320,17 @@ def _fetch(names: list[str]) -> None:
 
             for path in fetch_johnson(modelstore.models_dir() / "johnson"):
                 print(f"johnson:{path.stem} -> {path}")
+        elif name.startswith("yolact"):
+            from partialstyle.segment.yolact import fetch_yolact
+
+            path = fetch_yolact(name.replace("-", "_"), modelstore.models_dir() / "yolact")
+            print(f"{name} -> {path}")
         else:
-            raise PartialStyleError(f"nothing called {name!r} to fetch; try johnson")
+            raise PartialStyleError(
+                f"nothing called {name!r} to fetch; try johnson or yolact-resnet50 "
+                "(also yolact-base, yolact-im700, yolact-darknet53, yolact-plus-base, "
+                "yolact-plus-resnet50)"
+            )
 
 
 def cmd_train_style(args: argparse.Namespace) -> None:
@@ -302,6 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
     mask.add_argument("--segmenter", default="auto", help="auto, selfie or selfie-landscape")
     mask.add_argument("--device", default="auto")
     mask.set_defaults(run=cmd_mask)
+
+    segment = commands.add_parser("segment", help="detect people and objects, write JSON and masks")
+    segment.add_argument("input", type=Path)
+    segment.add_argument("--json", type=Path, required=True, help="where to write the detections")
+    segment.add_argument("--masks", type=Path, help="folder for one PNG mask per detection")
+    segment.add_argument(
+        "--segmenter", default="auto", help="auto, selfie, selfie-landscape, yolact"
+    )
+    segment.add_argument("--weights", help="YOLACT checkpoint (default: the one in models/yolact)")
+    segment.add_argument("--score-threshold", type=float, default=0.3)
+    segment.add_argument("--top-k", type=int, default=15)
+    segment.add_argument("--device", default="auto")
+    segment.set_defaults(run=cmd_segment)
 
     video = commands.add_parser("video", help="restyle a video file (same size and frame rate)")
     video.add_argument("input", type=Path)

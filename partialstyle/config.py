@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from partialstyle.device import DEVICE_CHOICES
 
-SEGMENTERS = ("auto", "selfie", "selfie-landscape")
+SEGMENTERS = ("auto", "selfie", "selfie-landscape", "yolact")
 UPSAMPLERS = ("bilinear", "guided")
 
 
@@ -24,6 +24,9 @@ class PipelineConfig:
     morph_seconds: a changed style fades in over this many seconds instead of switching.
     upsample: how the stylized image returns to frame size when process_height is lower:
     "bilinear", or "guided" (edge-aware: takes edges from the full-resolution frame).
+    yolact_weights: a YOLACT checkpoint (.pth); None uses the first one in models/yolact/.
+    instance_every: YOLACT runs on every n-th frame; masks are carried in between.
+    score_threshold: YOLACT detections scoring below this are ignored.
     temporal_smoothing: 0 uses each frame's mask as is; towards 1 the mask follows slowly,
     which hides segmentation flicker on video.
     """
@@ -37,6 +40,9 @@ class PipelineConfig:
     stabilize: float = 0.0
     morph_seconds: float = 0.0
     upsample: str = "bilinear"
+    yolact_weights: str | None = None
+    instance_every: int = 1
+    score_threshold: float = 0.3
     device: str = "auto"
     threads: int | None = None
     half_precision: bool = True
@@ -65,6 +71,10 @@ class PipelineConfig:
             raise ValueError(
                 f"unknown upsampling {self.upsample!r}; choose one of {', '.join(UPSAMPLERS)}"
             )
+        if self.instance_every < 1:
+            raise ValueError(f"instance_every must be at least 1, got {self.instance_every}")
+        if not 0.0 < self.score_threshold < 1.0:
+            raise ValueError(f"score threshold must be between 0 and 1, got {self.score_threshold}")
         if self.device not in DEVICE_CHOICES:
             raise ValueError(
                 f"unknown device {self.device!r}; choose one of {', '.join(DEVICE_CHOICES)}"

@@ -10,7 +10,7 @@ import torch
 from partialstyle.errors import ModelMissingError
 from partialstyle.modelstore import model_path, models_dir
 
-_loaded: dict[tuple[str, str], torch.nn.Module] = {}
+_loaded: dict[tuple[str, str], object] = {}
 _lock = threading.Lock()
 
 
@@ -69,4 +69,30 @@ def load_johnson(source: str, device: torch.device) -> torch.nn.Module:
     with _lock:
         if key not in _loaded:
             _loaded[key] = TransformerNet.load(path, device).eval()
+        return _loaded[key]
+
+
+def yolact_path(weights: str | None) -> Path | None:
+    """The YOLACT checkpoint to use: the given file, or the first in models/yolact/ (or None)."""
+    if weights:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise ModelMissingError(
+                f"YOLACT weights {path} do not exist; "
+                "run `partialstyle models fetch yolact-resnet50`"
+            )
+        return path
+    folder = models_dir() / "yolact"
+    found = sorted(folder.glob("*.pth")) if folder.is_dir() else []
+    return found[0] if found else None
+
+
+def load_yolact(path: Path, device: torch.device):
+    """A YolactSegmenter, loaded once per file."""
+    from partialstyle.segment.yolact import YolactSegmenter
+
+    key = (f"yolact:{path.resolve()}", str(device))
+    with _lock:
+        if key not in _loaded:
+            _loaded[key] = YolactSegmenter.load(path, device)
         return _loaded[key]

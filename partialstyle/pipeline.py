@@ -17,11 +17,20 @@ import torch.nn.functional as F
 from partialstyle import compose
 from partialstyle.config import PipelineConfig
 from partialstyle.device import resolve_device, set_threads
+from partialstyle.errors import ModelMissingError
 from partialstyle.filters import guided_upsample
 from partialstyle.frames import check_frame, processing_size, resize_image, to_image, to_uint8
-from partialstyle.models_cache import load_johnson, load_model
+from partialstyle.models_cache import load_johnson, load_model, load_yolact, yolact_path
 from partialstyle.morph import StyleMorph
 from partialstyle.plan import RegionStyle, StylePlan
+from partialstyle.segment.instances import (
+    Instance,
+    PeopleTracker,
+    detected_instances,
+    people_shares,
+    selfie_people,
+    union_mask,
+)
 from partialstyle.segment.refine import PersonMask, refine_mask
 from partialstyle.stabilize import OutputStabilizer
 from partialstyle.style.spec import StyleSpec
@@ -36,10 +45,13 @@ _GUIDED_UPSAMPLE_EPS = 1e-2
 _LANDSCAPE_ASPECT = 1.5
 
 
-def choose_segmenter(segmenter: str, height: int, width: int) -> str:
-    """Resolve 'auto' to the selfie model that suits the frame's shape."""
+def choose_segmenter(segmenter: str, height: int, width: int, yolact_ready: bool = False) -> str:
+    """Resolve 'auto': YOLACT when its weights are there and a GPU runs it, else the selfie
+    model that suits the frame's shape."""
     if segmenter != "auto":
         return segmenter
+    if yolact_ready:
+        return "yolact"
     return "selfie-landscape" if width >= _LANDSCAPE_ASPECT * height else "selfie"
 
 
@@ -53,6 +65,9 @@ class Pipeline:
         self._morph = StyleMorph()
         self._stabilizer = OutputStabilizer()
         self._style_vectors = StyleVectors()
+        self._tracker = PeopleTracker()
+        self._detections: tuple[tuple[int, int], list[Instance]] | None = None
+        self._frames_since_detection = 0
         self._lock = threading.Lock()
         self._device = resolve_device(self._config.device)
         set_threads(self._config.threads)
@@ -87,12 +102,20 @@ class Pipeline:
         self._mask_state.reset()
         self._morph.reset()
         self._stabilizer.reset()
+        self._tracker.reset()
+        self._detections = None
 
     def load(self, height: int = 720, width: int = 1280) -> None:
         """Load the models the current settings need now, instead of on the first frame."""
         config, plan = self._config, self._plan
         if plan.needs_mask or config.show_mask:
-            load_model(choose_segmenter(config.segmenter, height, width), self._device)
+            weights = yolact_path(config.yolact_weights) if config.segmenter != "selfie" else None
+            ready = weights is not None and self._device.type == "cuda"
+            segmenter = choose_segmenter(config.segmenter, height, width, ready)
+            if segmenter == "yolact" and weights is not None:
+                load_yolact(weights, self._device)
+            elif segmenter != "yolact":
+                load_model(segmenter, self._device)
         for region in plan.regions().values():
             if region.style.kind == "multistyle":
                 load_model("multistyle26", self._device)
@@ -119,13 +142,16 @@ class Pipeline:
         small = resize_image(original, size)
 
         wants_mask = plan.needs_mask or config.show_mask
-        mask = self._person_mask(rgb, small, config, plan) if wants_mask else None
+        region_masks, mask = (
+            self._region_masks(rgb, small, config, plan) if wants_mask else (None, None)
+        )
         now = time.monotonic() if timestamp is None else timestamp
 
         # Each region's looks: one, or two while its style morphs into a new one.
         if plan.needs_mask:
-            regions = plan.regions()
-            region_masks = {"background": 1.0 - mask, "person": mask}
+            regions = {
+                name: style for name, style in plan.regions().items() if name in region_masks
+            }
         else:  # one look for the whole frame
             regions = {"person": plan.person}
             region_masks = None
@@ -195,18 +221,80 @@ class Pipeline:
         rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
         original = to_image(rgb)
         size = processing_size(*original.shape[-2:], config.process_height)
-        mask = self._person_mask(rgb, resize_image(original, size), config, self._plan)
+        _, mask = self._region_masks(rgb, resize_image(original, size), config, self._plan)
         full = resize_image(mask[None], tuple(original.shape[-2:]))[0].clamp_(0.0, 1.0)
         return full.float().cpu().numpy()
 
-    def _person_mask(
+    def _region_masks(
         self, rgb: torch.Tensor, small: torch.Tensor, config: PipelineConfig, plan: StylePlan
-    ) -> torch.Tensor:
-        from partialstyle.segment.selfie import segment_person
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Each region's mask at processing size (together they cover every pixel once), and
+        the mask of all people."""
+        size = tuple(small.shape[-2:])
+        weights = (
+            yolact_path(config.yolact_weights) if config.segmenter in ("auto", "yolact") else None
+        )
+        yolact_ready = weights is not None and rgb.device.type == "cuda"
+        segmenter = choose_segmenter(config.segmenter, *rgb.shape[:2], yolact_ready)
+        instances: list[Instance] = []
+        if segmenter == "yolact":
+            if weights is None:
+                raise ModelMissingError(
+                    "no YOLACT weights in models/yolact; run `partialstyle models fetch "
+                    "yolact-resnet50` or choose the selfie segmenter"
+                )
+            instances = self._detect(rgb, size, weights, config)
+            people = [instance for instance in instances if instance.class_name == "person"]
+            probability = union_mask(people, small[0])
+            person = self._refine(
+                self._mask_state.smooth(probability, config.temporal_smoothing), small, rgb, config
+            )
+        else:
+            person = self._person_mask(rgb, small, config, segmenter)
+            people = selfie_people(person) if plan.needs_instances else []
 
-        name = choose_segmenter(config.segmenter, *rgb.shape[:2])
-        probability = segment_person(load_model(name, rgb.device), rgb, tuple(small.shape[-2:]))
-        probability = self._mask_state.smooth(probability, config.temporal_smoothing)
+        masks: dict[str, torch.Tensor] = {}
+        if plan.needs_instances and people:
+            people = self._tracker.number(people)
+            numbered = dict(plan.people)
+            shares = people_shares(people, softness=max(1.0, size[0] / 60))
+            for instance, share in zip(people, shares, strict=True):
+                name = f"person:{instance.number}" if instance.number in numbered else "person"
+                masks[name] = masks[name] + person * share if name in masks else person * share
+        else:
+            masks["person"] = person
+        claimed = torch.stack(list(masks.values())).sum(0).clamp_(max=1.0)
+        for class_name, _ in plan.classes:
+            objects = [instance for instance in instances if instance.class_name == class_name]
+            if objects:
+                region = torch.minimum(union_mask(objects, person), 1.0 - claimed)
+                masks[f"class:{class_name}"] = region
+                claimed = claimed + region
+        masks["background"] = 1.0 - claimed
+        return masks, person
+
+    def _detect(
+        self, rgb: torch.Tensor, size: tuple[int, int], weights, config: PipelineConfig
+    ) -> list[Instance]:
+        """YOLACT instances, refreshed every `instance_every` frames and carried in between."""
+        from partialstyle.segment.classes import COCO_CLASSES
+
+        self._frames_since_detection += 1
+        cached = self._detections
+        if (
+            cached is None
+            or cached[0] != size
+            or self._frames_since_detection >= config.instance_every
+        ):
+            detections = load_yolact(weights, rgb.device).detect(rgb, config.score_threshold)
+            self._detections = (size, detected_instances(detections, size, COCO_CLASSES))
+            self._frames_since_detection = 0
+        return [
+            Instance(instance.class_name, instance.mask, instance.box)
+            for instance in self._detections[1]
+        ]
+
+    def _refine(self, probability, small, rgb, config) -> torch.Tensor:
         scale = small.shape[-2] / rgb.shape[0]
         return refine_mask(
             probability,
@@ -215,6 +303,15 @@ class Pipeline:
             config.mask_feather * scale,
             config.edge_refine,
         )
+
+    def _person_mask(
+        self, rgb: torch.Tensor, small: torch.Tensor, config: PipelineConfig, name: str
+    ) -> torch.Tensor:
+        from partialstyle.segment.selfie import segment_person
+
+        probability = segment_person(load_model(name, rgb.device), rgb, tuple(small.shape[-2:]))
+        probability = self._mask_state.smooth(probability, config.temporal_smoothing)
+        return self._refine(probability, small, rgb, config)
 
     def _looks(
         self, name: str, region: RegionStyle, small: torch.Tensor, now: float, config

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from partialstyle.style.spec import StyleSpec
 
-# Regions in painting order: later regions claim their pixels from earlier ones.
+# The two regions every plan has; `person:<n>` and `class:<coco name>` regions are optional.
 REGIONS = ("background", "person")
+_PERSON_NUMBER = re.compile(r"person:(\d+)$")
+MAX_PEOPLE = 16
 
 
 @dataclass(frozen=True)
@@ -31,10 +34,17 @@ class RegionStyle:
 
 @dataclass(frozen=True)
 class StylePlan:
-    """Maps region names ("person", "background") to their `RegionStyle`."""
+    """Maps regions to their `RegionStyle`.
+
+    Regions: "background" (everything no other region claims), "person" (all people),
+    "person:<n>" (the n-th person from the left, kept stable by tracking; overrides "person")
+    and "class:<coco name>" (objects of that class; needs an instance segmenter).
+    """
 
     person: RegionStyle = field(default_factory=RegionStyle)
     background: RegionStyle = field(default_factory=RegionStyle)
+    people: tuple[tuple[int, RegionStyle], ...] = ()
+    classes: tuple[tuple[str, RegionStyle], ...] = ()
 
     @classmethod
     def from_specs(
@@ -50,10 +60,63 @@ class StylePlan:
             background=RegionStyle(StyleSpec.parse(background), strength, preserve_colors),
         )
 
+    @classmethod
+    def from_regions(cls, regions: dict[str, RegionStyle]) -> StylePlan:
+        """Build a plan from region names ("person:2", "class:cat", ...) and their styles."""
+        base = {name: regions[name] for name in REGIONS if name in regions}
+        people, classes = [], []
+        for name, style in regions.items():
+            if name in REGIONS:
+                continue
+            kind, number = region_kind(name)
+            if kind == "person":
+                people.append((number, style))
+            else:
+                classes.append((name.partition(":")[2], style))
+        return cls(**base, people=tuple(sorted(people)), classes=tuple(sorted(classes)))
+
     def regions(self) -> dict[str, RegionStyle]:
-        return {name: getattr(self, name) for name in REGIONS}
+        """Every region of the plan by name, in painting order (later ones on top)."""
+        result = {"background": self.background}
+        result.update({f"class:{name}": style for name, style in self.classes})
+        result["person"] = self.person
+        result.update({f"person:{number}": style for number, style in self.people})
+        return result
+
+    def style_of_person(self, number: int) -> RegionStyle:
+        """The n-th person's style: their own region's if the plan has one, else "person"."""
+        return dict(self.people).get(number, self.person)
+
+    @property
+    def needs_instances(self) -> bool:
+        """People told apart, or objects other than people, need more than one person mask."""
+        return bool(self.classes) or any(style != self.person for _, style in self.people)
 
     @property
     def needs_mask(self) -> bool:
         """A mask matters only when the regions differ; one style everywhere needs no segmenter."""
-        return self.person != self.background
+        return self.person != self.background or self.needs_instances
+
+
+def region_kind(name: str) -> tuple[str, int]:
+    """Check a region name; ("person", n) for person:<n>, ("class", 0) for class:<name>."""
+    from partialstyle.segment.classes import COCO_CLASSES
+
+    found = _PERSON_NUMBER.match(name)
+    if found:
+        number = int(found.group(1))
+        if not 1 <= number <= MAX_PEOPLE:
+            raise ValueError(f"region {name!r}: people are numbered 1 to {MAX_PEOPLE}")
+        return "person", number
+    if name.startswith("class:"):
+        coco_name = name.partition(":")[2]
+        if coco_name not in COCO_CLASSES:
+            raise ValueError(
+                f"region {name!r}: {coco_name!r} is not a COCO class (e.g. class:cat, class:dog)"
+            )
+        if coco_name == "person":
+            raise ValueError("use the region person (or person:<n>), not class:person")
+        return "class", 0
+    raise ValueError(
+        f"unknown region {name!r}; use person, person:<n>, class:<coco name> or background"
+    )
