@@ -239,7 +239,7 @@ def test_truncated_file_is_a_one_line_error(tmp_path, legacy_format):
         YolactSegmenter.load(path)
     message = str(error.value)
     assert "not a readable PyTorch checkpoint" in message
-    assert "download it again" in message
+    assert "partialstyle models fetch" in message
     assert "\n" not in message
 
 

@@ -26,14 +26,17 @@ _EXTRA_DOWNSAMPLE = re.compile(r"^fpn\.downsample_layers\.(\d+)\.")
 def read_state_dict(path: Path) -> dict[str, Tensor]:
     """Load a flat name -> tensor dict with weights_only=True, or fail with one clear line."""
     if not path.is_file():
-        raise ModelMissingError(f"YOLACT weights not found at {path}; download them first")
+        raise ModelMissingError(
+            f"YOLACT weights not found at {path}; "
+            "run `partialstyle models fetch yolact-resnet50` (or another config)"
+        )
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
         reason = _first_sentence(str(error)) or type(error).__name__
         raise ModelMissingError(
             f"{path} is not a readable PyTorch checkpoint ({reason}); "
-            "the download may be truncated: delete it and download it again"
+            "the download may be truncated: delete it and run `partialstyle models fetch` again"
         ) from error
     if not isinstance(state_dict, dict) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()
