@@ -178,6 +178,68 @@ def style_kind_benchmarks(device: torch.device, repeats: int) -> dict:
     }
 
 
+def yolact_benchmarks(device: torch.device, repeats: int) -> dict:
+    """YOLACT at 550 with ResNet-50 and ResNet-101 on a 640×360 frame.
+
+    Uses the official weights when they are in models/yolact/; otherwise the same network with
+    random weights, which costs the same arithmetic (timing only; denormals flushed so random
+    values do not slow the CPU down).
+    """
+    from partialstyle.modelstore import models_dir
+    from partialstyle.segment.yolact import CONFIGS, Yolact, YolactSegmenter, load_yolact
+
+    frame = torch.from_numpy(webcam_frame(360, 640)).to(device)
+    segmenters, sources = {}, {}
+    for name in ("yolact_resnet50", "yolact_base"):
+        found = sorted((models_dir() / "yolact").glob(f"{name}_*.pth"))
+        if found:
+            segmenters[name] = YolactSegmenter(load_yolact(found[0]), device)
+            sources[name] = "official weights"
+        else:
+            torch.manual_seed(0)
+            segmenters[name] = YolactSegmenter(Yolact(CONFIGS[name]), device)
+            sources[name] = "random weights (timing only)"
+    previous = torch.set_flush_denormal(True)
+    try:
+        with torch.inference_mode():
+            timings = time_interleaved(
+                {name: lambda s=seg: s.detect(frame) for name, seg in segmenters.items()},
+                max(1, repeats // 2),
+            )
+    finally:
+        torch.set_flush_denormal(previous)
+    return {
+        name: {"ms": round(ms, 1), "fps": round(1000.0 / ms, 2), "weights": sources[name]}
+        for name, ms in timings.items()
+    }
+
+
+def per_person_benchmark(device: torch.device, repeats: int) -> dict:
+    """The pipeline on a 1280×720 frame of two people, each in their own style, vs one style."""
+    person = read_image(Path(__file__).parent / "data" / "astronaut.jpg")
+    half = webcam_frame(720, 640, person)
+    frame = np.ascontiguousarray(np.hstack([half, half]))
+    config = PipelineConfig(process_height=360, device=str(device))
+    one = Pipeline(config, BENCH_PLAN)
+    per_person = Pipeline(
+        config,
+        StylePlan.from_regions(
+            {**BENCH_PLAN.regions(), "person:2": StylePlan.from_specs("multistyle:20").person}
+        ),
+    )
+    with torch.inference_mode():
+        timings = time_interleaved(
+            {
+                "one_person_style": lambda: one.process(frame),
+                "per_person_styles": lambda: per_person.process(frame),
+            },
+            repeats,
+        )
+    return {
+        name: {"ms": round(ms, 1), "fps": round(1000.0 / ms, 2)} for name, ms in timings.items()
+    }
+
+
 def flicker_benchmark(device: torch.device, frames: int = 12) -> dict:
     """Mean frame-to-frame difference (0..255) of the output on a static clip with sensor-like
     noise, without and with output stabilization."""
@@ -245,7 +307,10 @@ def run_benchmarks(
         "presets_1280x720": preset_benchmarks(torch_device, repeats, photos),
         "style_kinds_640x360": style_kind_benchmarks(torch_device, repeats),
         "flicker_static_clip": flicker_benchmark(torch_device),
+        "per_person_1280x720": per_person_benchmark(torch_device, repeats),
     }
+    if not quick:
+        results["yolact_550_on_640x360"] = yolact_benchmarks(torch_device, repeats)
     if not quick:
         results["video_720p_peak_memory_mb"] = round(video_peak_memory_mb(), 1)
     _print_table(results)
@@ -275,6 +340,11 @@ def _print_table(results: dict) -> None:
         f"{flicker['input']}, output {flicker['stabilize_0.0']} without stabilization, "
         f"{flicker['stabilize_0.8']} with stabilize=0.8"
     )
+    print("\nper-person styles, two people in a 1280x720 frame (360-line processing)")
+    for name, value in results["per_person_1280x720"].items():
+        print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
+    for name, value in results.get("yolact_550_on_640x360", {}).items():
+        print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps  ({value['weights']})")
     if "video_720p_peak_memory_mb" in results:
         print(
             "\npartialstyle video, 720p clip: peak memory",
