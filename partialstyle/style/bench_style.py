@@ -24,11 +24,12 @@ def bench_style(
     sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES,
     threads: int = 2,
     repeats: int = 10,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> dict:
     """Milliseconds per frame and fps for 1 and 2 regions (and onnxruntime if given).
 
-    ``sizes`` are (width, height). Returns ``{"threads", "precision", "sizes": {"WxH":
+    ``sizes`` are (width, height); ``precision`` is as for ``MultiStyleNet.load`` and the
+    one actually used is reported. Returns ``{"threads", "precision", "sizes": {"WxH":
     {"torch_ms", "torch_fps", "torch_2regions_ms", "torch_2regions_fps",
     "two_regions_relative_speed", and with onnx_path "onnxruntime_ms", "onnxruntime_fps",
     "speedup_vs_onnxruntime"}}}``.
@@ -38,7 +39,7 @@ def bench_style(
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        net = MultiStyleNet.load(model_path).optimize_for_inference(precision)
+        net = MultiStyleNet.load(model_path, precision=precision)
         session = _onnx_session(onnx_path, threads) if onnx_path is not None else None
         results = {}
         for width, height in sizes:
@@ -47,7 +48,8 @@ def bench_style(
             results[f"{width}x{height}"] = _summary(times)
     finally:
         torch.set_num_threads(previous_threads)
-    return {"threads": threads, "precision": precision, "sizes": results}
+    used = "bf16" if net.compute_dtype == torch.bfloat16 else "fp32"
+    return {"threads": threads, "precision": used, "sizes": results}
 
 
 def _contenders(net: MultiStyleNet, session, width: int, height: int) -> dict[str, Callable]:
