@@ -110,24 +110,34 @@ class FilterInstance:
             self.worker.drop_result()
             gpu = self.gpu = GpuFrames(width, height)
 
+        # At most one costly GPU step per frame (map a staged frame, upload a result, or
+        # stage a frame), so no single frame carries two of them.
         # Frames are only taken from OBS's own render: screenshots and other off-thread
         # renders may run with a different colour-space state.
-        if threading.get_ident() == self.graphics_thread:
+        own_render = threading.get_ident() == self.graphics_thread
+        busy = False
+        if own_render:
             frame = gpu.read_staged()
             if frame is not None:
                 self.worker.submit(frame)
                 self.stats.readbacks += 1
+                busy = True
+
+        result = self.worker.latest()
+        usable = result is not None and result.image.shape[:2] == (height, width)
+        if usable and result.number != gpu.uploaded and (not busy or not own_render):
+            gpu.upload(result.image, result.number)
+            self.stats.add_result()
+            busy = True
+
+        if own_render and not busy:
             max_fps = float(self.values.get("max_fps") or 0.0)
             min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
             if self.worker.wants_frame(READBACK_LEAD_SECONDS, min_interval):
                 gpu.stage(target)
 
-        result = self.worker.latest()
-        if result is None or result.image.shape[:2] != (height, width):
+        if not usable or gpu.uploaded == 0:
             return False
-        if result.number != gpu.uploaded:
-            gpu.upload(result.image, result.number)
-            self.stats.add_result()
         gpu.draw()
         return True
 
