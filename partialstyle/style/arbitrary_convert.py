@@ -8,7 +8,6 @@ file them under ``ArbitraryStyle``'s parameter names. The transformer's activati
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -21,6 +20,7 @@ from onnx import numpy_helper
 from safetensors.torch import save_file
 
 from partialstyle.errors import ModelMissingError, PartialStyleError
+from partialstyle.modelstore import sha256_of
 from partialstyle.style.arbitrary import FORMAT_NAME, ArbitraryStyle
 
 # ONNX weight-name prefix -> our module path, filled with the numbers in the ONNX name (the
@@ -66,8 +66,8 @@ def convert_arbitrary(predict_onnx: Path, transform_onnx: Path, dest: Path) -> N
         )
     info = {
         "format": FORMAT_NAME,
-        "predict_onnx_sha256": _sha256(predict_onnx),
-        "transform_onnx_sha256": _sha256(transform_onnx),
+        "predict_onnx_sha256": sha256_of(predict_onnx),
+        "transform_onnx_sha256": sha256_of(transform_onnx),
     }
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -228,11 +228,3 @@ def _transformer_quant_sites(path: Path, graph: onnx.GraphProto) -> dict[str, to
         layer = f"transformer/expand/conv{i + 1}/conv"
         result |= sites(f"transformer.expand.{i}.quant", norm_sites(layer))
     return result
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
