@@ -16,6 +16,7 @@ import torch
 from partialstyle.style.multistyle import NUM_STYLES, MultiStyleNet
 
 DEFAULT_SIZES = ((640, 360), (1280, 720))
+_SETTLE_SECONDS = 0.05
 
 
 def bench_style(
@@ -84,10 +85,15 @@ def _interleaved_median_ms(contenders: dict[str, Callable], repeats: int) -> dic
     for run in contenders.values():  # warm up: first calls pay for allocation and JIT
         run()
     samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, run in contenders.items():
+    names = list(contenders)
+    for repeat in range(repeats):
+        # Rotate the order: a runtime's worker threads keep spinning for a while after a
+        # call and slow whatever runs next, so no contender may always follow the same one.
+        # The pause lets those threads go to sleep before the next timing starts.
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            time.sleep(_SETTLE_SECONDS)
             start = time.perf_counter()
-            run()
+            contenders[name]()
             samples[name].append((time.perf_counter() - start) * 1000.0)
     return {name: statistics.median(values) for name, values in samples.items()}
 
