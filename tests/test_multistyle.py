@@ -239,6 +239,19 @@ def test_inference_path_matches_plain_instance_norm(net) -> None:
     assert (fast[..., 30:80, 40:90] - second[..., 30:80, 40:90]).abs().mean() > 0.02
 
 
+def test_loaded_in_inference_mode_and_reloaded_weights_are_used(weights_path) -> None:
+    """The pipeline may load under inference_mode; load_state_dict must repack weights."""
+    image, weights = photo(64, 96), style_mix({3: 1.0})
+    with torch.inference_mode():
+        model = MultiStyleNet.load(weights_path, precision="fp32")
+        before = model(image, weights)
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        state["contract.0.conv.weight"] = state["contract.0.conv.weight"].flip(-1)
+        model.load_state_dict(state)
+        after = model(image, weights)
+    assert (before - after).abs().mean() > 0.01
+
+
 def test_auto_precision_follows_the_cpu(weights_path) -> None:
     expected = torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
     assert MultiStyleNet.load(weights_path).compute_dtype == expected

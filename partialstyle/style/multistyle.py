@@ -247,8 +247,14 @@ class ConvCIN(nn.Module):
         self.relu = relu
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, bias=False)
         self.norm = SpatialCIN(out_channels)
-        # oneDNN's own copy of the weight for the last input shape (see _convolve).
+        # oneDNN's own copy of the weight for the last input shape (see _convolve); it is
+        # dropped when weights are loaded in place or the precision changes.
         self._packed: tuple[tuple, Tensor] | None = None
+        self.register_load_state_dict_post_hook(lambda module, _: module.forget_packed())
+
+    def forget_packed(self) -> None:
+        """Drop the packed weight, so the next call packs the current one."""
+        self._packed = None
 
     def forward(
         self,
@@ -282,14 +288,16 @@ class ConvCIN(nn.Module):
         tiny job, but one more parallel region per conv, and on a busy machine each one
         waits for every thread to be scheduled (18 reorders cost ~65 ms per frame with
         2 threads in one measurement). The packed weight is kept for the last input shape
-        and the current weight data, so a video's frames pack once.
+        and weight storage, so a video's frames pack once. (Weights may be inference tensors,
+        which have no version counter: in-place edits other than load_state_dict must call
+        ``forget_packed``.)
         """
         stride = list(self.conv.stride)
         weight = self.conv.weight
         if not _prepackable(x):
             weight = weight.to(x.dtype)
             return F.conv2d(x, subpixel_weight(weight) if self.upsample else weight, stride=stride)
-        key = (tuple(x.shape), x.dtype, weight.data_ptr(), weight._version)
+        key = (tuple(x.shape), x.dtype, weight.data_ptr())
         packed = self._packed
         if packed is None or packed[0] != key:
             dense = subpixel_weight(weight) if self.upsample else weight
@@ -433,6 +441,7 @@ class MultiStyleNet(nn.Module):
             if isinstance(layer, ConvCIN):
                 # Conv weights are cast once here; norm tables stay fp32 for the statistics.
                 layer.conv.to(self.compute_dtype)
+                layer.forget_packed()
         # channels_last is oneDNN's fast layout on CPU and changes no result.
         return self.to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
