@@ -310,12 +310,20 @@ class ConvCIN(nn.Module):
         )
 
 
+# Internal oneDNN ops (the ones torch.compile's CPU freezing uses); F.conv2d stands in
+# should a torch build lack them.
+_HAS_PACKED_CONV = hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight") and hasattr(
+    torch.ops.mkldnn, "_convolution_pointwise"
+)
+
+
 def _prepackable(x: Tensor) -> bool:
     """Whether the oneDNN prepacked conv applies: CPU inference in fp32 or bf16."""
     return (
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
         and torch.backends.mkldnn.is_available()
+        and _HAS_PACKED_CONV
         and not (torch.is_grad_enabled() and x.requires_grad)
     )
 
