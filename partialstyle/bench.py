@@ -6,7 +6,7 @@ busy machine slows them alike and the ratios between them stay meaningful.
 
 from __future__ import annotations
 
-import resource
+import os
 import statistics
 import subprocess
 import sys
@@ -27,18 +27,26 @@ from partialstyle.pipeline import Pipeline
 from partialstyle.plan import StylePlan
 
 SIZES = ((360, 640), (720, 1280))
+_SETTLE_SECONDS = 0.05
 BENCH_PLAN = StylePlan.from_specs("multistyle:starry-swirls", "multistyle:mosaic")
 
 
 def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median milliseconds per call for each contender, after one warm-up call each."""
+    """Median milliseconds per call for each contender, after one warm-up call each.
+
+    The order rotates every round and each call starts after a short pause, so no contender
+    always runs right after another one's worker threads were spinning.
+    """
     for call in calls.values():
         call()
-    samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
+    names = list(calls)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            time.sleep(_SETTLE_SECONDS)
             start = time.perf_counter()
-            call()
+            calls[name]()
             samples[name].append((time.perf_counter() - start) * 1000.0)
     return {name: statistics.median(values) for name, values in samples.items()}
 
@@ -89,9 +97,10 @@ def stage_benchmarks(device: torch.device, repeats: int, sizes=SIZES) -> dict:
         frame = webcam_frame(height, width)
         rgb = torch.from_numpy(frame).to(device)
         image = rgb.permute(2, 0, 1)[None].float().div(255.0)
-        left = (torch.arange(width, device=device) < width // 2).float().expand(height, width)
-        masks = torch.stack([left, 1.0 - left])[None]
         pipeline = Pipeline(PipelineConfig(process_height=height, device=str(device)), BENCH_PLAN)
+        # The real person mask of the frame, so the two-region pass sees a real region shape.
+        person = torch.from_numpy(pipeline.person_mask(frame)).to(device)
+        masks = torch.stack([1.0 - person, person])[None]
         calls = {
             "segmentation": lambda rgb=rgb, size=(height, width): segment_person(
                 segmenter, rgb, size
@@ -281,9 +290,14 @@ def video_peak_memory_mb(frames: int = 45) -> float:
         writer.release()
         command = [sys.executable, "-m", "partialstyle", "video", str(clip), str(out), "--quiet"]
         command += ["--person-style", "multistyle:19", "--background-style", "multistyle:25"]
-        subprocess.run(command, check=True, capture_output=True)
+        child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # wait4 reports this child's own peak, not the largest of all children so far.
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            raise RuntimeError(f"partialstyle video failed: {child.stderr.read().decode()[-300:]}")
     # ru_maxrss is in kilobytes on Linux.
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return usage.ru_maxrss / 1024.0
 
 
 def run_benchmarks(

@@ -1,0 +1,27 @@
+"""The benchmark runs and reports every stage (its numbers are checked by people, not tests)."""
+
+import pytest
+import torch
+
+from partialstyle.bench import flicker_benchmark, stage_benchmarks, time_interleaved
+
+
+def test_time_interleaved_reports_every_contender():
+    calls = {"a": lambda: sum(range(1000)), "b": lambda: sum(range(10))}
+    timings = time_interleaved(calls, repeats=3)
+    assert set(timings) == {"a", "b"} and all(ms > 0 for ms in timings.values())
+
+
+@pytest.mark.usefixtures("default_models")
+def test_stage_benchmarks_cover_the_stages():
+    results = stage_benchmarks(torch.device("cpu"), repeats=1, sizes=((72, 128),))
+    row = results["128x72"]
+    for stage in ("segmentation", "style_1_region", "style_2_regions", "pipeline"):
+        assert row[stage]["ms"] > 0 and row[stage]["fps"] > 0
+    assert row["torch_vs_onnxruntime_throughput"] > 0
+
+
+@pytest.mark.usefixtures("default_models")
+def test_flicker_benchmark_measures_both_settings():
+    results = flicker_benchmark(torch.device("cpu"), frames=3)
+    assert set(results) == {"input", "stabilize_0.0", "stabilize_0.8"}
