@@ -162,29 +162,39 @@ def preset_benchmarks(device: torch.device, repeats: int, photos: list[np.ndarra
 
 
 def style_kind_benchmarks(device: torch.device, repeats: int) -> dict:
-    """Whole-frame cost of each kind of style at 640×360 processing (Johnson only if fetched)."""
+    """Whole-frame cost of each kind of style at 640×360 processing.
+
+    Johnson networks are timed with the fetched ones when present, otherwise with a network of
+    the same architecture and random weights (the arithmetic, and so the time, is the same).
+    """
     from partialstyle.sheet import available_johnson
+    from partialstyle.style.johnson import TransformerNet
 
     frame = webcam_frame(360, 640)
+    calls = {}
     with tempfile.TemporaryDirectory() as scratch:
         picture = Path(scratch) / "style.png"
-        cv2.imwrite(
-            str(picture), cv2.cvtColor(np.ascontiguousarray(frame[:, ::-1]), cv2.COLOR_RGB2BGR)
-        )
+        mirrored = np.ascontiguousarray(frame[:, ::-1])
+        cv2.imwrite(str(picture), cv2.cvtColor(mirrored, cv2.COLOR_RGB2BGR))
+        johnson = available_johnson()[:1]
+        if not johnson:
+            random_net = Path(scratch) / "random-weights.pth"
+            torch.save(TransformerNet().state_dict(), random_net)
+            johnson = [str(random_net)]
         specs = {"multistyle": "multistyle:19", "arbitrary": f"arbitrary:{picture}"}
-        specs.update({f"johnson:{name}": f"johnson:{name}" for name in available_johnson()[:2]})
+        specs["johnson"] = f"johnson:{johnson[0]}"
         config = PipelineConfig(device=str(device))
-        pipelines = {
-            kind: Pipeline(config, StylePlan.from_specs(spec, spec)) for kind, spec in specs.items()
-        }
+        for kind, spec in specs.items():
+            pipeline = Pipeline(config, StylePlan.from_specs(spec, spec))
+            calls[kind] = lambda p=pipeline: p.process(frame)
         with torch.inference_mode():
-            timings = time_interleaved(
-                {kind: lambda p=pipeline: p.process(frame) for kind, pipeline in pipelines.items()},
-                repeats,
-            )
-    return {
+            timings = time_interleaved(calls, repeats)
+    results = {
         kind: {"ms": round(ms, 1), "fps": round(1000.0 / ms, 2)} for kind, ms in timings.items()
     }
+    if not available_johnson():
+        results["johnson"]["weights"] = "random weights (timing only)"
+    return results
 
 
 def yolact_benchmarks(device: torch.device, repeats: int) -> dict:
