@@ -370,8 +370,15 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     print(f"numpy          {np.__version__}, opencv {cv2.__version__}")
     print(f"device         {resolve_device('auto')} ({torch.get_num_threads()} CPU threads)")
     print(f"models         {modelstore.models_dir()}")
-    for name, status in modelstore.verify().items():
+    statuses = modelstore.verify()
+    for name, status in statuses.items():
         print(f"  {name:16} {status}")
+    if statuses.get("multistyle26") == "ready":
+        from partialstyle.models_cache import load_model
+
+        network = load_model("multistyle26", resolve_device("auto"))
+        precision = "bfloat16" if network.compute_dtype == torch.bfloat16 else "float32"
+        print(f"style network  runs in {precision} here")
     print(f"OBS            {environment.obs_version() or 'not found'}")
     if obs_python is None:
         print("OBS python     unknown (OBS not found, or not a Linux build that links libpython)")
