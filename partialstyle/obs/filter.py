@@ -29,6 +29,9 @@ DISPLAY_NAME = "Partial Style Transfer"
 # Hand a frame to the worker this long before it is expected to finish the current one.
 READBACK_LEAD_SECONDS = 0.05
 REPORT_EVERY = 1.0
+# After a settings change, frames are restyled without the max_fps cap for the style fade
+# (morph_seconds) plus this long, so the stabilizer lets go of the old look quickly too.
+SETTLE_SECONDS = 1.0
 # The inference process runs at this nice value so OBS's own threads get the CPU first.
 INFERENCE_NICE = 10
 
@@ -78,8 +81,11 @@ class FilterInstance:
         return raw.decode("utf-8", "replace") if raw else "?"
 
     def update(self, data: int | None) -> None:
+        """New settings: the frame in progress is dropped and, while a style change fades in
+        and settles, frames are restyled without the max_fps cap."""
         self.values = settings.read(data)
-        self.worker.configure(self.values)
+        morph = max(0.0, float(self.values.get("morph_seconds") or 0.0))
+        self.worker.configure(self.values, uncapped_seconds=morph + SETTLE_SECONDS)
 
     def render(self) -> bool:
         """The video_render body; False asks the caller to pass the source through.

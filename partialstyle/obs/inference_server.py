@@ -218,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lower_priority(args.nice)
     serve(args.parent, messages_out)
-    return 0
+    # The stdin reader thread may be blocked inside sys.stdin's buffer; a normal interpreter
+    # exit would then abort ("could not acquire lock ... at interpreter shutdown") and dump
+    # core. Everything worth keeping is already flushed and the slots are closed.
+    with contextlib.suppress(OSError, ValueError):
+        messages_out.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ OBS_COMBO_FORMAT_STRING = 3
 OBS_TEXT_DEFAULT = 0
 OBS_TEXT_INFO = 3
 OBS_GROUP_NORMAL = 1
+OBS_PATH_FILE = 0
 
 OBS_INVALID_HOTKEY_ID = ctypes.c_size_t(-1).value
 
@@ -108,6 +109,10 @@ _SIGNATURES: dict[str, tuple[type | None, list]] = {
     ),
     "obs_properties_add_bool": (c_void_p, [c_void_p, c_char_p, c_char_p]),
     "obs_properties_add_text": (c_void_p, [c_void_p, c_char_p, c_char_p, c_int]),
+    "obs_properties_add_path": (
+        c_void_p,
+        [c_void_p, c_char_p, c_char_p, c_int, c_char_p, c_char_p],
+    ),
     "obs_properties_add_group": (c_void_p, [c_void_p, c_char_p, c_char_p, c_int, c_void_p]),
     "obs_property_set_long_description": (None, [c_void_p, c_char_p]),
     "obs_property_float_set_suffix": (None, [c_void_p, c_char_p]),

@@ -71,6 +71,7 @@ class FrameWorker:
         self._result: Result | None = None
         self._busy_since: float | None = None
         self._taken_at = float("-inf")  # when the worker last took a frame
+        self._uncapped_until = float("-inf")  # no min_interval until then (after a change)
         self._stopping = False
         self.state = "loading"
         self.error: str | None = None
@@ -81,12 +82,15 @@ class FrameWorker:
 
     # -- called from OBS threads ----------------------------------------------------------
 
-    def configure(self, settings: Any) -> None:
+    def configure(self, settings: Any, uncapped_seconds: float = 0.0) -> None:
         """New settings: passed on to a running processor at once, so the next frame it
-        starts uses them."""
+        starts uses them. A frame still in progress with the old settings is dropped, and for
+        `uncapped_seconds` frames are taken as fast as the processor goes (no min_interval),
+        so the change shows at once and a style fade runs smoothly."""
         with self._condition:
             self._settings = settings
             self._settings_version += 1
+            self._uncapped_until = time.perf_counter() + uncapped_seconds
             self._taken_at = float("-inf")  # show new settings without waiting for the cap
             if self._processor is not None and self.state == "ready":
                 self._processor.configure(settings)
@@ -104,7 +108,7 @@ class FrameWorker:
         if self.state != "ready" or self._frame is not None:
             return False
         now = time.perf_counter()
-        if now < self._taken_at + min_interval - lead_time:
+        if now < self._taken_at + min_interval - lead_time and now >= self._uncapped_until:
             return False
         busy_since = self._busy_since
         if busy_since is None:
@@ -177,6 +181,8 @@ class FrameWorker:
                 self._fail(error)
             else:
                 self.durations.append(time.perf_counter() - started)
+                if self._settings_version != version:
+                    continue  # made with settings that have changed since: not shown
                 self.results += 1
                 self._result = Result(image, self.results)
                 self.error = None

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import obsws_python
+from x11_close import close_windows
 
 from partialstyle.obs import obsconfig
 from partialstyle.obs.sample_clip import write_sample_clip
@@ -30,6 +31,7 @@ COLLECTION = "Test"
 PROFILE = "Test"
 WIDTH, HEIGHT, FPS = 640, 360, 30
 CAMERA = "Camera"
+MAIN_WINDOW_TITLE = "OBS "  # "OBS 29.0.2 (linux) - Profile: Test - Scenes: Test"
 FILTER = "Partial Style"
 # The comparisons with the library need deterministic masks: no smoothing across frames.
 FILTER_SETTINGS = {
@@ -156,13 +158,18 @@ class ObsSession:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
 
     def stop(self, timeout: float = 60.0) -> int:
-        """SIGINT (OBS's clean shutdown); returns the exit code. Kills only on a hang."""
+        """Close OBS's main window as a user would; returns the exit code. Kills only on a hang.
+
+        Not SIGINT: OBS 29's SIGINT handler closes the window from inside the signal handler,
+        which now and then hangs or crashes OBS itself (see x11_close).
+        """
         if self.client is not None:
             self.client.disconnect()
             self.client = None
         code = 0
         if self.obs is not None and self.obs.poll() is None:
-            self.obs.send_signal(signal.SIGINT)
+            if not close_windows(f":{self.display}", MAIN_WINDOW_TITLE):
+                self.obs.send_signal(signal.SIGINT)  # no main window (yet): the only way left
             try:
                 code = self.obs.wait(timeout)
             except subprocess.TimeoutExpired:

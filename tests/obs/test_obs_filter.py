@@ -276,6 +276,50 @@ def test_two_instances_on_two_sources(obs_session, styled):
     obs_session.wait_for(lambda: pid_gone(child), 5, what="its inference process ended")
 
 
+def test_two_people_each_in_their_own_style(obs_session, styled):
+    """Issue 4 in OBS: a clip of two people apart, person1_style and person2_style differ;
+    each person (and the background) matches the library's output for the same frame and
+    plan, and not the output with the two people's styles swapped."""
+    client = obs_session.client
+    source, name = "Two people", "Per person"
+    clip = write_sample_clip(obs_session.root / "two.mp4", WIDTH, HEIGHT, FPS, sway=0, people=2)
+    chosen = {
+        "person1_style": "multistyle:8",
+        "person2_style": "multistyle:20",
+        "background_style": "multistyle:19",
+        "temporal_smoothing": 0.0,
+    }
+    swapped = {**chosen, "person1_style": "multistyle:20", "person2_style": "multistyle:8"}
+    client.create_input("Scene", source, "ffmpeg_source", {
+        "is_local_file": True, "local_file": str(clip), "looping": True,
+    }, True)  # fmt: skip
+    try:
+        client.create_source_filter(source, name, KIND, chosen)
+        wait_for_new_results(obs_session, 3, name=name)
+        frame = input_frame(obs_session, source, name)
+        wait_for_new_results(obs_session, 3, name=name)
+        shot = obs_session.screenshot(source)
+        child = obs_session.filter_stats()[name]["inference_pid"]
+    finally:
+        client.remove_input(source)
+    reference = pipeline_for(chosen)
+    mask = reference.person_mask(frame)
+    expected, wrong = reference.process(frame), pipeline_for(swapped).process(frame)
+    save(obs_session, two_frame=frame, two_shot=shot, two_expected=expected)
+    readme_image("obs-two-people", frame, shot)
+    columns = np.arange(WIDTH)[None, :]
+    first, second = (mask > 0.9) & (columns < WIDTH // 2), (mask > 0.9) & (columns >= WIDTH // 2)
+    background = mask < 0.1
+    assert first.mean() > 0.1 and second.mean() > 0.1 and background.mean() > 0.2
+    for region in (first, second):
+        right_error = region_error(shot, expected, region)
+        assert right_error < 12.0
+        assert right_error < 0.5 * region_error(shot, wrong, region)
+    assert region_error(shot, expected, background) < 12.0
+    assert region_error(shot, frame, background) > 3 * region_error(shot, expected, background)
+    obs_session.wait_for(lambda: pid_gone(child), 10, what="its inference process ended")
+
+
 def test_default_settings_keep_obs_rendering_on_time(obs_session, styled, record_property):
     """≤1% of render frames skipped on a 640×360 30 fps canvas, with the default settings."""
     client = obs_session.client

@@ -88,6 +88,44 @@ def test_settings_reach_a_running_processor_at_once():
         worker.stop()
 
 
+def test_a_frame_made_with_old_settings_is_dropped():
+    made = []
+    worker = FrameWorker(lambda settings: made.append(Inverter(settings)) or made[-1], {})
+    try:
+        wait(lambda: worker.state == "ready")
+        made[0].gate.clear()
+        worker.submit(frame(1))
+        wait(lambda: worker._busy_since is not None)
+        worker.configure({"b": 1})
+        made[0].gate.set()
+        wait(lambda: made[0].seen == [1] and worker._busy_since is None)
+        assert worker.latest() is None and worker.results == 0
+        assert worker.wants_frame(0.0, min_interval=60.0)  # the next frame starts at once
+        worker.submit(frame(2))
+        wait(lambda: worker.results == 1)
+        assert worker.latest().image[0, 0, 0] == 255 - 2
+    finally:
+        worker.stop()
+
+
+def test_min_interval_is_lifted_for_a_while_after_a_change():
+    worker = FrameWorker(Inverter, {})
+    try:
+        wait(lambda: worker.state == "ready")
+        worker.submit(frame(1))
+        wait(lambda: worker.results == 1)
+        assert not worker.wants_frame(0.0, min_interval=60.0)  # capped
+        worker.configure({"c": 1}, uncapped_seconds=0.5)
+        for value in (2, 3):  # back to back while uncapped
+            assert worker.wants_frame(0.0, min_interval=60.0)
+            worker.submit(frame(value))
+            wait(lambda value=value: worker.results == value)
+        time.sleep(0.5)
+        assert not worker.wants_frame(0.0, min_interval=60.0)  # the cap is back
+    finally:
+        worker.stop()
+
+
 def test_stop_ends_a_frame_in_progress_quietly():
     errors, made = [], []
 
