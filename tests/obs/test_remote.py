@@ -26,7 +26,8 @@ pytestmark = pytest.mark.slow
 
 PYTHON = venv_python(Path(sys.prefix))
 STYLED = {"person_style": "multistyle:8", "background_style": "multistyle:19"}
-EXACT = {**STYLED, "temporal_smoothing": 0.0}
+# Frame-exact comparisons: no mask smoothing, style fade or stabilizing across frames.
+EXACT = {**STYLED, "temporal_smoothing": 0.0, "morph_seconds": 0.0, "stabilize": 0.0}
 
 
 def rgba(width: int = 320, height: int = 180) -> np.ndarray:
