@@ -80,6 +80,23 @@ def test_child_matches_the_pipeline_and_takes_settings_at_once(default_models):
     assert gone(pid, 1.0) and my_slots() == []
 
 
+def test_a_style_change_is_not_held_back_by_stabilizing(default_models):
+    """Stabilizing keeps the last look where the picture is still; after a style change it
+    pauses (for the fade plus half a second), so the new style shows on the next frame."""
+    frame = rgba()
+    steady = {**EXACT, "stabilize": 0.9, "background_style": "multistyle:3"}
+    changed = {**steady, "background_style": "multistyle:12"}
+    processor = RemoteProcessor(PYTHON, steady)
+    try:
+        processor.start()
+        for _ in range(2):
+            assert np.array_equal(processor.process(frame), reference(steady, frame))
+        processor.configure(changed)
+        assert np.array_equal(processor.process(frame), reference(changed, frame))
+    finally:
+        processor.close()
+
+
 def test_a_crashed_child_is_restarted_and_bad_settings_are_one_line(default_models):
     processor = RemoteProcessor(PYTHON, EXACT)
     try:
