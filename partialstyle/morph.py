@@ -47,3 +47,10 @@ class StyleMorph:
             return [(spec, 1.0)]
         progress = _smoothstep(max(0.0, (now - current.start) / duration))
         return [(current.old, 1.0 - progress), (current.new, progress)]
+
+    def in_progress(self, now: float, duration: float) -> bool:
+        """True while any region is still fading from one style to another."""
+        return any(
+            transition.old != transition.new and now - transition.start < duration
+            for transition in self._transitions.values()
+        )

@@ -64,6 +64,7 @@ class Pipeline:
         self._mask_state = PersonMask()
         self._morph = StyleMorph()
         self._stabilizer = OutputStabilizer()
+        self._stabilized_plan: StylePlan | None = None
         self._style_vectors = StyleVectors()
         self._tracker = PeopleTracker()
         self._detections: tuple[tuple[int, int], list[Instance]] | None = None
@@ -184,6 +185,11 @@ class Pipeline:
             coverage += weight
             premultiplied += weight * styled
         layer = torch.cat([premultiplied, coverage[None]])
+        # Stabilizing holds the previous look where nothing moves, so it must not hold on to
+        # an old style: it starts afresh when the plan changes and waits for morphs to end.
+        if plan != self._stabilized_plan or self._morph.in_progress(now, config.morph_seconds):
+            self._stabilizer.reset()
+            self._stabilized_plan = plan
         layer = self._stabilizer(small, layer, config.stabilize)
         layer = self._upsample(layer, small, original, config.upsample)
         result = compose.blend_onto(original, layer[:3], layer[3].clamp_(0.0, 1.0))

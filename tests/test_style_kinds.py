@@ -168,3 +168,15 @@ def test_stabilizer_reduces_flicker_on_static_content(astronaut_wide):
         )
 
     assert flicker(0.8) < 0.5 * flicker(0.0)
+
+
+def test_stabilizer_lets_a_new_style_through_at_once(astronaut_wide):
+    plan_a = StylePlan.from_specs("multistyle:19", "multistyle:19")
+    plan_b = StylePlan.from_specs("multistyle:17", "multistyle:17")
+    pipeline = Pipeline(PipelineConfig(process_height=180, stabilize=0.9), plan_a)
+    for _ in range(3):
+        pipeline.process(astronaut_wide)
+    pipeline.configure(plan=plan_b)
+    switched = pipeline.process(astronaut_wide)
+    fresh = Pipeline(PipelineConfig(process_height=180), plan_b).process(astronaut_wide)
+    assert np.array_equal(switched, fresh)  # no trace of the old style on a still picture
