@@ -8,6 +8,8 @@ her, apart, for per-person styles.
 from __future__ import annotations
 
 import math
+import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -50,17 +52,45 @@ def write_sample_clip(
     sway: int = 12,
     people: int = 1,
 ) -> Path:
-    """Write an mp4 (MPEG-4 part 2, which every OBS's ffmpeg decodes); sway=0 keeps it still."""
+    """Write a clip every OBS's ffmpeg decodes; sway=0 keeps it still.
+
+    An .mp4 is MPEG-4 part 2 (small). An .avi is Motion JPEG at a fixed quantizer, written
+    by the ffmpeg program: every frame is coded on its own and alike, so the frames of a
+    still clip decode to exactly the same pixels, which frame-exact comparisons need (in an
+    .mp4 the predicted frames drift by a level or so, and style networks turn that into
+    visibly different brush strokes on smooth walls).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
+    count = max(1, round(seconds * fps))
+    frames = (
+        sample_frame(width, height, round(sway * math.sin(2 * math.pi * i / count)), people)
+        for i in range(count)
+    )
+    if path.suffix.lower() == ".avi":
+        return _write_mjpeg(path, frames, width, height, fps)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"could not write a video to {path}")
     try:
-        count = max(1, round(seconds * fps))
-        for index in range(count):
-            shift = round(sway * math.sin(2 * math.pi * index / count))
-            frame = sample_frame(width, height, shift, people)
+        for frame in frames:
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
+    return path
+
+
+def _write_mjpeg(
+    path: Path, frames: Iterable[np.ndarray], width: int, height: int, fps: int
+) -> Path:
+    command = [
+        "ffmpeg", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
+        "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+        "-c:v", "mjpeg", "-q:v", "2", "-pix_fmt", "yuvj444p", str(path),
+    ]  # fmt: skip
+    encoder = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    for frame in frames:
+        encoder.stdin.write(np.ascontiguousarray(frame).tobytes())
+    _, errors = encoder.communicate()
+    if encoder.returncode != 0:
+        raise RuntimeError(f"ffmpeg could not write {path}: {errors.decode(errors='replace')}")
     return path

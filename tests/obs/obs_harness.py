@@ -96,7 +96,7 @@ class ObsSession:
 
     def __init__(self, root: Path):
         self.root = root
-        self.clip = write_sample_clip(root / "person.mp4", WIDTH, HEIGHT, FPS, sway=0)
+        self.clip = write_sample_clip(root / "person.avi", WIDTH, HEIGHT, FPS, sway=0)
         self.port = free_port()
         self.display = free_display()
         self.stats_file = root / "partialstyle-stats.json"

@@ -239,7 +239,7 @@ def test_disabled_filter_passes_through_and_comes_back(obs_session, styled):
 
 
 def test_source_resolution_change(obs_session, styled):
-    small = write_sample_clip(obs_session.root / "person-small.mp4", 480, 270, FPS, sway=0)
+    small = write_sample_clip(obs_session.root / "person-small.avi", 480, 270, FPS, sway=0)
     client = obs_session.client
     client.set_input_settings(CAMERA, {"local_file": str(small)}, True)
     try:
@@ -292,12 +292,13 @@ def test_two_people_each_in_their_own_style(obs_session, styled):
     plan, and not the output with the two people's styles swapped."""
     client = obs_session.client
     source, name = "Two people", "Per person"
-    clip = write_sample_clip(obs_session.root / "two.mp4", WIDTH, HEIGHT, FPS, sway=0, people=2)
+    clip = write_sample_clip(obs_session.root / "two.avi", WIDTH, HEIGHT, FPS, sway=0, people=2)
     chosen = {
         "person1_style": "multistyle:8",
         "person2_style": "multistyle:20",
         "background_style": "multistyle:19",
         "temporal_smoothing": 0.0,
+        "stabilize": 0.0,  # each shot is one frame's result, as the library's is
     }
     swapped = {**chosen, "person1_style": "multistyle:20", "person2_style": "multistyle:8"}
     client.create_input("Scene", source, "ffmpeg_source", {
@@ -315,6 +316,7 @@ def test_two_people_each_in_their_own_style(obs_session, styled):
     reference = pipeline_for(chosen)
     mask = reference.person_mask(frame)
     expected, wrong = reference.process(frame), pipeline_for(swapped).process(frame)
+    other_background = pipeline_for({**chosen, "background_style": "multistyle:3"}).process(frame)
     save(obs_session, two_frame=frame, two_shot=shot, two_expected=expected)
     readme_image("obs-two-people", frame, shot)
     columns = np.arange(WIDTH)[None, :]
@@ -325,8 +327,10 @@ def test_two_people_each_in_their_own_style(obs_session, styled):
         right_error = region_error(shot, expected, region)
         assert right_error < 12.0
         assert right_error < 0.5 * region_error(shot, wrong, region)
-    assert region_error(shot, expected, background) < 12.0
-    assert region_error(shot, frame, background) > 3 * region_error(shot, expected, background)
+    right_error = region_error(shot, expected, background)
+    assert right_error < 12.0
+    assert right_error < 0.5 * region_error(shot, other_background, background)
+    assert region_error(shot, frame, background) > 3 * right_error
     obs_session.wait_for(lambda: pid_gone(child), 10, what="its inference process ended")
 
 
