@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import IO, Any
 
 PARENT_CHECK_SECONDS = 1.0
-# After a style change, stabilizing stays off for the style fade plus this long.
-STABILIZE_PAUSE_SECONDS = 0.5
 MODELS = ("multistyle26", "selfie", "selfie-landscape")
 
 
@@ -80,17 +78,9 @@ class Server:
         self.values: dict[str, Any] | None = None
         self.build_error: str | None = None
         self.slots: dict[str, Any] = {}
-        self.config: Any = None  # the configured PipelineConfig
-        self.stabilize_from: float | None = None  # stabilizing paused until then
 
     def apply(self, values: dict[str, Any]) -> None:
-        """New settings: build the pipeline the first time, reconfigure it afterwards.
-
-        When a style changes, stabilizing pauses while the new style fades in: it would hold
-        on to the old look (the picture does not move) and drag the change out for seconds.
-        """
-        from dataclasses import replace
-
+        """New settings: build the pipeline the first time, reconfigure it afterwards."""
         from partialstyle.obs.settings import to_pipeline
 
         self.values = values
@@ -104,15 +94,8 @@ class Server:
                 self.pipeline = pipeline
                 self.send({"op": "ready"})
             else:
-                restyled = plan != self.pipeline.plan and config.stabilize > 0
-                if restyled:
-                    self.stabilize_from = (
-                        time.monotonic() + config.morph_seconds + STABILIZE_PAUSE_SECONDS
-                    )
-                paused = self.stabilize_from is not None
-                self.pipeline.configure(replace(config, stabilize=0.0) if paused else config, plan)
+                self.pipeline.configure(config, plan)
                 self.pipeline.load()  # a new segmenter or style model loads now, not mid-frame
-            self.config = config
             self.build_error = None
         except Exception as error:
             self.build_error = one_line(error)
@@ -139,9 +122,6 @@ class Server:
             width, height = int(message["width"]), int(message["height"])
             source = self.slot("input", message["input"], width, height)
             target = self.slot("output", message["output"], width, height)
-            if self.stabilize_from is not None and time.monotonic() >= self.stabilize_from:
-                self.stabilize_from = None
-                self.pipeline.configure(self.config)
             started = time.perf_counter()
             target.array[...] = self.pipeline.process(source.array)
             seconds = time.perf_counter() - started

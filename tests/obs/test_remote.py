@@ -81,8 +81,8 @@ def test_child_matches_the_pipeline_and_takes_settings_at_once(default_models):
 
 
 def test_a_style_change_is_not_held_back_by_stabilizing(default_models):
-    """Stabilizing keeps the last look where the picture is still; after a style change it
-    pauses (for the fade plus half a second), so the new style shows on the next frame."""
+    """Stabilizing keeps the last look where the picture is still; after a style change the
+    child must not hold on to the old look: the new style shows on the next frame."""
     frame = rgba()
     steady = {**EXACT, "stabilize": 0.9, "background_style": "multistyle:3"}
     changed = {**steady, "background_style": "multistyle:12"}
