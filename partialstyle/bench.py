@@ -173,7 +173,7 @@ def style_kind_benchmarks(device: torch.device, repeats: int) -> dict:
     Johnson networks are timed with the fetched ones when present, otherwise with a network of
     the same architecture and random weights (the arithmetic, and so the time, is the same).
     """
-    from partialstyle.sheet import available_johnson
+    from partialstyle.modelstore import johnson_names
     from partialstyle.style.johnson import TransformerNet
 
     frame = webcam_frame(360, 640)
@@ -182,7 +182,7 @@ def style_kind_benchmarks(device: torch.device, repeats: int) -> dict:
         picture = Path(scratch) / "style.png"
         mirrored = np.ascontiguousarray(frame[:, ::-1])
         cv2.imwrite(str(picture), cv2.cvtColor(mirrored, cv2.COLOR_RGB2BGR))
-        johnson = available_johnson()[:1]
+        johnson = johnson_names()[:1]
         if not johnson:
             random_net = Path(scratch) / "random-weights.pth"
             torch.save(TransformerNet().state_dict(), random_net)
@@ -198,7 +198,7 @@ def style_kind_benchmarks(device: torch.device, repeats: int) -> dict:
     results = {
         kind: {"ms": round(ms, 1), "fps": round(1000.0 / ms, 2)} for kind, ms in timings.items()
     }
-    if not available_johnson():
+    if not johnson_names():
         results["johnson"]["weights"] = "random weights (timing only)"
     return results
 

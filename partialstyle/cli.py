@@ -260,7 +260,7 @@ def cmd_video(args: argparse.Namespace) -> None:
 
 
 def cmd_styles(args: argparse.Namespace) -> None:
-    from partialstyle.sheet import available_johnson
+    from partialstyle.modelstore import johnson_names
     from partialstyle.style.names import MULTISTYLE_NAMES
 
     if args.sheet is None:
@@ -268,7 +268,7 @@ def cmd_styles(args: argparse.Namespace) -> None:
         for index, name in enumerate(MULTISTYLE_NAMES):
             print(f"multistyle:{index:<3} multistyle:{name}")
         print("blends: multistyle:3=0.5,12=0.5 (weights are normalised)")
-        for name in available_johnson():
+        for name in johnson_names():
             print(f"johnson:{name}")
         print("johnson:<file.pth>  (more with `partialstyle models fetch johnson`)")
         print("arbitrary:<picture>  (any picture's style)")

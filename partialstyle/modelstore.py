@@ -89,6 +89,12 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def johnson_names() -> list[str]:
+    """Names of the Johnson networks in models/johnson/ (fetched or trained)."""
+    folder = models_dir() / "johnson"
+    return sorted(path.stem for path in folder.glob("*.pth")) if folder.is_dir() else []
+
+
 def model_status(name: str) -> str:
     """'ready', 'missing' or 'corrupt' for a model's weight file."""
     model = entry(name)

@@ -10,7 +10,7 @@ import torch
 
 from partialstyle.config import PipelineConfig
 from partialstyle.frames import resize_image, to_image, to_uint8
-from partialstyle.modelstore import models_dir
+from partialstyle.modelstore import johnson_names
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import StylePlan
 from partialstyle.style.names import MULTISTYLE_NAMES, multistyle_label
@@ -19,16 +19,10 @@ _LABEL_HEIGHT = 22
 _GAP = 6
 
 
-def available_johnson() -> list[str]:
-    """Names of the Johnson networks in models/johnson/ (fetched or trained)."""
-    folder = models_dir() / "johnson"
-    return sorted(path.stem for path in folder.glob("*.pth")) if folder.is_dir() else []
-
-
 def sheet_styles(pictures: list[str]) -> list[tuple[str, str]]:
     """(label, spec) of every style to show: multistyle, Johnson networks, given pictures."""
     styles = [(multistyle_label(i), f"multistyle:{i}") for i in range(len(MULTISTYLE_NAMES))]
-    styles += [(f"johnson:{name}", f"johnson:{name}") for name in available_johnson()]
+    styles += [(f"johnson:{name}", f"johnson:{name}") for name in johnson_names()]
     styles += [(f"arbitrary:{Path(p).name}", f"arbitrary:{p}") for p in pictures]
     return styles
 

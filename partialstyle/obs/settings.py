@@ -13,6 +13,7 @@ from ctypes import c_void_p
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from partialstyle import modelstore
 from partialstyle.config import SEGMENTERS, UPSAMPLERS
 from partialstyle.device import DEVICE_CHOICES
 from partialstyle.plan import RegionStyle, StylePlan
@@ -114,19 +115,11 @@ DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 
-def johnson_names() -> list[str]:
-    """Names of the Johnson networks in models/johnson/ (fetched or trained)."""
-    from partialstyle.modelstore import models_dir
-
-    folder = models_dir() / "johnson"
-    return sorted(path.stem for path in folder.glob("*.pth")) if folder.is_dir() else []
-
-
 def style_choices() -> tuple[str, ...]:
     """What the style lists and the style hotkeys offer: none, the 26 multistyle styles and
     every Johnson network installed now (`arbitrary:<picture>` is typed, not listed)."""
     multistyle = tuple(f"multistyle:{index}" for index in range(len(MULTISTYLE_NAMES)))
-    return ("none", *multistyle, *(f"johnson:{name}" for name in johnson_names()))
+    return ("none", *multistyle, *(f"johnson:{name}" for name in modelstore.johnson_names()))
 
 
 def style_label(spec: str) -> str:

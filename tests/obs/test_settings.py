@@ -12,7 +12,6 @@ from partialstyle.config import SEGMENTERS, PipelineConfig
 from partialstyle.obs import settings
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.segment.classes import COCO_CLASSES
-from partialstyle.sheet import available_johnson
 from partialstyle.style.spec import StyleSpec
 
 
@@ -108,7 +107,7 @@ def test_lists_offer_every_choice_of_the_core():
     assert set(settings.CLASS_CHOICES) == set(COCO_CLASSES) - {"person"}
     choices = settings.style_choices()
     assert choices[:27] == ("none", *(f"multistyle:{i}" for i in range(26)))
-    assert choices[27:] == tuple(f"johnson:{name}" for name in available_johnson())
+    assert choices[27:] == tuple(f"johnson:{name}" for name in modelstore.johnson_names())
 
 
 def test_johnson_networks_in_the_model_folder_are_listed(tmp_path, monkeypatch):
