@@ -69,6 +69,7 @@ class Pipeline:
         self._tracker = PeopleTracker()
         self._detections: tuple[tuple[int, int], list[Instance]] | None = None
         self._frames_since_detection = 0
+        self._yolact_lookup: tuple[str | None, object] | None = None
         self._lock = threading.Lock()
         self._device = resolve_device(self._config.device)
         set_threads(self._config.threads)
@@ -92,6 +93,7 @@ class Pipeline:
                 if config.device != self._config.device:
                     self._device = resolve_device(config.device)
                     self._mask_state.reset()
+                self._yolact_lookup = None  # weights may have been fetched meanwhile
                 if config.threads != self._config.threads:
                     set_threads(config.threads)
                 self._config = config
@@ -110,7 +112,7 @@ class Pipeline:
         """Load the models the current settings need now, instead of on the first frame."""
         config, plan = self._config, self._plan
         if plan.needs_mask or config.show_mask:
-            weights = yolact_path(config.yolact_weights) if config.segmenter != "selfie" else None
+            weights = self._yolact_weights(config)
             ready = weights is not None and self._device.type == "cuda"
             segmenter = choose_segmenter(config.segmenter, height, width, ready)
             if segmenter == "yolact" and weights is not None:
@@ -237,9 +239,7 @@ class Pipeline:
         """Each region's mask at processing size (together they cover every pixel once), and
         the mask of all people."""
         size = tuple(small.shape[-2:])
-        weights = (
-            yolact_path(config.yolact_weights) if config.segmenter in ("auto", "yolact") else None
-        )
+        weights = self._yolact_weights(config)
         yolact_ready = weights is not None and rgb.device.type == "cuda"
         segmenter = choose_segmenter(config.segmenter, *rgb.shape[:2], yolact_ready)
         instances: list[Instance] = []
@@ -278,6 +278,17 @@ class Pipeline:
                 claimed = claimed + region
         masks["background"] = 1.0 - claimed
         return masks, person
+
+    def _yolact_weights(self, config: PipelineConfig):
+        """The YOLACT checkpoint for these settings, looked up once per settings change rather
+        than by listing models/yolact/ on every frame."""
+        if config.segmenter not in ("auto", "yolact"):
+            return None
+        cached = self._yolact_lookup
+        if cached is None or cached[0] != config.yolact_weights:
+            cached = (config.yolact_weights, yolact_path(config.yolact_weights))
+            self._yolact_lookup = cached
+        return cached[1]
 
     def _detect(
         self, rgb: torch.Tensor, size: tuple[int, int], weights, config: PipelineConfig

@@ -56,6 +56,8 @@ def free_port() -> int:
 
 
 def free_display() -> int:
+    """A display number no X server uses. X servers announce themselves with these fixed
+    paths (/tmp/.X<n>-lock and the /tmp/.X11-unix socket), whatever TMPDIR says."""
     for number in range(60, 200):
         if (
             not Path(f"/tmp/.X{number}-lock").exists()
