@@ -95,19 +95,27 @@ def _conditioned_pass(
     device = image.device
     conditioning = torch.stack([looks[key].conditioning for key in keys]).to(device)
     batch = image[None].half() if half else image[None]
-    region_masks = None
+    region_masks, share = None, True
     if len(keys) > 1:
         stacked = torch.stack([masks[key] for key in keys])
         total = stacked.sum(0, keepdim=True)
         # Where none of these regions shows, any style will do; share the pixel equally.
         stacked = torch.where(total > 1e-6, stacked / total.clamp(min=1e-6), 1.0 / len(keys))
         region_masks = stacked[None].to(batch.dtype)
+    elif masks and bool((masks[keys[0]] < 1.0 - 1e-6).any()):
+        # The look shows on part of the frame only; the rest is painted by another network
+        # or left as it is. Normalising the look's region with its own statistics keeps it
+        # the same whatever the rest looks like (the rest gets the same style, own statistics).
+        region = masks[keys[0]].clamp(0.0, 1.0)
+        region_masks = torch.stack([region, 1.0 - region])[None].to(batch.dtype)
+        conditioning = conditioning.repeat(2, 1)
+        share = False
     if kind == "multistyle":
         network = load_model("multistyle26", device)
-        output = network(batch, conditioning.to(batch.dtype), region_masks)[0]
+        output = network(batch, conditioning.to(batch.dtype), region_masks, share)[0]
     else:
         network = load_model("arbitrary", device)
-        output = network.stylize(batch.float(), conditioning.float(), region_masks)[0]
+        output = network.stylize(batch.float(), conditioning.float(), region_masks, share)[0]
     output = output.float()
     return dict.fromkeys(keys, output)
 

@@ -11,7 +11,13 @@ import torch.nn.functional as F
 
 from partialstyle import modelstore
 from partialstyle.errors import ModelMissingError
-from partialstyle.style.multistyle import NUM_STYLES, MultiStyleNet, SpatialCIN, subpixel_weight
+from partialstyle.style.multistyle import (
+    NUM_STYLES,
+    STATISTICS_PRIOR_PIXELS,
+    MultiStyleNet,
+    SpatialCIN,
+    subpixel_weight,
+)
 from partialstyle.style.multistyle_convert import ConversionError, convert_multistyle
 
 
@@ -101,22 +107,33 @@ def test_left_right_regions_follow_their_styles(net) -> None:
     assert err(right, plain_b[..., 112:]) < 0.75 * err(right, plain_a[..., 112:])
 
 
-def test_spatial_cin_statistics_cover_the_whole_image() -> None:
+def test_spatial_cin_normalises_each_region_with_its_own_statistics() -> None:
+    """Against the definition written out by hand: each half's mean and variance, pooled with
+    STATISTICS_PRIOR_PIXELS pixels of the whole image's distribution."""
     norm = SpatialCIN(4, num_styles=3)
     with torch.no_grad():
         norm.gamma.copy_(torch.rand(3, 4) + 0.5)
         norm.beta.copy_(torch.randn(3, 4))
-    x = torch.randn(2, 4, 8, 12) * 3 + 1
+    x = torch.randn(2, 4, 16, 24) * 3 + 1
+    x[..., 12:] = x[..., 12:] * 4 - 5  # the right half has quite other statistics
     weights = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.5, 0.5]])
-    masks = torch.zeros(2, 2, 8, 12)
-    masks[:, 0, :, :6], masks[:, 1, :, 6:] = 1, 1
+    masks = torch.zeros(2, 2, 16, 24)
+    masks[:, 0, :, :12], masks[:, 1, :, 12:] = 1, 1
     out = norm(x, weights, masks)
-    normalized = torch.nn.functional.instance_norm(x, eps=1e-5)
+    prior = STATISTICS_PRIOR_PIXELS
+    var_all, mean_all = torch.var_mean(x, dim=(2, 3), unbiased=False, keepdim=True)
     gamma, beta = weights @ norm.gamma, weights @ norm.beta
-    expected_left = normalized[..., :6] * gamma[0, :, None, None] + beta[0, :, None, None]
-    expected_right = normalized[..., 6:] * gamma[1, :, None, None] + beta[1, :, None, None]
-    assert torch.allclose(out[..., :6], expected_left, atol=1e-5)
-    assert torch.allclose(out[..., 6:], expected_right, atol=1e-5)
+    for r, columns in enumerate((slice(0, 12), slice(12, 24))):
+        half = x[..., columns]
+        count = half[0, 0].numel()
+        mean = (half.sum(dim=(2, 3), keepdim=True) + prior * mean_all) / (count + prior)
+        spread = ((half - mean) ** 2).sum(dim=(2, 3), keepdim=True)
+        var = (spread + prior * (var_all + (mean_all - mean) ** 2)) / (count + prior)
+        expected = (half - mean) / torch.sqrt(var + 1e-5) * gamma[r, :, None, None]
+        assert torch.allclose(out[..., columns], expected + beta[r, :, None, None], atol=1e-5)
+    # The whole image's statistics would give something else.
+    whole = F.instance_norm(x, eps=1e-5)[..., :12] * gamma[0, :, None, None]
+    assert (out[..., :12] - whole - beta[0, :, None, None]).abs().mean() > 0.1
 
 
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (4, 4), (5, 2), (3, 5), (5, 5), (9, 6)])

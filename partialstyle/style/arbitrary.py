@@ -6,8 +6,10 @@ scale and shift of every conditional instance norm in a small image network
 by ``arbitrary_convert``.
 
 Our addition is spatially varying normalisation: each region of the frame gets its own style vector,
-and every normalised layer blends the regions' scale and shift per pixel from the region masks at
-that layer's resolution. Statistics stay global over the frame, so one pass styles all regions.
+and every normalised layer normalises each region with its own mask-weighted statistics (see
+``multistyle.region_statistics``) and blends the regions' scale and shift per pixel from the region
+masks at that layer's resolution, so one pass styles all regions and no region's look depends on
+the others' styles.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 
 from partialstyle.errors import ModelMissingError
 from partialstyle.style.johnson import pad_to_multiple
+from partialstyle.style.multistyle import merge_repeated_styles, region_statistics
 
 STYLE_DIM = 100
 STYLE_IMAGE_SIZE = 256
@@ -163,7 +166,8 @@ class StyledConv(nn.Module):
     """Reflect-padded conv + conditional instance norm whose scale and shift come from a style.
 
     ``gamma`` and ``beta`` are the model's 1x1 heads (100 -> C). Normalisation statistics are per
-    sample and channel over the whole frame; the scale and shift may vary per pixel.
+    sample and channel, over the whole frame or, with region weights, over each region (weighted by
+    its mask); the scale and shift then vary per pixel.
     """
 
     def __init__(self, cin: int, cout: int, kernel_size: int, upsample: bool = False):
@@ -191,37 +195,47 @@ class StyledConv(nn.Module):
         y = self.conv(F.pad(x, (self.pad,) * 4, mode="reflect"))
         if fake_quant:
             return self._normalise_fake_quant(y, styles, weights)
-        var, mean = torch.var_mean(y, dim=(2, 3), unbiased=False, keepdim=True)
-        inv_std = torch.rsqrt(var + NORM_EPS)
-        gamma = _per_pixel(self.gamma(styles), weights)
-        beta = _per_pixel(self.beta(styles), weights)
         if weights is None:  # gamma * (y - mean) / std + beta as one per-channel scale and shift
-            scale = gamma * inv_std
-            return torch.addcmul(beta - mean * scale, y, scale)
-        normalised = torch.addcmul(-mean * inv_std, y, inv_std)
-        return torch.addcmul(beta, normalised, gamma)
+            var, mean = torch.var_mean(y, dim=(2, 3), unbiased=False, keepdim=True)
+            scale = self.gamma(styles)[:, :, None, None] * torch.rsqrt(var + NORM_EPS)
+            shift = self.beta(styles)[:, :, None, None] - mean * scale
+            return torch.addcmul(shift, y, scale)
+        mean, var = region_statistics(y, weights)  # [N,R,C]
+        scale = self.gamma(styles) * torch.rsqrt(var + NORM_EPS)
+        shift = self.beta(styles) - mean * scale
+        return torch.addcmul(_blend(shift, weights), y, _blend(scale, weights))
 
     def _normalise_fake_quant(self, y, styles, weights) -> torch.Tensor:
         """The graph's own algebra (TF batch-norm form) with its rounding at every step."""
         q = self.quant
         y = q("conv", y)
+        if weights is not None:
+            return self._regions_fake_quant(y, styles, weights)
         mean = q("mean", y.mean(dim=(2, 3), keepdim=True))
         var = q("variance", q("squared_diff", (y - mean) ** 2).mean(dim=(2, 3), keepdim=True))
         inv_std = q("inv_std", torch.rsqrt(q("variance_eps", var + NORM_EPS)))
-        gamma = _per_pixel(q("gamma", self.gamma(styles)), weights)
-        beta = _per_pixel(q("beta", self.beta(styles)), weights)
+        gamma = q("gamma", self.gamma(styles))[:, :, None, None]
+        beta = q("beta", self.beta(styles))[:, :, None, None]
         scale = q("scale", gamma * inv_std)
         shift = q("shift", beta - q("mean_scale", mean * scale))
         # a ReLU after the layer is folded into "out": its zero point makes 0 the lowest value
         return q("out", q("scaled", y * scale) + shift)
 
+    def _regions_fake_quant(self, y, styles, weights) -> torch.Tensor:
+        """Per-region statistics with the graph's rounding of each region's scalars (the graph
+        itself has one region; its per-pixel squared differences are not rounded here)."""
+        q = self.quant
+        mean, var = region_statistics(y, weights)  # [N,R,C]
+        mean, var = q("mean", mean), q("variance", var)
+        inv_std = q("inv_std", torch.rsqrt(q("variance_eps", var + NORM_EPS)))
+        scale = q("scale", q("gamma", self.gamma(styles)) * inv_std)
+        shift = q("shift", q("beta", self.beta(styles)) - q("mean_scale", mean * scale))
+        return q("out", q("scaled", y * _blend(scale, weights)) + _blend(shift, weights))
 
-def _per_pixel(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-    """[R,C] per-region values -> [1,C,1,1] (one region) or [N,C,h,w] blended by the weights."""
-    if weights is None:
-        return values[:, :, None, None]
-    # a 1x1 convolution from R weight channels to C value channels: the per-pixel blend
-    return F.conv2d(weights, values.t()[:, :, None, None])
+
+def _blend(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Per-image region rows [N,R,C] -> [N,C,h,w], each pixel the weighted blend of its rows."""
+    return torch.einsum("nrhw,nrc->nchw", weights, values)
 
 
 class ArbitraryTransformer(nn.Module):
@@ -370,12 +384,15 @@ class ArbitraryStyle(nn.Module):
         image: torch.Tensor,
         style_vectors: torch.Tensor,
         region_masks: torch.Tensor | None = None,
+        share_repeated_styles: bool = True,
     ) -> torch.Tensor:
         """Restyle [N,3,H,W] frames in [0,1]; each of the R regions gets its own style vector.
 
         ``style_vectors`` is [R,100]. ``region_masks`` [N,R,H,W] holds non-negative weights per
         region (soft masks are fine); each pixel's weights are normalised to sum to 1, and a pixel
-        with all-zero weights gets the average style. Without masks R must be 1.
+        with all-zero weights gets the average style. Without masks R must be 1. Each region is
+        normalised with its own statistics; regions with the same vector are one region (so one
+        style everywhere is a plain forward) unless ``share_repeated_styles`` is False.
         """
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"expected an [N,3,H,W] image batch, got shape {tuple(image.shape)}")
@@ -393,7 +410,11 @@ class ArbitraryStyle(nn.Module):
                     f"got {list(region_masks.shape)}"
                 )
             weights = normalise_region_weights(region_masks.to(image.dtype))
+            if share_repeated_styles:
+                style_vectors, weights = merge_repeated_styles(style_vectors, weights)
             weights = pad_to_multiple(weights, SIZE_MULTIPLE, MIN_SIDE)
+            if style_vectors.shape[0] == 1:
+                weights = None
         elif regions != 1:
             raise ValueError(f"{regions} style vectors need region_masks to say where each goes")
         padded = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)

@@ -33,10 +33,11 @@ _MIN_SIDE = 8
 class SpatialCIN(nn.Module):
     """Conditional instance norm whose affine can vary per pixel.
 
-    Statistics are always taken over the whole image (so style strength does not depend on
-    the region layout). The affine is either one gamma/beta vector per image, mixed from the
-    style tables, or a per-pixel gamma/beta map: each region's mixed row weighted by the
-    region masks at this layer's resolution.
+    Without region masks this is the source network's instance norm with one mixed
+    gamma/beta row. With masks, each region is normalised with its own mask-weighted mean
+    and variance per channel (``region_statistics``) and then gets its own gamma/beta, so a
+    region's look does not depend on what the other regions contain or how they are
+    styled. Every pixel's scale and shift are the mask-weighted blend of the regions'.
     """
 
     def __init__(self, channels: int, num_styles: int = NUM_STYLES, eps: float = 1e-5) -> None:
@@ -68,8 +69,7 @@ class SpatialCIN(nn.Module):
         """
         if torch.is_grad_enabled() and (self.gamma.requires_grad or x.requires_grad):
             # Autograd path: plain ops, easy to differentiate.
-            rows = self._affine_rows(x, style_weights, region_masks)
-            y = _apply_affine(F.instance_norm(x, eps=self.eps), rows, _masks_at(region_masks, x))
+            y = self._reference(x, style_weights, region_masks)
         elif x.shape[0] > 1:
             # batch_norm pools statistics over the batch, so images go one at a time.
             masks = [None] * x.shape[0] if region_masks is None else region_masks.split(1)
@@ -98,6 +98,18 @@ class SpatialCIN(nn.Module):
         weights = style_weights.float()
         return torch.cat([weights @ self.gamma.float(), weights @ self.beta.float()], dim=1)
 
+    def _reference(self, x: Tensor, style_weights: Tensor, region_masks: Tensor | None) -> Tensor:
+        """Plain differentiable ops, one formula for any batch: the definition of this layer."""
+        rows = self._affine_rows(x, style_weights, region_masks)
+        if region_masks is None:
+            return _apply_affine(F.instance_norm(x, eps=self.eps), rows, None)
+        masks = _masks_at(region_masks, x)
+        mean, var = region_statistics(x, masks)  # [N,R,C] each
+        channels = x.shape[1]
+        scale = rows[:, :channels] * torch.rsqrt(var + self.eps)
+        shift = rows[:, channels:] - mean * scale
+        return _apply_affine(x, torch.cat([scale, shift], dim=2), masks)
+
     def _normalize_one(
         self,
         x: Tensor,
@@ -112,11 +124,13 @@ class SpatialCIN(nn.Module):
         applies the affine in one call, where separate ops would each cost a pass and,
         on a busy machine, a wait for every thread.
 
-        With regions, masks sum to 1 per pixel, so y = Y_b + sum_r m_r * (Y_r - Y_b) where
-        Y_r is the image normalised with region r's affine and b is a base region (the
-        largest). Y_b comes from the training-mode call, which also leaves the statistics
-        behind; each difference takes two addcmuls, only inside the box where region r's
-        mask is nonzero.
+        With regions, this computes what ``_reference`` defines, with less memory traffic:
+        one pass takes the whole image's statistics; each region other than the base (the
+        largest) sums its mask-weighted moments inside the box where its mask is nonzero;
+        the base region's moments are the whole image's minus the others' (the masks sum
+        to 1). Masks summing to 1 also give y = Y_b + sum_r m_r * (Y_r - Y_b), where Y_r is
+        the image normalised with region r's statistics and affine: Y_b is one eval-mode
+        batch norm over the image, each difference two addcmuls inside region r's box.
         """
         rows = self._affine_rows(x, style_weights, region_masks)
         channels = x.shape[1]
@@ -126,27 +140,118 @@ class SpatialCIN(nn.Module):
         height, width = x.shape[-2:]
         if support is None:
             support = RegionSupport(0, [(0, height, 0, width)] * gamma.shape[0])
-        base = support.base
-        mean = x.new_zeros(channels, dtype=torch.float32)
-        var = x.new_ones(channels, dtype=torch.float32)
-        y = F.batch_norm(x, mean, var, gamma[base], beta[base], True, 1.0, self.eps)
-        biased_var = var * ((height * width - 1) / (height * width))  # running var is unbiased
-        rstd = torch.rsqrt(biased_var + self.eps)
         masks = _masks_at(region_masks, x)
+        stats = _boxed_region_statistics(x, masks, support)
+        if stats is None:  # one region covers every pixel: plain instance norm
+            return F.batch_norm(
+                x, None, None, gamma[support.base], beta[support.base], True, 0.0, self.eps
+            )
+        mean, var = stats  # [R,C] each, fp32
+        scale = gamma * torch.rsqrt(var + self.eps)
+        shift = beta - mean * scale
+        base = support.base
+        y = F.batch_norm(x, mean[base], var[base], gamma[base], beta[base], False, 0.0, self.eps)
         for r, box in enumerate(support.boxes):
             if r == base or box is None:
                 continue
             top, bottom, left, right = box
             # Y_r - Y_b = x * scale + shift: an addcmul on a strided box view is about four
             # times faster than an eval-mode batch norm on it.
-            scale = (gamma[r] - gamma[base]) * rstd
-            shift = (beta[r] - beta[base]) - mean * scale
+            delta_scale = (scale[r] - scale[base]).to(x.dtype)[:, None, None]
+            delta_shift = (shift[r] - shift[base]).to(x.dtype)[:, None, None]
             part = (..., slice(top, bottom), slice(left, right))
-            delta = torch.addcmul(
-                shift.to(x.dtype)[:, None, None], x[part], scale.to(x.dtype)[:, None, None]
-            )
+            delta = torch.addcmul(delta_shift, x[part], delta_scale)
             y[part].addcmul_(delta, masks[:, r : r + 1][part])
         return y
+
+
+# A region's statistics are pooled with this many pixels (at the layer's resolution) drawn
+# from the whole image's statistics, like a prior: a region of area A weighs its own moments
+# by A / (A + 64). Large regions (the background, a person: thousands of pixels at the
+# residual blocks' 1/4 resolution) keep their own statistics to within a few percent; a
+# sliver of a few pixels, whose variance would be noise, falls back smoothly to the whole
+# image's. 64 pixels is an 8x8 patch at that resolution, about the smallest patch whose
+# variance is steady enough across frames.
+STATISTICS_PRIOR_PIXELS = 64.0
+
+
+def region_statistics(
+    x: Tensor, masks: Tensor, prior_pixels: float = STATISTICS_PRIOR_PIXELS
+) -> tuple[Tensor, Tensor]:
+    """Mask-weighted mean and (biased) variance per region and channel, [N,R,C] each, fp32.
+
+    ``x`` is [N,C,H,W], ``masks`` [N,R,H,W] (soft weights; a pixel counts m times). Each
+    region's moments are pooled with ``prior_pixels`` pixels' worth of the whole image's
+    (see STATISTICS_PRIOR_PIXELS), so tiny or empty regions get the image's statistics.
+    Plain ops, differentiable: the reference for the fast paths.
+    """
+    x, masks = x.float(), masks.float()
+    var_all, mean_all = torch.var_mean(x, dim=(2, 3), unbiased=False)  # [N,C]
+    centred = x - mean_all[..., None, None]
+    area = masks.sum(dim=(2, 3))[..., None]  # [N,R,1]
+    first = torch.einsum("nrhw,nchw->nrc", masks, centred)
+    second = torch.einsum("nrhw,nchw->nrc", masks, centred * centred)
+    return pooled_statistics(area, first, second, mean_all[:, None], var_all[:, None], prior_pixels)
+
+
+def pooled_statistics(
+    area: Tensor,
+    first: Tensor,
+    second: Tensor,
+    mean_all: Tensor,
+    var_all: Tensor,
+    prior_pixels: float = STATISTICS_PRIOR_PIXELS,
+) -> tuple[Tensor, Tensor]:
+    """A region's mean and variance from its area and its first and second moments about
+    the whole image's mean, pooled with ``prior_pixels`` pixels of the whole image's
+    distribution (mean ``mean_all``, variance ``var_all``). Shapes broadcast."""
+    weight = area + prior_pixels
+    offset = first / weight  # region mean minus image mean
+    var = (second + prior_pixels * var_all) / weight - offset * offset
+    return mean_all + offset, var.clamp_min(0.0)
+
+
+def _boxed_region_statistics(
+    x: Tensor, masks: Tensor, support: RegionSupport
+) -> tuple[Tensor, Tensor] | None:
+    """``region_statistics`` for one image [1,C,H,W], reading each non-base region's box only.
+
+    Returns [R,C] mean and variance, or None when no region but the base has pixels.
+    """
+    if all(box is None for r, box in enumerate(support.boxes) if r != support.base):
+        return None
+    channels = x.shape[1]
+    pixels = float(x.shape[-2] * x.shape[-1])
+    # batch_norm_update_stats accumulates in fp32 and returns the biased variance.
+    mean_all, var_all = torch.batch_norm_update_stats(
+        x,
+        x.new_zeros(channels, dtype=torch.float32),
+        x.new_ones(channels, dtype=torch.float32),
+        1.0,
+    )
+    mean_all, var_all = mean_all.float(), var_all.float()
+    regions = len(support.boxes)
+    area = x.new_zeros(regions, 1, dtype=torch.float32)
+    first = x.new_zeros(regions, channels, dtype=torch.float32)
+    second = x.new_zeros(regions, channels, dtype=torch.float32)
+    for r, box in enumerate(support.boxes):
+        if r == support.base or box is None:
+            continue
+        top, bottom, left, right = box
+        part = (..., slice(top, bottom), slice(left, right))
+        inside, weight = x[part], masks[:, r : r + 1][part]
+        weighted = inside * weight
+        sum_x = weighted.sum(dim=(0, 2, 3), dtype=torch.float32)
+        sum_xx = (weighted * inside).sum(dim=(0, 2, 3), dtype=torch.float32)
+        area[r] = weight.sum(dtype=torch.float32)
+        # moments about the image mean: sum m (x - mu) and sum m (x - mu)^2
+        first[r] = sum_x - area[r] * mean_all
+        second[r] = sum_xx - 2.0 * mean_all * sum_x + area[r] * mean_all * mean_all
+    base = support.base
+    area[base] = pixels - area.sum()
+    first[base] = -first.sum(dim=0)
+    second[base] = pixels * var_all - second.sum(dim=0)
+    return pooled_statistics(area, first, second, mean_all, var_all)
 
 
 class RegionSupport(NamedTuple):
@@ -198,19 +303,16 @@ def _masks_at(region_masks: Tensor | None, x: Tensor) -> Tensor | None:
 
 
 def _apply_affine(x: Tensor, rows: Tensor, masks: Tensor | None) -> Tensor:
-    """x * scale + shift for normalised ``x`` [1,C,H,W] and ``rows`` [R, 2C] = [scale | shift].
+    """x * scale + shift for ``x`` [N,C,H,W] and ``rows`` = [scale | shift].
 
-    With masks [1,R,H,W] every pixel's scale and shift are the mask-weighted blend of the
-    region rows: one [HW,R] x [R,2C] matmul builds both maps, so the cost hardly grows
-    with R, and it is only two passes (matmul, addcmul) whatever the region layout.
+    Without masks ``rows`` is [1, 2C]. With masks [N,R,H,W], ``rows`` is [N,R,2C] and every
+    pixel's scale and shift are the mask-weighted blend of its image's region rows.
     """
     channels = x.shape[1]
     rows = rows.to(x.dtype)
     if masks is None:
         return torch.addcmul(rows[0, channels:, None, None], x, rows[0, :channels, None, None])
-    n, r, h, w = masks.shape
-    pixels = masks.permute(0, 2, 3, 1).reshape(n * h * w, r)  # a view if channels-last
-    maps = (pixels @ rows).view(n, h, w, 2 * channels).permute(0, 3, 1, 2)
+    maps = torch.einsum("nrhw,nrc->nchw", masks, rows)
     return torch.addcmul(maps[:, channels:], x, maps[:, :channels])
 
 
@@ -454,15 +556,27 @@ class MultiStyleNet(nn.Module):
         return self.to(memory_format=torch.channels_last).eval().requires_grad_(False)
 
     def forward(
-        self, image: Tensor, style_weights: Tensor, region_masks: Tensor | None = None
+        self,
+        image: Tensor,
+        style_weights: Tensor,
+        region_masks: Tensor | None = None,
+        share_repeated_styles: bool = True,
     ) -> Tensor:
         """Stylize ``image`` [N,3,H,W] in [0,1].
 
         ``style_weights`` [R,26] holds one style mix per region (rows are used as given, so
         normalise them to sum 1). ``region_masks`` [N,R,H,W] are soft masks summing to 1 per
-        pixel; without them R must be 1 and the whole image gets the one mix.
+        pixel; without them R must be 1 and the whole image gets the one mix. Each region is
+        normalised with its own statistics (see SpatialCIN). Regions given the same mix are
+        one region, so one style everywhere is a plain forward, unless
+        ``share_repeated_styles`` is False (for a region that shares the frame with pixels
+        this network does not paint, see ``stylize``).
         """
         _check_inputs(image, style_weights, region_masks)
+        if region_masks is not None and share_repeated_styles:
+            style_weights, region_masks = merge_repeated_styles(style_weights, region_masks)
+            if style_weights.shape[0] == 1:
+                region_masks = None
         dtype = self.compute_dtype
         masks = None
         if region_masks is not None:
@@ -476,6 +590,29 @@ class MultiStyleNet(nn.Module):
             out_pad, pad_mode = (0, "reflect") if nxt is None else (nxt.pad, nxt.pad_mode)
             x = layer(x, style_weights, masks, out_pad=out_pad, pad_mode=pad_mode)
         return x[..., :height, :width].to(image.dtype).sigmoid_()
+
+
+def merge_repeated_styles(styles: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+    """One region per distinct style row ([R,K] styles), its mask the sum of theirs.
+
+    Pixels painted in the same style then share normalisation statistics, as in a plain
+    forward. Rows keep the order of their first appearance.
+    """
+    kept: list[int] = []
+    owner: list[int] = []
+    for r in range(styles.shape[0]):
+        match = next(
+            (k for k, first in enumerate(kept) if torch.equal(styles[first], styles[r])), None
+        )
+        if match is None:
+            kept.append(r)
+            match = len(kept) - 1
+        owner.append(match)
+    if len(kept) == styles.shape[0]:
+        return styles, masks
+    index = torch.tensor(owner, device=masks.device)
+    merged = masks.new_zeros(masks.shape[0], len(kept), *masks.shape[2:])
+    return styles[kept], merged.index_add_(1, index, masks)
 
 
 def _native_bf16(device: torch.device) -> bool:
