@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,6 +44,34 @@ _GUIDED_UPSAMPLE_EPS = 1e-2
 
 # Frames at least this much wider than tall go to MediaPipe's 16:9 landscape model.
 _LANDSCAPE_ASPECT = 1.5
+
+
+def look_weight(kind: str, region: RegionStyle, share: float) -> float:
+    """How much of a look shows in its region: its morph share times the region's strength.
+    An arbitrary style's strength already moved its style vector towards the frame's, so
+    its pixels are taken whole."""
+    if kind == "none" or region.strength <= 0.0:
+        return 0.0
+    return share * (1.0 if kind == "arbitrary" else region.strength)
+
+
+@dataclass(frozen=True, eq=False)
+class FrameAnalysis:
+    """One frame after the cheap stage: what the costly stage and compositing work from.
+
+    original: the frame as float [3,H,W]; small: at processing size [3,h,w]; region_masks:
+    each region's mask [h,w] (None when the plan needs none); person: all people's mask.
+    time: the frame's timestamp (morphs); config and plan: the settings it was analysed with.
+    """
+
+    frame: np.ndarray
+    original: torch.Tensor
+    small: torch.Tensor
+    region_masks: dict[str, torch.Tensor] | None
+    person: torch.Tensor | None
+    time: float
+    config: PipelineConfig
+    plan: StylePlan
 
 
 def choose_segmenter(segmenter: str, height: int, width: int, yolact_ready: bool = False) -> str:
@@ -135,55 +164,63 @@ class Pipeline:
 
         `timestamp` (seconds) times style morphs; the default is the current time.
         """
+        analysis = self.analyse(frame, timestamp)
+        return self.compose(analysis, self.style_layer(analysis))
+
+    @torch.inference_mode()
+    def analyse(self, frame: np.ndarray, timestamp: float | None = None) -> FrameAnalysis:
+        """The cheap per-frame stage: the frame at processing size and its region masks."""
         frame = check_frame(frame)
         with self._lock:
             config, plan, device = self._config, self._plan, self._device
         rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
         original = to_image(rgb)
-        height, width = original.shape[-2:]
-        size = processing_size(height, width, config.process_height)
+        size = processing_size(*original.shape[-2:], config.process_height)
         small = resize_image(original, size)
-
-        wants_mask = plan.needs_mask or config.show_mask
-        region_masks, mask = (
-            self._region_masks(rgb, small, config, plan) if wants_mask else (None, None)
+        region_masks, person = (
+            self._region_masks(rgb, small, config, plan)
+            if plan.needs_mask or config.show_mask
+            else (None, None)
         )
         now = time.monotonic() if timestamp is None else timestamp
+        return FrameAnalysis(frame, original, small, region_masks, person, now, config, plan)
 
+    def _shown_regions(self, analysis: FrameAnalysis) -> tuple[dict[str, RegionStyle], dict]:
+        """The regions to style and their masks (None: one look over the whole frame)."""
+        plan, region_masks = analysis.plan, analysis.region_masks
+        if not plan.needs_mask:
+            return {"person": plan.person}, None
+        regions = {name: style for name, style in plan.regions().items() if name in region_masks}
+        return regions, region_masks
+
+    @torch.inference_mode()
+    def style_layer(self, analysis: FrameAnalysis) -> torch.Tensor:
+        """The costly stage: every region stylized and blended at processing size into one
+        premultiplied layer plus its coverage (mask × strength), [4,h,w], stabilized."""
+        config, plan, small, now = analysis.config, analysis.plan, analysis.small, analysis.time
+        regions, region_masks = self._shown_regions(analysis)
         # Each region's looks: one, or two while its style morphs into a new one.
-        if plan.needs_mask:
-            regions = {
-                name: style for name, style in plan.regions().items() if name in region_masks
-            }
-        else:  # one look for the whole frame
-            regions = {"person": plan.person}
-            region_masks = None
-        looks, shares = {}, {}
+        looks, weights = {}, {}
         for name, region in regions.items():
             for index, (look, share) in enumerate(self._looks(name, region, small, now, config)):
-                if look.kind != "none" and region.strength > 0.0:
+                weight = look_weight(look.kind, region, share)
+                if weight > 0.0:
                     looks[name, index] = look
-                    shares[name, index] = share
+                    weights[name, index] = weight
         masks = {key: region_masks[key[0]] for key in looks} if region_masks else None
         half = config.half_precision and small.device.type == "cuda"
         stylized = stylize(small, looks, masks, half)
 
-        # Blend at processing size into one premultiplied layer plus its coverage (mask ×
-        # strength), then bring both to the frame's size in one go: the cost at full
-        # resolution does not depend on the number of regions, and pixels no region styles
-        # keep their exact original values.
-        coverage = small.new_zeros(size)
-        premultiplied = small.new_zeros((3, *size))
-        for key, look in looks.items():
-            region = regions[key[0]]
+        # Blend at processing size into one premultiplied layer plus its coverage, then bring
+        # both to the frame's size in one go: the cost at full resolution does not depend on
+        # the number of regions, and pixels no region styles keep their exact original values.
+        coverage = small.new_zeros(small.shape[-2:])
+        premultiplied = small.new_zeros(small.shape)
+        for key in looks:
             styled = stylized[key]
-            if region.preserve_colors:
+            if regions[key[0]].preserve_colors:
                 styled = compose.preserve_colors(styled, small)
-            # An arbitrary style's strength already moved its style vector towards the frame's.
-            strength = 1.0 if look.kind == "arbitrary" else region.strength
-            weight = shares[key] * strength
-            if masks is not None:
-                weight = masks[key] * weight
+            weight = weights[key] if masks is None else masks[key] * weights[key]
             coverage += weight
             premultiplied += weight * styled
         layer = torch.cat([premultiplied, coverage[None]])
@@ -192,13 +229,33 @@ class Pipeline:
         if plan != self._stabilized_plan or self._morph.in_progress(now, config.morph_seconds):
             self._stabilizer.reset()
             self._stabilized_plan = plan
-        layer = self._stabilizer(small, layer, config.stabilize)
-        layer = self._upsample(layer, small, original, config.upsample)
+        return self._stabilizer(small, layer, config.stabilize)
+
+    @torch.inference_mode()
+    def coverage(self, analysis: FrameAnalysis) -> torch.Tensor:
+        """How much styled content each pixel of the analysed frame shows, [h,w] in [0,1]:
+        its regions' masks times their strengths (and morph shares). What `style_layer`
+        puts in its last channel, without running a network."""
+        regions, region_masks = self._shown_regions(analysis)
+        small, now, config = analysis.small, analysis.time, analysis.config
+        coverage = small.new_zeros(small.shape[-2:])
+        for name, region in regions.items():
+            blend = self._morph.blend(name, region.style, now, config.morph_seconds)
+            weight = sum(look_weight(spec.kind, region, share) for spec, share in blend)
+            if weight > 0.0:
+                coverage += weight if region_masks is None else region_masks[name] * weight
+        return coverage.clamp_(0.0, 1.0)
+
+    @torch.inference_mode()
+    def compose(self, analysis: FrameAnalysis, layer: torch.Tensor) -> np.ndarray:
+        """The full-resolution pass: the layer scaled to the frame and blended onto it."""
+        config, original, frame = analysis.config, analysis.original, analysis.frame
+        layer = self._upsample(layer, analysis.small, original, config.upsample)
         result = compose.blend_onto(original, layer[:3], layer[3].clamp_(0.0, 1.0))
         if config.show_mask:
-            full_mask = resize_image(mask[None], (height, width))[0].clamp_(0.0, 1.0)
+            size = tuple(original.shape[-2:])
+            full_mask = resize_image(analysis.person[None], size)[0].clamp_(0.0, 1.0)
             result = compose.mask_overlay(result, full_mask)
-
         out = frame.copy()
         out[..., :3] = to_uint8(result).cpu().numpy()
         return out

@@ -1,0 +1,209 @@
+"""Live output: every frame comes out styled now, from the newest stylization moved along.
+
+The style networks are the costly stage; on a CPU they cannot keep up with a webcam. So
+every frame gets the cheap stages (segmentation, compositing) and the newest stylization
+carried onto it by optical flow (`partialstyle.propagate`), while the networks refresh that
+stylization as often as the machine allows:
+
+- `style_every=N`: on every N-th frame, in line (reproducible: `partialstyle video
+  --style-every N`);
+- `style_every=0`: in a background thread that always takes the newest frame (the OBS
+  filter), paced by `min_style_interval`.
+
+A region styled `none` always shows the current frame's exact pixels, and a frame whose
+settings differ from the newest stylization's (a style change) is styled in line, so a
+change shows on the very next frame.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from partialstyle.frames import to_image, to_uint8
+from partialstyle.pipeline import FrameAnalysis, Pipeline
+from partialstyle.propagate import FlowEstimator, Keyframe, flow_gray, propagate
+
+# The style thread runs this much nicer than the frame thread, so per-frame work comes first.
+STYLE_THREAD_NICE = 5
+# Coverage above this counts as styled when a layer becomes a keyframe.
+_DEFINED = 1e-3
+
+
+@dataclass(frozen=True, eq=False)
+class _Key:
+    """A keyframe and the settings and frame size it was made with."""
+
+    keyframe: Keyframe
+    config: object
+    plan: object
+    size: tuple[int, ...]
+
+    def fits(self, analysis: FrameAnalysis) -> bool:
+        return (
+            self.config == analysis.config
+            and self.plan == analysis.plan
+            and self.size == tuple(analysis.small.shape)
+        )
+
+
+def _keyframe(analysis: FrameAnalysis, layer: torch.Tensor, gray: np.ndarray) -> _Key:
+    """A stylized layer as a keyframe: the styled colour where some region is styled, the
+    frame's own colour elsewhere (what a region that grows into it falls back to)."""
+    coverage = layer[3]
+    color = layer[:3] / coverage.clamp(min=_DEFINED)
+    color = torch.where(coverage > _DEFINED, color, analysis.small)
+    person = analysis.person if analysis.person is not None else torch.zeros_like(coverage)
+    keyframe = Keyframe.build(_uint8(color), person.float().cpu().numpy(), gray)
+    return _Key(keyframe, analysis.config, analysis.plan, tuple(analysis.small.shape))
+
+
+def _uint8(image: torch.Tensor) -> np.ndarray:
+    """float [3,h,w] in [0,1] → uint8 h×w×3 numpy."""
+    return to_uint8(image).cpu().numpy()
+
+
+class LiveStylizer:
+    """Drives a `Pipeline` for live video; see the module docstring.
+
+    `process` is called from one thread (the frame thread); `close` from any.
+    """
+
+    def __init__(self, pipeline: Pipeline, style_every: int = 0):
+        if style_every < 0:
+            raise ValueError(f"style_every must be 0 (background) or more, got {style_every}")
+        self.pipeline = pipeline
+        self.style_every = style_every
+        self.min_style_interval = 0.0  # seconds between the starts of two stylizations
+        self.frames = 0
+        self.stylizations = 0
+        self.frame_seconds: deque[float] = deque(maxlen=60)
+        self.style_seconds: deque[float] = deque(maxlen=20)
+        self._flows = FlowEstimator()
+        self._key: _Key | None = None
+        self._style_lock = threading.Lock()  # one stylization at a time (stabilizer state)
+        self._condition = threading.Condition()
+        self._pending: tuple[FrameAnalysis, np.ndarray] | None = None
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        if style_every == 0:
+            self._thread = threading.Thread(
+                target=self._style_loop, name="partialstyle-style", daemon=True
+            )
+            self._thread.start()
+
+    def process(self, frame: np.ndarray, timestamp: float | None = None) -> np.ndarray:
+        """The frame styled: stylized in line, or the newest stylization carried onto it."""
+        started = time.perf_counter()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        pipeline = self.pipeline
+        analysis = pipeline.analyse(frame, timestamp)
+        gray = flow_gray(analysis.frame)
+        key = self._key
+        in_line = key is None or not key.fits(analysis)
+        if self.style_every > 0:
+            in_line = in_line or self.frames % self.style_every == 0
+        if in_line:
+            layer = self._stylize(analysis, gray)
+        else:
+            layer = self._propagated_layer(analysis, key.keyframe, gray)
+            if self._thread is not None:
+                with self._condition:
+                    self._pending = (analysis, gray)
+                    self._condition.notify()
+        self.frames += 1
+        out = pipeline.compose(analysis, layer)
+        self.frame_seconds.append(time.perf_counter() - started)
+        return out
+
+    def reset(self) -> None:
+        """Forget the stylization (between unrelated clips)."""
+        with self._condition:
+            self._pending = None
+        self._key = None
+        self.frames = 0
+        self.pipeline.reset()
+
+    def close(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10.0)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _stylize(self, analysis: FrameAnalysis, gray: np.ndarray) -> torch.Tensor:
+        started = time.perf_counter()
+        with self._style_lock:
+            layer = self.pipeline.style_layer(analysis)
+        key = _keyframe(analysis, layer, gray)
+        self._key = key
+        self.stylizations += 1
+        self.style_seconds.append(time.perf_counter() - started)
+        return layer
+
+    @torch.inference_mode()
+    def _propagated_layer(
+        self, analysis: FrameAnalysis, keyframe: Keyframe, gray: np.ndarray
+    ) -> torch.Tensor:
+        small = analysis.small
+        coverage = self.pipeline.coverage(analysis)
+        flow_size = (gray.shape[1], gray.shape[0])
+        if analysis.person is None:
+            person = np.zeros(gray.shape, np.float32)
+        else:
+            person = analysis.person.float().cpu().numpy()
+            person = cv2.resize(person, flow_size, interpolation=cv2.INTER_AREA)
+        frame = np.ascontiguousarray(analysis.frame[..., :3])
+        fallback = cv2.resize(frame, flow_size, interpolation=cv2.INTER_AREA)
+        color = propagate(keyframe, gray, person, fallback, self._flows)
+        color = to_image(torch.from_numpy(color).to(small.device)).to(small.dtype)
+        return torch.cat([color * coverage, coverage[None]])
+
+    def _style_loop(self) -> None:
+        _lower_thread_priority(STYLE_THREAD_NICE)
+        last_start = float("-inf")
+        while True:
+            with self._condition:
+                while not self._stopping and self._pending is None:
+                    self._condition.wait()
+                if self._stopping:
+                    return
+                wait = last_start + self.min_style_interval - time.perf_counter()
+            if wait > 0:  # paced: let the newest frame arrive meanwhile
+                with self._condition:
+                    self._condition.wait_for(lambda: self._stopping, timeout=wait)
+                continue
+            with self._condition:
+                pending, self._pending = self._pending, None
+            if pending is None:
+                continue
+            last_start = time.perf_counter()
+            try:
+                with torch.inference_mode():
+                    self._stylize(*pending)
+            except Exception as error:  # reported by the next `process` call
+                self._error = error
+
+
+def _lower_thread_priority(nice: int) -> None:
+    """Make the calling thread nicer (Linux: threads have their own nice value)."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
