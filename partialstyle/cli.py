@@ -4,12 +4,32 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from partialstyle.errors import PartialStyleError
 
 EXIT_USAGE = 2
+# `segment` keeps at most this many detections (YOLACT's own limit per image).
+MAX_TOP_K = 100
+# Mask files that `segment` writes: "003-traffic_light.png".
+_MASK_FILE = re.compile(r"\d{3}-[A-Za-z_]+\.png")
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C, so partial outputs are removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signum)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,6 +47,30 @@ def _fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
+    return value
+
+
+def _top_k(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= MAX_TOP_K:
+        raise argparse.ArgumentTypeError(f"{value} is outside 1..{MAX_TOP_K}")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    """--threads: 1 up to the machine's CPU count (torch crashes on absurd counts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    available = os.cpu_count() or 1
+    if not 1 <= value <= available:
+        raise argparse.ArgumentTypeError(
+            f"{value} is outside 1..{available} (this machine has {available} CPU threads)"
+        )
     return value
 
 
@@ -77,7 +121,9 @@ def _add_style_options(parser: argparse.ArgumentParser, default_height: int | No
     quality.add_argument("--mask-threshold", type=float, default=0.5)
     quality.add_argument("--mask-feather", type=float, default=2.0, help="edge softness, pixels")
     quality.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
-    quality.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    quality.add_argument(
+        "--threads", type=_thread_count, default=None, help="CPU threads for torch"
+    )
 
 
 def _pipeline_from_args(
@@ -138,10 +184,10 @@ def _pipeline_from_args(
 
 
 def cmd_image(args: argparse.Namespace) -> None:
-    from partialstyle.io import check_output_path, read_image, write_image
+    from partialstyle.io import check_output_path, read_frame, write_image
 
     check_output_path(args.output)
-    frame = read_image(args.input)
+    frame = read_frame(args.input)
     pipeline = _pipeline_from_args(args)
     write_image(args.output, pipeline.process(frame))
     print(f"wrote {args.output}")
@@ -150,7 +196,7 @@ def cmd_image(args: argparse.Namespace) -> None:
 def cmd_mask(args: argparse.Namespace) -> None:
     from partialstyle.config import PipelineConfig
     from partialstyle.device import resolve_device
-    from partialstyle.io import check_output_path, read_image, write_image
+    from partialstyle.io import check_output_path, read_frame, write_image
     from partialstyle.models_cache import load_model
     from partialstyle.pipeline import choose_segmenter
 
@@ -160,7 +206,7 @@ def cmd_mask(args: argparse.Namespace) -> None:
         )
     check_output_path(args.output)
     PipelineConfig(segmenter=args.segmenter, device=args.device)  # validates the choices
-    frame = read_image(args.input)
+    frame = read_frame(args.input)
     import numpy as np
     import torch
 
@@ -182,7 +228,7 @@ def cmd_segment(args: argparse.Namespace) -> None:
 
     from partialstyle.config import PipelineConfig
     from partialstyle.device import resolve_device
-    from partialstyle.io import read_image, write_image
+    from partialstyle.io import read_frame, write_atomically, write_image
     from partialstyle.models_cache import load_model, load_yolact, yolact_path
     from partialstyle.pipeline import choose_segmenter
     from partialstyle.segment.classes import COCO_CLASSES
@@ -192,11 +238,8 @@ def cmd_segment(args: argparse.Namespace) -> None:
     PipelineConfig(
         segmenter=args.segmenter, device=args.device, score_threshold=args.score_threshold
     )
-    if args.top_k < 1:
-        raise PartialStyleError(f"--top-k must be at least 1, got {args.top_k}")
-    if not args.json.parent.exists():
-        raise PartialStyleError(f"output folder {args.json.parent} does not exist")
-    frame = read_image(args.input)
+    _check_segment_outputs(args.json, args.masks)
+    frame = read_frame(args.input)
     device = resolve_device(args.device)
     weights = yolact_path(args.weights) if args.segmenter in ("auto", "yolact") else None
     ready = weights is not None and (device.type == "cuda" or args.segmenter == "yolact")
@@ -229,7 +272,10 @@ def cmd_segment(args: argparse.Namespace) -> None:
                 found.append((0, score, [int(v) for v in person.box], probability * person.mask))
     records = []
     if args.masks:
-        args.masks.mkdir(parents=True, exist_ok=True)
+        args.masks.mkdir(exist_ok=True)
+        for stale in args.masks.iterdir():  # an earlier run's masks would pass for this one's
+            if _MASK_FILE.fullmatch(stale.name) and stale.is_file():
+                stale.unlink()
     for index, (class_index, score, box, mask) in enumerate(found):
         record = {
             "class": COCO_CLASSES[class_index],
@@ -245,13 +291,30 @@ def cmd_segment(args: argparse.Namespace) -> None:
     height, width = frame.shape[:2]
     report = {"image": str(args.input), "width": width, "height": height, "segmenter": name}
     report["detections"] = records
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    write_atomically(args.json, (json.dumps(report, indent=2) + "\n").encode())
     print(f"wrote {args.json} ({len(records)} detections, segmenter: {name})")
 
 
-def cmd_video(args: argparse.Namespace) -> None:
-    from partialstyle.video import restyle_video
+def _check_segment_outputs(json_path: Path, masks: Path | None) -> None:
+    """`segment`'s outputs, checked before any work."""
+    from partialstyle.io import check_writable_folder
 
+    if json_path.is_dir():
+        raise PartialStyleError(
+            f"--json {json_path} is a folder; name a file, e.g. {json_path / 'detections.json'}"
+        )
+    check_writable_folder(json_path.parent)
+    if masks is not None:
+        if masks.exists() and not masks.is_dir():
+            raise PartialStyleError(f"--masks {masks} is a file; name a folder for the masks")
+        check_writable_folder(masks if masks.is_dir() else masks.parent)
+
+
+def cmd_video(args: argparse.Namespace) -> None:
+    from partialstyle.video import check_video_input, check_video_output, restyle_video
+
+    check_video_input(args.input)
+    check_video_output(args.output)
     pipeline = _pipeline_from_args(
         args, temporal_smoothing=args.temporal_smoothing, stabilize=args.stabilize
     )
@@ -274,11 +337,11 @@ def cmd_styles(args: argparse.Namespace) -> None:
         print("arbitrary:<picture>  (any picture's style)")
         return
     from partialstyle.device import resolve_device
-    from partialstyle.io import check_output_path, read_image, write_image
+    from partialstyle.io import check_output_path, read_frame, write_image
     from partialstyle.sheet import contact_sheet
 
     check_output_path(args.sheet)
-    photo = read_image(args.photo or Path(__file__).parent / "data" / "astronaut.jpg")
+    photo = read_frame(args.photo or Path(__file__).parent / "data" / "astronaut.jpg")
     pictures = [str(path) for path in args.picture or []]
     write_image(args.sheet, contact_sheet(photo, resolve_device(args.device), pictures=pictures))
     print(f"wrote {args.sheet}")
@@ -389,6 +452,11 @@ def cmd_doctor(args: argparse.Namespace) -> None:
             f"OBS python     {obs_python}: does NOT match this environment's "
             f"{environment.this_python()}; rerun install/install.sh (it picks OBS's Python)"
         )
+    broken = [f"{name} {status}" for name, status in statuses.items() if status != "ready"]
+    if broken:
+        raise PartialStyleError(
+            f"models not ready ({', '.join(broken)}); {modelstore.PREPARE_HINT}"
+        )
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -428,7 +496,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument("--weights", help="YOLACT checkpoint (default: the one in models/yolact)")
     segment.add_argument("--score-threshold", type=float, default=0.3)
-    segment.add_argument("--top-k", type=int, default=15)
+    segment.add_argument(
+        "--top-k", type=_top_k, default=15, help=f"most detections to keep (1..{MAX_TOP_K})"
+    )
     segment.add_argument("--device", default="auto")
     segment.set_defaults(run=cmd_segment)
 
@@ -472,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="speed of every stage on this machine")
     bench.add_argument("--json", action="store_true", help="also print the results as JSON")
     bench.add_argument("--repeats", type=int, default=5)
-    bench.add_argument("--threads", type=int, default=None)
+    bench.add_argument("--threads", type=_thread_count, default=None)
     bench.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     bench.set_defaults(run=cmd_bench)
 
@@ -490,6 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_request:  # --help, or a usage error already printed
         return exit_request.code if isinstance(exit_request.code, int) else 0
+    previous = _stop_on_signals()
     try:
         args.run(args)
     except (PartialStyleError, ValueError, OSError) as error:
@@ -499,7 +570,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("partialstyle: interrupted", file=sys.stderr)
         return 130
+    except Stopped as stop:
+        print(f"partialstyle: stopped by {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     return 0
+
+
+def _stop_on_signals() -> dict[int, object]:
+    """SIGTERM and SIGHUP unwind like Ctrl-C (cleaning up partial outputs), not kill at once.
+
+    Returns the handlers they had, to put back. Only the main thread may set handlers.
+    """
+    previous: dict[int, object] = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for signum in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            previous[signum] = signal.signal(signum, _raise_stopped)
+    return previous
 
 
 if __name__ == "__main__":

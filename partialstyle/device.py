@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -32,10 +33,14 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def set_threads(threads: int | None) -> None:
-    """Limit torch's CPU threads (None keeps torch's default of one per core)."""
+    """Limit torch's CPU threads (None keeps torch's default of one per core).
+
+    More threads than the machine has are capped: they only slow torch down, and absurd counts
+    crash it.
+    """
     import torch
 
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+        torch.set_num_threads(min(threads, os.cpu_count() or 1))

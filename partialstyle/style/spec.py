@@ -6,6 +6,7 @@ are parsed in one place and turned into a frozen `StyleSpec`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from partialstyle.style.names import MULTISTYLE_NAMES, NUM_MULTISTYLE
@@ -97,11 +98,15 @@ def _parse_multistyle_weights(body: str, text: str) -> tuple[tuple[int, float], 
             weight = float(weight_text) if has_weight else 1.0
         except ValueError:
             raise ValueError(f"bad weight {weight_text!r} in {text!r}; {_HELP}") from None
+        if not math.isfinite(weight):
+            raise ValueError(f"weight {weight_text.strip()!r} in {text!r} is not a finite number")
         if weight < 0:
             raise ValueError(f"negative weight in {text!r}; weights must be 0 or more")
         index = multistyle_index(token)
         totals[index] = totals.get(index, 0.0) + weight
     total = sum(totals.values())
+    if not math.isfinite(total):
+        raise ValueError(f"the weights in {text!r} are too large; use weights like 0.5")
     if total <= 0:
         raise ValueError(f"the weights in {text!r} add up to 0; give at least one positive weight")
     return tuple(sorted((index, weight / total) for index, weight in totals.items() if weight > 0))
