@@ -23,6 +23,7 @@ import obspython as obs
 HERE = Path(__file__).resolve().parent
 VENV_SETTING = "venv"
 OBS_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+TICK_MS = 500
 
 
 def venv_python_version(venv: Path) -> str | None:
@@ -97,13 +98,14 @@ class Environment:
 
 
 class Status:
-    """What the Scripts window shows; filled in by `load` and a background check."""
+    """What the script's settings in the Scripts window show; filled in by `load` and a
+    background check (importing torch takes seconds, so never on OBS's UI thread)."""
 
     def __init__(self):
         self.environment = "not checked"
         self.filter = "not registered"
-        self.device = "checked after the environment is found"
-        self.models = "checked after the environment is found"
+        self.device = "not checked: no usable environment"
+        self.models = "not checked: no usable environment"
 
     def text(self) -> str:
         return "\n".join(
@@ -144,6 +146,7 @@ def load(configured: str) -> None:
     loaded_venv = environment.venv
     status.filter = f"'{partialstyle_filter.DISPLAY_NAME}' is available in every source's Filters"
     register_reload_hotkey()
+    status.device = status.models = "checking… (press Refresh status in a few seconds)"
     threading.Thread(
         target=check_device_and_models, args=(python,), name="partialstyle-check", daemon=True
     ).start()
@@ -180,28 +183,65 @@ def register_reload_hotkey() -> None:
 
 
 def script_description() -> str:
+    """Read by OBS once per load, before the device check ends: so no status here."""
     return (
         "<b>Partial Style Transfer</b><br>"
         "Restyles the people and the background of a video source with different neural "
         "art styles. Add it to a source: right-click the source → Filters → + → "
         "Partial Style Transfer.<br><br>"
-        + status.text().replace("\n", "<br>")
-        + "<br>Fresh status: the script's settings below."
+        "The environment, device and models are checked below (Refresh status).<br>"
+        "Errors of the filters also show in the Script Log."
     )
+
+
+def tick() -> None:
+    """Twice a second, in the script's context: hand the filters' errors to the Script Log
+    and let open filter dialogs show their current state."""
+    if loaded_venv is None:
+        return
+    from partialstyle.obs import properties, scriptlog
+
+    scriptlog.drain(obs.script_log)
+    properties.refresh_open_dialogs()
 
 
 def script_load(settings) -> None:
     load(obs.obs_data_get_string(settings, VENV_SETTING))
+    if loaded_venv is not None:
+        from partialstyle.obs import scriptlog
+
+        scriptlog.attach()
+    obs.timer_add(tick, TICK_MS)
+
+
+def script_unload() -> None:
+    obs.timer_remove(tick)
+    if loaded_venv is not None:
+        from partialstyle.obs import scriptlog
+
+        scriptlog.detach()
 
 
 def script_update(settings) -> None:
     if status.filter == "not registered":
         load(obs.obs_data_get_string(settings, VENV_SETTING))
+        if loaded_venv is not None:
+            from partialstyle.obs import scriptlog
+
+            scriptlog.attach()
+
+
+def refresh_status(props, prop) -> bool:
+    """The "Refresh status" button: show what the checks have found by now."""
+    obs.obs_property_set_description(obs.obs_properties_get(props, "status"), status.text())
+    return True
 
 
 def script_properties():
     props = obs.obs_properties_create()
-    obs.obs_properties_add_text(props, "status", status.text(), obs.OBS_TEXT_INFO)
+    text = obs.obs_properties_add_text(props, "status", status.text(), obs.OBS_TEXT_INFO)
+    obs.obs_property_text_set_info_word_wrap(text, True)
+    obs.obs_properties_add_button(props, "refresh_status", "Refresh status", refresh_status)
     obs.obs_properties_add_path(
         props,
         VENV_SETTING,

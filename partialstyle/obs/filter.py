@@ -17,7 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from partialstyle.obs import hotkeys, libobs, settings, stats
+from partialstyle.obs import hotkeys, libobs, properties, scriptlog, settings, stats
 from partialstyle.obs.gpu import GpuFrames
 from partialstyle.obs.source_info import Runtime
 from partialstyle.obs.source_info import install as install_source
@@ -83,7 +83,13 @@ class FilterInstance:
     def update(self, data: int | None) -> None:
         """New settings: the frame in progress is dropped and, while a style change fades in
         and settles, frames are restyled without the max_fps cap."""
-        self.values = settings.read(data)
+        values, self.problems = settings.keep_valid_styles(settings.read(data), self.values)
+        for problem in self.problems:
+            self._log_once(libobs.LOG_WARNING, f"{properties.source_label(self.source)}: {problem}")
+        if settings.same_effect(values, self.values):
+            self.values = values
+            return  # only the dialog's own fields changed, e.g. a style still being typed
+        self.values = values
         morph = max(0.0, float(self.values.get("morph_seconds") or 0.0))
         self.worker.configure(self.values, uncapped_seconds=morph + SETTLE_SECONDS)
 
@@ -148,15 +154,14 @@ class FilterInstance:
         return True
 
     def status(self) -> str:
-        """One line for the properties dialog."""
-        if self.worker.error:
-            return f"Error: {self.worker.error}"
-        if self.worker.state == "loading":
-            return "Loading torch and the models… (the source shows unchanged until ready)"
+        """The properties dialog's status: state first, measurements last (see properties)."""
         summary = self.stats.summary()
-        return (
-            f"Running: {summary['processed_fps']:.1f} styled frames/s, "
-            f"{summary['render_ms_mean']:.2f} ms per frame on OBS's render thread"
+        return properties.status_text(
+            self.worker.state,
+            self.worker.error,
+            getattr(self, "problems", ()),
+            summary["processed_fps"],
+            summary["render_ms_mean"],
         )
 
     def stop(self) -> None:
@@ -193,12 +198,13 @@ class FilterInstance:
             hotkeys.trigger(self.source, name)
 
     def _log_error(self, message: str) -> None:
-        self._log_once(libobs.LOG_ERROR, f"'{self.name}': {message} (showing the source unstyled)")
+        label = properties.source_label(self.source)
+        self._log_once(libobs.LOG_ERROR, f"{label}: {message} (showing the source unstyled)")
 
     def _log_once(self, level: int, message: str) -> None:
         if message not in self._logged:
             self._logged.add(message)
-            libobs.log(level, message)
+            scriptlog.report(level, message)  # also to Tools → Scripts → Script Log
 
     def _report_loop(self) -> None:
         last_log = time.monotonic()

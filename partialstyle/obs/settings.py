@@ -1,21 +1,20 @@
-"""The filter's settings: keys, defaults, the properties dialog, and conversion to the core.
+"""The filter's settings: keys, defaults, validation and conversion to the core.
 
 The keys are a public API: users set them live with obs-websocket `SetSourceFilterSettings`.
-Style values are the CLI's spec strings; the properties dialog's style lists add a readable
-name in brackets ("multistyle:19 (starry-swirls)"), which `parse_style` ignores. Nothing here
-imports torch: OBS's UI thread builds the dialog.
+Style values are the CLI's spec strings. The properties dialog (`partialstyle.obs.properties`)
+adds a few keys of its own, listed in `DIALOG_ONLY`: a picture chooser and a typed style per
+region, which write the region's style key once the choice is valid. Nothing here imports
+torch or talks to libobs: OBS's UI thread builds the dialog, and the tests run without OBS.
 """
 
 from __future__ import annotations
 
 import re
-from ctypes import c_void_p
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from partialstyle import modelstore
-from partialstyle.config import SEGMENTERS, UPSAMPLERS
-from partialstyle.device import DEVICE_CHOICES
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.segment.classes import COCO_CLASSES
 from partialstyle.style.names import MULTISTYLE_NAMES
@@ -24,7 +23,7 @@ from partialstyle.style.spec import StyleSpec
 if TYPE_CHECKING:
     from partialstyle.config import PipelineConfig
 
-# Measured on a 640x360 30 fps canvas with OBS rendering on the CPU (see the README).
+# 0: the style networks run as often as the CPU OBS leaves allows (see obs.pacing).
 MAX_FPS_DEFAULT = 2.0
 # Keys the filter itself uses; every other key goes to the core's config or plan.
 FILTER_ONLY = ("max_fps",)
@@ -48,6 +47,20 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("person_style", "none", "Person style", "Style of people; none keeps them."),
     Setting("person_strength", 1.0, "Person strength", "0 keeps the original, 1 is full style."),
     Setting("person_preserve_colors", False, "Keep person colors", "Style only the brightness."),
+    Setting(
+        "person_style_text",
+        "",
+        "Person style, typed",
+        "Any style spec, e.g. multistyle:3=0.5,12=0.5; Enter applies it to person_style "
+        "once it is valid. Dialog only.",
+    ),
+    Setting(
+        "person_picture",
+        "",
+        "Person style picture",
+        "Any picture as the people's style: choosing one sets person_style to "
+        "arbitrary:<picture>. Dialog only.",
+    ),
     *(
         Setting(
             f"person{number}_style",
@@ -58,7 +71,30 @@ SETTINGS: tuple[Setting, ...] = (
         )
         for number, ordinal in enumerate(("1st", "2nd", "3rd", "4th"), start=1)
     ),
+    *(
+        Setting(
+            f"person{number}_picture",
+            "",
+            f"Person {number} picture",
+            f"Any picture as person {number}'s style: choosing one sets person{number}_style "
+            "to arbitrary:<picture>. Dialog only.",
+        )
+        for number in range(1, 5)
+    ),
     Setting("background_style", "multistyle:19", "Background style", "Style of everything else."),
+    Setting(
+        "background_style_text",
+        "",
+        "Background style, typed",
+        "Any style spec; Enter applies it to background_style once it is valid. Dialog only.",
+    ),
+    Setting(
+        "background_picture",
+        "",
+        "Background style picture",
+        "Any picture as the background's style: choosing one sets background_style to "
+        "arbitrary:<picture>. Dialog only.",
+    ),
     Setting("background_strength", 1.0, "Background strength", "0 keeps the original."),
     Setting(
         "background_preserve_colors", False, "Keep background colors", "Style only brightness."
@@ -71,6 +107,19 @@ SETTINGS: tuple[Setting, ...] = (
         "(needs the YOLACT segmenter); empty = none.",
     ),  # fmt: skip
     Setting("class_style", "none", "Object style", "Style of the chosen objects."),
+    Setting(
+        "class_style_text",
+        "",
+        "Object style, typed",
+        "Any style spec; Enter applies it to class_style once it is valid. Dialog only.",
+    ),
+    Setting(
+        "class_picture",
+        "",
+        "Object style picture",
+        "Any picture as the objects' style: choosing one sets class_style to "
+        "arbitrary:<picture>. Dialog only.",
+    ),
     Setting("class_strength", 1.0, "Object strength", "0 keeps the original."),
     Setting("segmenter", "auto", "Segmenter", "auto: YOLACT with weights and a GPU, else selfie."),
     Setting(
@@ -115,18 +164,56 @@ DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 
+# Regions with a style list in the dialog; person1..person4 fall back to `person_style`.
+STYLE_REGIONS: tuple[str, ...] = (
+    "person",
+    *(f"person{number}" for number in range(1, PEOPLE + 1)),
+    "background",
+    "class",
+)
+# Regions that also have a typed-style field (the per-person rows have a list and a picture).
+TYPED_REGIONS: tuple[str, ...] = ("person", "background", "class")
+# Keys only the dialog uses: they write a region's `<region>_style` once the choice is valid.
+DIALOG_ONLY: tuple[str, ...] = (
+    *(f"{region}_picture" for region in STYLE_REGIONS),
+    *(f"{region}_style_text" for region in TYPED_REGIONS),
+)
+
+
+def falls_back(region: str) -> bool:
+    """True for person1..person4, whose empty style means "the Person style"."""
+    return region.startswith("person") and region != "person"
+
+
 def style_choices() -> tuple[str, ...]:
     """What the style lists and the style hotkeys offer: none, the 26 multistyle styles and
-    every Johnson network installed now (`arbitrary:<picture>` is typed, not listed)."""
+    every Johnson network installed now (pictures come from each region's picture chooser)."""
     multistyle = tuple(f"multistyle:{index}" for index in range(len(MULTISTYLE_NAMES)))
     return ("none", *multistyle, *(f"johnson:{name}" for name in modelstore.johnson_names()))
 
 
 def style_label(spec: str) -> str:
-    """'multistyle:19 (starry-swirls)': what the style lists show."""
-    if spec.startswith("multistyle:") and spec[11:].isdigit():
-        return f"{spec} ({MULTISTYLE_NAMES[int(spec[11:])]})"
-    return spec
+    """How a style list shows a spec: by name first ("starry-swirls (multistyle:19)")."""
+    try:
+        style = parse_style(spec)
+    except ValueError:
+        return f"Not valid: {spec}"
+    if style.is_none:
+        return "none (unstyled)"
+    if style.kind == "multistyle":
+        if len(style.weights) == 1:
+            index = style.weights[0][0]
+            return f"{MULTISTYLE_NAMES[index]} (multistyle:{index})"
+        parts = ", ".join(
+            f"{MULTISTYLE_NAMES[index]} {weight:.0%}" for index, weight in style.weights
+        )
+        return f"Blend: {parts}"
+    name = Path(style.source).name
+    if style.kind == "johnson":
+        return (
+            f"{Path(name).stem} (Johnson network)" if name == style.source else f"Johnson: {name}"
+        )
+    return f"Picture: {name}"
 
 
 def parse_style(text: str) -> StyleSpec:
@@ -140,6 +227,121 @@ def person_override(text: str) -> StyleSpec | None:
     if not text or text == SAME_AS_PEOPLE:
         return None
     return parse_style(text)
+
+
+def _same_style(a: str, b: str) -> bool:
+    """Whether two style texts mean the same style (per-person empties included)."""
+    try:
+        return person_override(a) == person_override(b)
+    except ValueError:
+        return a.strip() == b.strip()
+
+
+def style_problem(text: str, empty_allowed: bool = False) -> str | None:
+    """What is wrong with a style text, or None when the filter can use it now.
+
+    Beyond parsing, Johnson networks and pictures must exist: a typed name is often a
+    prefix of the real one ("johnson:can" on the way to "johnson:candy").
+    """
+    try:
+        style = person_override(text) if empty_allowed else parse_style(text)
+    except ValueError as error:
+        return str(error)
+    if style is None or style.kind in ("none", "multistyle"):
+        return None
+    if style.kind == "arbitrary":
+        picture = Path(style.source).expanduser()
+        return None if picture.is_file() else f"style picture {picture} does not exist"
+    source = style.source
+    if source.endswith((".pth", ".model", ".pt")) or "/" in source or "\\" in source:
+        network = Path(source).expanduser()
+        return None if network.is_file() else f"Johnson network {network} does not exist"
+    installed = modelstore.johnson_names()
+    if source in installed:
+        return None
+    return (
+        f"no Johnson network {source!r} in {modelstore.models_dir() / 'johnson'} "
+        f"(installed: {', '.join(installed) or 'none'}); run `partialstyle models fetch johnson`"
+    )
+
+
+def keep_valid_styles(
+    values: dict[str, Any], previous: dict[str, Any] | None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """`values` with every unusable style replaced by the `previous` one, and a line per
+    replacement saying what is wrong. Without `previous` (a new filter) nothing is replaced
+    and the inference process reports the error."""
+    kept = dict(values)
+    problems = []
+    for region in STYLE_REGIONS:
+        key = f"{region}_style"
+        problem = style_problem(str(kept.get(key, DEFAULTS[key])), falls_back(region))
+        if problem is None or previous is None:
+            continue
+        kept[key] = previous.get(key, DEFAULTS[key])
+        shown = style_label(str(kept[key])) if str(kept[key]).strip() else "the Person style"
+        problems.append(f"{_BY_KEY[key].label}: {problem}. Still showing {shown}.")
+    return kept, tuple(problems)
+
+
+def same_effect(values: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether two settings differ at most in the dialog's own fields (nothing to redo)."""
+    keys = (set(values) | set(other)) - set(DIALOG_ONLY)
+    return all(values.get(key) == other.get(key) for key in keys)
+
+
+def style_items(region: str, values: dict[str, Any]) -> list[tuple[str, str]]:
+    """(shown name, value) of a region's style list: every style on offer, the region's
+    chosen picture, and the current value, which is always an item so the list shows it."""
+    current = str(values.get(f"{region}_style", DEFAULTS[f"{region}_style"]))
+    picture = str(values.get(f"{region}_picture", "")).strip()
+    items = [(SAME_AS_PEOPLE, "")] if falls_back(region) else []
+    items += [(style_label(spec), spec) for spec in style_choices()]
+    if picture:
+        items.append((f"Picture: {Path(picture).name}", f"arbitrary:{picture}"))
+    for index, (label, value) in enumerate(items):
+        if _same_style(value, current):
+            items[index] = (label, current)  # the exact text, so OBS finds it
+            return items
+    items.insert(1 if falls_back(region) else 0, (style_label(current), current))
+    return items
+
+
+def dialog_changes(kind: str, region: str, values: dict[str, Any]) -> dict[str, str]:
+    """What the dialog writes after the user edits a region's `kind` of field:
+
+    - "list" (a style picked): the typed field shows the picked style, ready to edit;
+    - "picture" (a file chosen): the region's style becomes that picture;
+    - "text" (typed): nothing until Enter; then the style, if the text is valid.
+    """
+    style_key, text_key = f"{region}_style", f"{region}_style_text"
+    typed = region in TYPED_REGIONS
+    if kind == "list":
+        return {text_key: str(values.get(style_key, ""))} if typed else {}
+    if kind == "picture":
+        picture = str(values.get(f"{region}_picture", "")).strip()
+        if not picture or style_problem(f"arbitrary:{picture}"):
+            return {}
+        style = f"arbitrary:{picture}"
+        return {style_key: style, text_key: style} if typed else {style_key: style}
+    if kind == "text":
+        text = str(values.get(text_key, ""))
+        if "\n" not in text and "\r" not in text:
+            return {}
+        line = text.replace("\r", "").replace("\n", "").strip()
+        if line and style_problem(line) is None:
+            return {text_key: line, style_key: line}
+        return {text_key: line}
+    raise ValueError(f"unknown dialog field kind {kind!r}")
+
+
+def typed_hint(region: str, values: dict[str, Any]) -> str | None:
+    """What the dialog says under a region's typed field, or None when it matches the style."""
+    text = str(values.get(f"{region}_style_text", "")).strip()
+    if not text or _same_style(text, str(values.get(f"{region}_style", ""))):
+        return None
+    problem = style_problem(text)
+    return f"Not applied: {problem}" if problem else "Press Enter to apply this style."
 
 
 def _style(merged: dict[str, Any], key: str, label: str) -> StyleSpec:
@@ -218,144 +420,24 @@ def cycle_style(current: str, step: int, choices: tuple[str, ...] | None = None)
     return choices[(index + step) % len(choices)]
 
 
-# -- libobs side: obs_data_t and obs_properties_t through ctypes ------------------------------
+# -- the properties dialog (ctypes, in partialstyle.obs.properties) ----------------------------
 
 
 def read(data: int | None) -> dict[str, Any]:
     """The filter's settings (obs_data_t*) as a plain dict with the defaults' types."""
-    from partialstyle.obs.libobs import lib
+    from partialstyle.obs import properties
 
-    obs = lib()
-    values: dict[str, Any] = {}
-    for key, default in DEFAULTS.items():
-        name = key.encode()
-        if isinstance(default, bool):
-            values[key] = bool(obs.obs_data_get_bool(data, name))
-        elif isinstance(default, int):
-            values[key] = int(obs.obs_data_get_int(data, name))
-        elif isinstance(default, float):
-            values[key] = float(obs.obs_data_get_double(data, name))
-        else:
-            values[key] = (obs.obs_data_get_string(data, name) or b"").decode("utf-8", "replace")
-    return values
+    return properties.read(data)
 
 
 def write_defaults(data: int | None) -> None:
-    from partialstyle.obs.libobs import lib
+    from partialstyle.obs import properties
 
-    obs = lib()
-    for key, default in DEFAULTS.items():
-        name = key.encode()
-        if isinstance(default, bool):
-            obs.obs_data_set_default_bool(data, name, default)
-        elif isinstance(default, int):
-            obs.obs_data_set_default_int(data, name, default)
-        elif isinstance(default, float):
-            obs.obs_data_set_default_double(data, name, default)
-        else:
-            obs.obs_data_set_default_string(data, name, default.encode())
+    properties.write_defaults(data)
 
 
 def build_properties(status: str) -> int:
-    """The properties dialog (obs_properties_t*): People, Background, Object, Mask, Look over
-    time, Speed."""
-    from partialstyle.obs import libobs
-    from partialstyle.obs.libobs import lib
+    """The properties dialog (obs_properties_t*); see `partialstyle.obs.properties.build`."""
+    from partialstyle.obs import properties
 
-    obs = lib()
-    root = obs.obs_properties_create()
-    obs.obs_properties_add_text(root, b"status", status.encode(), libobs.OBS_TEXT_INFO)
-    styles = tuple(style_label(spec) for spec in style_choices())
-
-    def group(name: str, label: str) -> int:
-        props = obs.obs_properties_create()
-        obs.obs_properties_add_group(
-            root, name.encode(), label.encode(), libobs.OBS_GROUP_NORMAL, c_void_p(props)
-        )
-        return props
-
-    def describe(key: str, prop: int) -> None:
-        obs.obs_property_set_long_description(prop, _BY_KEY[key].help.encode())
-
-    def label(key: str) -> bytes:
-        return _BY_KEY[key].label.encode()
-
-    def choices(props: int, key: str, options: list[tuple[str, str]], editable: bool) -> None:
-        """A drop-down of (shown name, value); an editable one also takes typed values (its
-        value is the text shown, so there name and value are the same)."""
-        kind = libobs.OBS_COMBO_TYPE_EDITABLE if editable else libobs.OBS_COMBO_TYPE_LIST
-        prop = obs.obs_properties_add_list(
-            props, key.encode(), label(key), kind, libobs.OBS_COMBO_FORMAT_STRING
-        )
-        for name, value in options:
-            obs.obs_property_list_add_string(prop, name.encode(), value.encode())
-        describe(key, prop)
-
-    def style_list(props: int, key: str, first: tuple[str, ...] = ()) -> None:
-        choices(props, key, [(text, text) for text in (*first, *styles)], editable=True)
-
-    def plain_list(props: int, key: str, options: tuple[str, ...]) -> None:
-        choices(props, key, [(option, option) for option in options], editable=False)
-
-    def slider(props: int, key: str, low: float, high: float, step: float) -> None:
-        prop = obs.obs_properties_add_float_slider(props, key.encode(), label(key), low, high, step)
-        describe(key, prop)
-
-    def int_slider(props: int, key: str, low: int, high: int, step: int = 1, suffix: str = ""):
-        prop = obs.obs_properties_add_int_slider(props, key.encode(), label(key), low, high, step)
-        if suffix:
-            obs.obs_property_int_set_suffix(prop, suffix.encode())
-        describe(key, prop)
-
-    def toggle(props: int, key: str) -> None:
-        describe(key, obs.obs_properties_add_bool(props, key.encode(), label(key)))
-
-    props = group("person", "People")
-    style_list(props, "person_style")
-    slider(props, "person_strength", 0.0, 1.0, 0.05)
-    toggle(props, "person_preserve_colors")
-    for number in range(1, PEOPLE + 1):
-        style_list(props, f"person{number}_style", (SAME_AS_PEOPLE,))
-
-    props = group("background", "Background")
-    style_list(props, "background_style")
-    slider(props, "background_strength", 0.0, 1.0, 0.05)
-    toggle(props, "background_preserve_colors")
-
-    props = group("object", "Objects (YOLACT)")
-    choices(
-        props,
-        "class_region",
-        [("(none)", ""), *((name, name) for name in CLASS_CHOICES)],
-        editable=False,
-    )
-    style_list(props, "class_style")
-    slider(props, "class_strength", 0.0, 1.0, 0.05)
-
-    props = group("mask", "Masks")
-    plain_list(props, "segmenter", SEGMENTERS)
-    describe(
-        "yolact_weights",
-        obs.obs_properties_add_path(
-            props, b"yolact_weights", label("yolact_weights"), libobs.OBS_PATH_FILE,
-            b"YOLACT weights (*.pth)", None,
-        ),
-    )  # fmt: skip
-    int_slider(props, "instance_every", 1, 30)
-    slider(props, "mask_threshold", 0.05, 0.95, 0.05)
-    slider(props, "mask_feather", 0.0, 20.0, 0.5)
-    toggle(props, "edge_refine")
-    slider(props, "temporal_smoothing", 0.0, 0.95, 0.05)
-    toggle(props, "show_mask")
-
-    props = group("time", "Changes over time")
-    slider(props, "morph_seconds", 0.0, 5.0, 0.1)
-    slider(props, "stabilize", 0.0, 0.95, 0.05)
-
-    props = group("speed", "Speed")
-    int_slider(props, "process_height", 0, 1080, 8, " px")
-    plain_list(props, "upsample", UPSAMPLERS)
-    plain_list(props, "device", DEVICE_CHOICES)
-    int_slider(props, "threads", 1, 16)
-    slider(props, "max_fps", 0.0, 30.0, 0.5)
-    return root
+    return properties.build(status)

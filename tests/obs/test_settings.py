@@ -27,8 +27,9 @@ def test_settings_code_loads_without_torch():
     """OBS's UI thread builds the dialog from this module: importing torch there would
     freeze OBS for seconds."""
     code = (
-        "import sys; from partialstyle.obs import settings; settings.to_pipeline({}); "
-        "settings.style_choices(); print('torch' in sys.modules)"
+        "import sys; from partialstyle.obs import properties, settings; "
+        "settings.to_pipeline({}); settings.style_items('person', {}); "
+        "print('torch' in sys.modules)"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert output.stdout.strip() == "False", output.stderr
@@ -64,7 +65,9 @@ def test_every_key_reaches_config_or_plan():
         "device": "cpu",
         "threads": 2,
     }
-    assert set(values) | set(settings.FILTER_ONLY) == set(settings.DEFAULTS)
+    assert set(values) | set(settings.FILTER_ONLY) | set(settings.DIALOG_ONLY) == set(
+        settings.DEFAULTS
+    )
     config, plan = settings.to_pipeline(values)
     assert config == PipelineConfig(
         segmenter="yolact",
@@ -144,10 +147,16 @@ def test_bad_values_name_the_setting(key, value, fragment):
         )
 
 
-def test_style_list_labels_parse_back_to_their_spec():
-    for spec in settings.style_choices():
-        assert str(settings.parse_style(settings.style_label(spec))) == spec
-    assert settings.style_label("multistyle:19") == "multistyle:19 (starry-swirls)"
+def test_style_lists_name_every_style_and_old_saved_labels_still_parse():
+    assert settings.style_label("multistyle:19") == "starry-swirls (multistyle:19)"
+    assert (
+        settings.style_label("multistyle:3=1,12=3") == "Blend: ribbon-abstract 25%, lilac-haze 75%"
+    )
+    assert settings.style_label("arbitrary:/pictures/wave.jpg") == "Picture: wave.jpg"
+    assert settings.style_label("johnson:candy") == "candy (Johnson network)"
+    assert settings.style_label("vangogh").startswith("Not valid")
+    # The old dialog saved its labels as values: they still mean the same style.
+    assert str(settings.parse_style("multistyle:19 (starry-swirls)")) == "multistyle:19"
 
 
 def test_cycling_styles_wraps_and_starts_blends_at_the_ends():
