@@ -239,11 +239,8 @@ def _boxed_region_statistics(
             continue
         top, bottom, left, right = box
         part = (..., slice(top, bottom), slice(left, right))
-        inside, weight = x[part], masks[:, r : r + 1][part]
-        weighted = inside * weight
-        sum_x = weighted.sum(dim=(0, 2, 3), dtype=torch.float32)
-        sum_xx = (weighted * inside).sum(dim=(0, 2, 3), dtype=torch.float32)
-        area[r] = weight.sum(dtype=torch.float32)
+        sum_x, sum_xx = _weighted_moments(x[part], masks[:, r : r + 1][part])
+        area[r] = masks[:, r : r + 1][part].sum(dtype=torch.float32)
         # moments about the image mean: sum m (x - mu) and sum m (x - mu)^2
         first[r] = sum_x - area[r] * mean_all
         second[r] = sum_xx - 2.0 * mean_all * sum_x + area[r] * mean_all * mean_all
@@ -252,6 +249,20 @@ def _boxed_region_statistics(
     first[base] = -first.sum(dim=0)
     second[base] = pixels * var_all - second.sum(dim=0)
     return pooled_statistics(area, first, second, mean_all, var_all)
+
+
+def _weighted_moments(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """sum(w * x) and sum(w * x^2) per channel over one image's [1,C,h,w] box, in fp32.
+
+    As one matrix product per image row ([1,w] x [w,C] on channels-last views, no copy of
+    ``x``): oneDNN accumulates bf16 in fp32 and only each row's sum is rounded, where an
+    elementwise product and a sum would cast the box to fp32 first (twice the time).
+    """
+    rows = x[0].permute(1, 2, 0)  # [h,w,C]
+    row_weights = weight[0, 0][:, None, :]  # [h,1,w]
+    sum_x = torch.bmm(row_weights, rows).sum(dim=(0, 1), dtype=torch.float32)
+    sum_xx = torch.bmm(row_weights, rows * rows).sum(dim=(0, 1), dtype=torch.float32)
+    return sum_x, sum_xx
 
 
 class RegionSupport(NamedTuple):
