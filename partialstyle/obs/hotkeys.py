@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ctypes import c_void_p
 
-from partialstyle.obs import libobs
+from partialstyle.obs import libobs, properties
 from partialstyle.obs.settings import cycle_style
 
 # name, description, (setting, step) or None for the on/off toggle
@@ -68,3 +68,4 @@ def trigger(source: int, name: str) -> None:
         obs.obs_source_update(source, change)
     finally:
         obs.obs_data_release(change)
+    properties.lib().obs_source_update_properties(source)  # an open dialog shows the new style

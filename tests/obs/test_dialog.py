@@ -192,3 +192,41 @@ def test_dialog_actions_cover_every_region_and_field():
     for region in settings.STYLE_REGIONS:
         assert ("list", region) in kinds and ("picture", region) in kinds
     assert all(("text", region) in kinds for region in settings.TYPED_REGIONS)
+
+
+class FakeInstance:
+    def __init__(self, source: int, status: str):
+        self.source, self.text = source, status
+
+    def status(self) -> str:
+        return self.text
+
+
+def test_open_dialogs_reload_when_the_state_changes_not_the_numbers(monkeypatch):
+    from types import SimpleNamespace
+
+    from partialstyle.obs import source_info
+
+    reloaded = []
+    fake_lib = SimpleNamespace(obs_source_update_properties=reloaded.append)
+    monkeypatch.setattr(properties, "lib", lambda: fake_lib)
+    monkeypatch.setattr(properties, "_shown_state", {})
+    camera = FakeInstance(11, properties.status_text("loading", None, (), 0.0, 0.0))
+    screen = FakeInstance(22, properties.status_text("ready", None, (), 2.0, 0.3))
+    runtime = SimpleNamespace(instances={1: camera, 2: screen})
+    monkeypatch.setattr(source_info, "current", lambda: runtime)
+
+    properties.refresh_open_dialogs()
+    assert reloaded == []  # first sight: what the dialog was built with
+    screen.text = properties.status_text("ready", None, (), 6.5, 0.4)
+    properties.refresh_open_dialogs()
+    assert reloaded == []  # only the measurement changed
+    camera.text = properties.status_text("ready", "multistyle id 99 is out of range", (), 0, 0)
+    properties.refresh_open_dialogs()
+    assert reloaded == [11]
+    camera.text = properties.status_text("ready", None, (), 2.0, 0.3)  # fixed
+    properties.refresh_open_dialogs()
+    assert reloaded == [11, 11]
+    del runtime.instances[2]
+    properties.refresh_open_dialogs()
+    assert set(properties._shown_state) == {1}
