@@ -292,11 +292,11 @@ def build(status: str) -> int:
         return props
 
     def describe(key: str, prop: int) -> int:
-        obs.obs_property_set_long_description(prop, schema._BY_KEY[key].help.encode())
+        obs.obs_property_set_long_description(prop, schema.SETTINGS_BY_KEY[key].help.encode())
         return prop
 
     def label(key: str) -> bytes:
-        return schema._BY_KEY[key].label.encode()
+        return schema.SETTINGS_BY_KEY[key].label.encode()
 
     def choices(props: int, key: str, options: list[tuple[str, str]]) -> int:
         prop = obs.obs_properties_add_list(

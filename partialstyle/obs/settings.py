@@ -161,7 +161,7 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 DEFAULTS: dict[str, Any] = {setting.key: setting.default for setting in SETTINGS}
-_BY_KEY = {setting.key: setting for setting in SETTINGS}
+SETTINGS_BY_KEY: dict[str, Setting] = {setting.key: setting for setting in SETTINGS}
 
 
 # Regions with a style list in the dialog; person1..person4 fall back to `person_style`.
@@ -280,7 +280,7 @@ def keep_valid_styles(
             continue
         kept[key] = previous.get(key, DEFAULTS[key])
         shown = style_label(str(kept[key])) if str(kept[key]).strip() else "the Person style"
-        problems.append(f"{_BY_KEY[key].label}: {problem}. Still showing {shown}.")
+        problems.append(f"{SETTINGS_BY_KEY[key].label}: {problem}. Still showing {shown}.")
     return kept, tuple(problems)
 
 
