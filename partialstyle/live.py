@@ -168,9 +168,7 @@ class LiveStylizer:
         else:
             person = analysis.person.float().cpu().numpy()
             person = cv2.resize(person, flow_size, interpolation=cv2.INTER_AREA)
-        frame = np.ascontiguousarray(analysis.frame[..., :3])
-        fallback = cv2.resize(frame, flow_size, interpolation=cv2.INTER_AREA)
-        color = propagate(keyframe, gray, person, fallback, self._flows)
+        color = propagate(keyframe, gray, person, self._flows)
         color = to_image(torch.from_numpy(color).to(small.device)).to(small.dtype)
         return torch.cat([color * coverage, coverage[None]])
 

@@ -26,6 +26,9 @@ _ROUND_TRIP_SHARE = 0.05
 _ROUND_TRIP_PIXELS = 0.6
 # A pixel whose styled source lies in another region (person vs. background) is not taken.
 _REGION_CHANGE = 0.5
+# How far from the person's outline (flow pixels) a failed round trip counts as occlusion.
+_OUTLINE_REACH = 6
+_CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
 # Holes are filled with the mean of valid styled pixels within this share of the height.
 _FILL_RADIUS_SHARE = 1 / 12
 
@@ -104,16 +107,15 @@ def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
     return cv2.remap(image, map_xy, map_fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def fill_holes(
-    color: np.ndarray, valid: np.ndarray, region: np.ndarray, fallback: np.ndarray
-) -> np.ndarray:
+def fill_holes(color: np.ndarray, valid: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Fill the invalid pixels of `color` (uint8 h×w×3, changed in place) with the mean of
     valid ones nearby: person pixels from person pixels and background from background
     (`region`: the person mask), so a hole behind a moving person takes the wall's styled
-    texture, not the person's. Where no valid pixel is near, `fallback` shows (the frame).
+    texture, not the person's. A hole with no valid pixel of its region near keeps its
+    colour (styled, if from the wrong place).
 
     valid, region: float32 0..1 maps at a smaller size (flow size): the fill is a local
-    mean, worked out at that size and scaled up. fallback: uint8 like `color`, at that size.
+    mean, worked out at that size and scaled up.
     """
     if valid.min() >= 0.5:
         return color
@@ -122,15 +124,18 @@ def fill_holes(
     side = 2 * max(2, round(valid.shape[0] * _FILL_RADIUS_SHARE)) + 1
     color_small = cv2.resize(color, small, interpolation=cv2.INTER_AREA).astype(np.float32)
     person = (region >= 0.5).astype(np.float32)
-    fills = fallback.astype(np.float32)
+    fills = np.zeros_like(color_small)
+    fillable = np.zeros(valid.shape, bool)
     for inside in (person, 1.0 - person):
         weight = valid * inside
         sums = cv2.blur(color_small * weight[..., None], (side, side))
         counts = cv2.blur(weight, (side, side))
-        here = ((inside > 0.5) & (counts > 1e-3))[..., None]
-        np.divide(sums, counts[..., None], out=fills, where=here)
+        here = (inside > 0.5) & (counts > 1e-3)
+        np.divide(sums, counts[..., None], out=fills, where=here[..., None])
+        fillable |= here
+    holes = ((valid < 0.5) & fillable).astype(np.uint8)
     fills = cv2.resize(fills.astype(np.uint8), (width, height), interpolation=cv2.INTER_LINEAR)
-    holes = cv2.resize((valid < 0.5).astype(np.uint8), (width, height), cv2.INTER_NEAREST)
+    holes = cv2.resize(holes, (width, height), interpolation=cv2.INTER_NEAREST)
     cv2.copyTo(fills, holes, color)
     return color
 
@@ -156,17 +161,12 @@ class Keyframe:
 
 
 def propagate(
-    key: Keyframe,
-    gray: np.ndarray,
-    person: np.ndarray,
-    fallback: np.ndarray,
-    flows: FlowEstimator,
+    key: Keyframe, gray: np.ndarray, person: np.ndarray, flows: FlowEstimator
 ) -> np.ndarray:
     """The keyframe's styled colour carried onto the frame whose flow-size gray is `gray`.
 
-    person: the current frame's person mask at flow size (float32); fallback: the current
-    frame at flow size (uint8 h×w×3), shown in holes with no styled pixel near. Returns the
-    styled colour (uint8 h×w×3 at processing size), defined everywhere.
+    person: the current frame's person mask at flow size (float32). Returns the styled
+    colour (uint8 h×w×3 at processing size), defined everywhere.
     """
     if np.array_equal(gray, key.gray):  # nothing moved: no flow, no resampling
         color, key_person = key.color.copy(), key.person
@@ -177,6 +177,14 @@ def propagate(
         valid = round_trip_valid(backward, forward)
         color = warp(key.color, backward)
         key_person = warp(key.person, backward)
-    # Not from another region (person vs. background).
-    valid *= np.abs(key_person - person) < _REGION_CHANGE
-    return fill_holes(color, valid, person, fallback)
+    # Occluded: the styled pixel comes from another region (the wall a person uncovered
+    # samples the key where the person stood), or, near the person's outline, the round
+    # trip fails. Inside a region a failed round trip (flat, glossy or fast surfaces) keeps
+    # its warped colour: a local mean there looks worse than a slightly misplaced stroke.
+    same_region = np.abs(key_person - person) < _REGION_CHANGE
+    outline = cv2.dilate(
+        cv2.morphologyEx((person >= 0.5).astype(np.uint8), cv2.MORPH_GRADIENT, _CROSS),
+        np.ones((2 * _OUTLINE_REACH + 1, 2 * _OUTLINE_REACH + 1), np.uint8),
+    )
+    valid = same_region & ((valid > 0.5) | (outline == 0))
+    return fill_holes(color, valid.astype(np.float32), person)

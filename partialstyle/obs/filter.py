@@ -19,6 +19,7 @@ from typing import Any
 
 from partialstyle.obs import hotkeys, libobs, properties, scriptlog, settings, stats
 from partialstyle.obs.gpu import GpuFrames
+from partialstyle.obs.pacing import StylePacer
 from partialstyle.obs.source_info import Runtime
 from partialstyle.obs.source_info import install as install_source
 from partialstyle.obs.worker import FrameWorker, Processor
@@ -26,12 +27,9 @@ from partialstyle.obs.worker import FrameWorker, Processor
 SOURCE_ID = "partialstyle_filter"
 DISPLAY_NAME = "Partial Style Transfer"
 
-# Hand a frame to the worker this long before it is expected to finish the current one.
-READBACK_LEAD_SECONDS = 0.05
 REPORT_EVERY = 1.0
-# After a settings change, frames are restyled without the max_fps cap for the style fade
-# (morph_seconds) plus this long, so the stabilizer lets go of the old look quickly too.
-SETTLE_SECONDS = 1.0
+# A result older than this is not drawn: the source shows live until results come again.
+STALE_SECONDS = 1.0
 # The inference process runs at this nice value so OBS's own threads get the CPU first.
 INFERENCE_NICE = 10
 
@@ -41,6 +39,20 @@ def remote_processor(python: Path, values: dict[str, Any]) -> Processor:
     from partialstyle.obs.remote import RemoteProcessor
 
     return RemoteProcessor(python, values, nice=INFERENCE_NICE)
+
+
+def _style_floor(values: dict[str, Any]) -> float:
+    """The user's cap on style runs (max_fps) as the shortest pause between two; 0: none."""
+    max_fps = float(values.get("max_fps") or 0.0)
+    return 1.0 / max_fps if max_fps > 0 else 0.0
+
+
+def missed_frames() -> int:
+    """OBS's running count of frames it rendered late or skipped encoding."""
+    obs = libobs.lib()
+    video = obs.obs_get_video()
+    skipped = obs.video_output_get_skipped_frames(video) if video else 0
+    return int(obs.obs_get_lagged_frames()) + int(skipped)
 
 
 class FilterInstance:
@@ -61,6 +73,7 @@ class FilterInstance:
         self._runtime = runtime
         self._logged: set[str] = set()
         self.values = settings.read(data)
+        self.pacer = StylePacer(_style_floor(self.values))
         self.worker = FrameWorker(
             factory,
             self.values,
@@ -81,8 +94,7 @@ class FilterInstance:
         return raw.decode("utf-8", "replace") if raw else "?"
 
     def update(self, data: int | None) -> None:
-        """New settings: the frame in progress is dropped and, while a style change fades in
-        and settles, frames are restyled without the max_fps cap."""
+        """New settings: the frame in progress is dropped; the next frame uses them."""
         values, self.problems = settings.keep_valid_styles(settings.read(data), self.values)
         for problem in self.problems:
             self._log_once(libobs.LOG_WARNING, f"{properties.source_label(self.source)}: {problem}")
@@ -90,8 +102,8 @@ class FilterInstance:
             self.values = values
             return  # only the dialog's own fields changed, e.g. a style still being typed
         self.values = values
-        morph = max(0.0, float(self.values.get("morph_seconds") or 0.0))
-        self.worker.configure(self.values, uncapped_seconds=morph + SETTLE_SECONDS)
+        self.pacer.floor = _style_floor(self.values)
+        self.worker.configure(self.values)
 
     def render(self) -> bool:
         """The video_render body; False asks the caller to pass the source through.
@@ -122,36 +134,38 @@ class FilterInstance:
             self.worker.drop_result()
             gpu = self.gpu = GpuFrames(width, height)
 
-        # At most one costly GPU step per frame (map a staged frame, upload a result, or
-        # stage a frame), so no single frame carries two of them.
+        # Every frame OBS renders goes to the inference process: the one staged on the
+        # previous render is read back (its copy has finished by now), this one is staged.
         # Frames are only taken from OBS's own render: screenshots and other off-thread
         # renders may run with a different colour-space state.
-        own_render = threading.get_ident() == self.graphics_thread
-        busy = False
-        if own_render:
+        if threading.get_ident() == self.graphics_thread and self.worker.state == "ready":
             frame = gpu.read_staged()
             if frame is not None:
                 self.worker.submit(frame)
                 self.stats.readbacks += 1
-                busy = True
+            gpu.stage(target, self._draws_with_default_effect(target))
 
         result = self.worker.latest()
         usable = result is not None and result.image.shape[:2] == (height, width)
-        if usable and result.number != gpu.uploaded and (not busy or not own_render):
+        if usable and result.number != gpu.uploaded:
             gpu.upload(result.image, result.number)
             self.stats.add_result()
-            busy = True
-
-        if own_render and not busy:
-            max_fps = float(self.values.get("max_fps") or 0.0)
-            min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
-            if self.worker.wants_frame(READBACK_LEAD_SECONDS, min_interval):
-                gpu.stage(target)
-
-        if not usable or gpu.uploaded == 0:
+        # A result that stopped coming (the inference process stalls or restarts) would
+        # freeze the picture: show the live source instead.
+        stale = time.monotonic() - gpu.uploaded_at > STALE_SECONDS
+        if not usable or gpu.uploaded == 0 or stale:
             return False
         gpu.draw()
         return True
+
+    def _draws_with_default_effect(self, target: int) -> bool:
+        """Whether `target` must be rendered inside the default effect (see GpuFrames.stage):
+        the filter's parent, synchronous, and not drawing with its own effect."""
+        obs = libobs.lib()
+        if target != obs.obs_filter_get_parent(self.source):
+            return False
+        flags = obs.obs_source_get_output_flags(target)
+        return not flags & (libobs.OBS_SOURCE_ASYNC | libobs.OBS_SOURCE_CUSTOM_DRAW)
 
     def status(self) -> str:
         """The properties dialog's status: state first, measurements last (see properties)."""
@@ -207,9 +221,21 @@ class FilterInstance:
             scriptlog.report(level, message)  # also to Tools → Scripts → Script Log
 
     def _report_loop(self) -> None:
-        last_log = time.monotonic()
+        last_log = last_report = time.monotonic()
+        last_stylizations = 0
         while not self._stop_reporting.wait(REPORT_EVERY):
+            now = time.monotonic()
+            elapsed, last_report = now - last_report, now
+            pause = self.pacer.update(missed_frames(), elapsed)
+            processor = self.worker.processor
+            stylizations = getattr(processor, "stylizations", 0)
+            if processor is not None and hasattr(processor, "pace"):
+                processor.pace(pause)
             summary = self.stats.summary()
+            summary["style_pause"] = pause
+            summary["stylizations"] = stylizations
+            summary["styles_per_second"] = max(0, stylizations - last_stylizations) / elapsed
+            last_stylizations = stylizations
             durations = list(self.worker.durations)
             summary["inference_ms_mean"] = (
                 1000.0 * sum(durations) / len(durations) if durations else 0.0
@@ -223,10 +249,12 @@ class FilterInstance:
                 last_log = time.monotonic()
                 libobs.log(
                     libobs.LOG_INFO,
-                    f"'{self.name}': render thread {summary['render_ms_mean']:.2f} ms/frame "
+                    f"{properties.source_label(self.source)}: render thread "
+                    f"{summary['render_ms_mean']:.2f} ms/frame "
                     f"(p95 {summary['render_ms_p95']:.2f}, max {summary['render_ms_max']:.2f}), "
-                    f"{summary['processed_fps']:.1f} styled frames/s, "
-                    f"inference {summary['inference_ms_mean']:.0f} ms",
+                    f"{summary['processed_fps']:.1f} styled frames/s "
+                    f"(style refreshed {summary['styles_per_second']:.1f} times/s), "
+                    f"inference {summary['inference_ms_mean']:.0f} ms per frame",
                 )
 
 

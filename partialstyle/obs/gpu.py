@@ -9,6 +9,7 @@ stalling the GPU.
 from __future__ import annotations
 
 import ctypes
+import time
 
 import numpy as np
 
@@ -28,6 +29,7 @@ class GpuFrames:
         )
         self.staged: int | None = None  # index of the stage surface holding an unread frame
         self.uploaded = 0  # number of the result now in `texture` (0: none)
+        self.uploaded_at = 0.0  # time.monotonic() of that upload
         if not (self.texrender and all(self.stages) and self.texture):
             self.destroy()
             raise RuntimeError(f"could not create GPU buffers for {width}x{height}")
@@ -43,8 +45,14 @@ class GpuFrames:
             obs.gs_texture_destroy(self.texture)
         self.texrender, self.stages, self.texture = None, [], None
 
-    def stage(self, target: int) -> bool:
-        """Render `target` as it enters this filter and start copying it to CPU memory."""
+    def stage(self, target: int, default_effect: bool = False) -> bool:
+        """Render `target` as it enters this filter and start copying it to CPU memory.
+
+        default_effect: the target is the filter's parent and a synchronous source that
+        draws with whatever effect is current (image, color, text sources): render it inside
+        the default effect's "Draw" technique, as libobs does for its own filters; there is
+        no current effect inside our texrender otherwise, and such a source draws nothing.
+        """
         obs = libobs.lib()
         obs.gs_texrender_reset(self.texrender)
         if not obs.gs_texrender_begin(self.texrender, self.width, self.height):
@@ -59,7 +67,12 @@ class GpuFrames:
         obs.gs_enable_framebuffer_srgb(False)
         obs.gs_blend_state_push()
         obs.gs_blend_function(libobs.GS_BLEND_ONE, libobs.GS_BLEND_ZERO)
-        obs.obs_source_video_render(target)
+        if default_effect:
+            effect = obs.obs_get_base_effect(libobs.OBS_EFFECT_DEFAULT)
+            while obs.gs_effect_loop(effect, b"Draw"):
+                obs.obs_source_video_render(target)
+        else:
+            obs.obs_source_video_render(target)
         obs.gs_blend_state_pop()
         obs.gs_enable_framebuffer_srgb(framebuffer_srgb)
         obs.gs_set_linear_srgb(linear)
@@ -89,6 +102,7 @@ class GpuFrames:
         image = np.ascontiguousarray(image)
         libobs.lib().gs_texture_set_image(self.texture, image.ctypes.data, self.width * 4, False)
         self.uploaded = number
+        self.uploaded_at = time.monotonic()
 
     def draw(self) -> None:
         """Draw the output texture with OBS's default effect (sRGB-correct, premultiplied)."""

@@ -9,10 +9,15 @@ OBS writes to stdin, this process answers on stdout (fd 1 is pointed at stderr r
 a stray print cannot corrupt the stream). Frames travel through `FrameSlot` files.
 
     → {"op": "settings", "values": {...}}     the filter's settings (applied before the next frame)
+    → {"op": "pace", "style_pause": s}        the shortest pause between two style runs
     → {"op": "frame", "id": n, "input": path, "output": path, "width": w, "height": h}
     → {"op": "quit"}
     ← {"op": "ready"} or {"op": "error", "message": "one line"}    to the first settings
-    ← {"op": "result", "id": n, "seconds": s}   the output slot holds the restyled frame
+    ← {"op": "result", "id": n, "seconds": s, "stylizations": k}   the output slot holds
+      the styled frame; k counts the style network runs so far
+
+Every frame comes out styled: the style networks run beside the frames in a thread of their
+own, and each frame gets the newest stylization carried onto it (`partialstyle.live`).
     ← {"op": "error", "id": n, "message": "one line"}    this frame failed (also: bad settings)
 
 It exits on "quit", on stdin's end (OBS closed the pipe or died) and when its parent process
@@ -75,6 +80,8 @@ class Server:
     def __init__(self, send):
         self.send = send
         self.pipeline: Any = None
+        self.live: Any = None
+        self.style_pause = 0.0
         self.values: dict[str, Any] | None = None
         self.build_error: str | None = None
         self.slots: dict[str, Any] = {}
@@ -87,11 +94,14 @@ class Server:
         try:
             config, plan = to_pipeline(values)
             if self.pipeline is None:
+                from partialstyle.live import LiveStylizer
                 from partialstyle.pipeline import Pipeline
 
                 pipeline = Pipeline(config, plan)
                 pipeline.load()
                 self.pipeline = pipeline
+                self.live = LiveStylizer(pipeline)
+                self.live.min_style_interval = self.style_pause
                 self.send({"op": "ready"})
             else:
                 self.pipeline.configure(config, plan)
@@ -101,6 +111,11 @@ class Server:
             self.build_error = one_line(error)
             if self.pipeline is None:
                 self.send({"op": "error", "message": self.build_error})
+
+    def pace(self, pause: float) -> None:
+        self.style_pause = max(0.0, float(pause))
+        if self.live is not None:
+            self.live.min_style_interval = self.style_pause
 
     def slot(self, role: str, path: str, width: int, height: int):
         from partialstyle.obs.frame_slots import FrameSlot
@@ -123,14 +138,17 @@ class Server:
             source = self.slot("input", message["input"], width, height)
             target = self.slot("output", message["output"], width, height)
             started = time.perf_counter()
-            target.array[...] = self.pipeline.process(source.array)
+            target.array[...] = self.live.process(source.array)
             seconds = time.perf_counter() - started
         except Exception as error:
             self.send({"op": "error", "id": number, "message": one_line(error)})
             return
-        self.send({"op": "result", "id": number, "seconds": seconds})
+        stylizations = self.live.stylizations
+        self.send({"op": "result", "id": number, "seconds": seconds, "stylizations": stylizations})
 
     def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
         for slot in self.slots.values():
             slot.close()
             slot.unlink()  # OBS removes them too; whoever is last wins
@@ -179,6 +197,8 @@ def serve(parent: int, messages_out: IO[str]) -> None:
                 server.apply(dict(message.get("values") or {}))
             elif message.get("op") == "frame":
                 server.frame(message)
+            elif message.get("op") == "pace":
+                server.pace(message.get("style_pause", 0.0))
     finally:
         server.close()
 

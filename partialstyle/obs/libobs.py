@@ -28,6 +28,8 @@ from ctypes import (
 # enum obs_source_type and output flags
 OBS_SOURCE_TYPE_FILTER = 1
 OBS_SOURCE_VIDEO = 1 << 0
+OBS_SOURCE_ASYNC = 1 << 2
+OBS_SOURCE_CUSTOM_DRAW = 1 << 3
 OBS_SOURCE_SRGB = 1 << 15
 
 # graphics enums
@@ -79,6 +81,13 @@ _SIGNATURES: dict[str, tuple[type | None, list]] = {
     "obs_source_skip_video_filter": (None, [c_void_p]),
     "obs_source_video_render": (None, [c_void_p]),
     "obs_source_get_name": (c_char_p, [c_void_p]),
+    "obs_source_get_output_flags": (c_uint32, [c_void_p]),
+    # OBS's own frame timing
+    "obs_get_lagged_frames": (c_uint32, []),
+    "obs_get_total_frames": (c_uint32, []),
+    "obs_get_video": (c_void_p, []),
+    "video_output_get_skipped_frames": (c_uint32, [c_void_p]),
+    "video_output_get_total_frames": (c_uint32, [c_void_p]),
     "obs_source_get_settings": (c_void_p, [c_void_p]),
     "obs_source_update": (None, [c_void_p, c_void_p]),
     "obs_source_enabled": (c_bool, [c_void_p]),

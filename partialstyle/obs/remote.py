@@ -123,6 +123,7 @@ class RemoteProcessor:
     def __init__(self, python: Path, settings: dict[str, Any], nice: int = 10):
         self.python, self.nice = python, nice
         self.seconds = 0.0  # the child's own time for the last frame
+        self.stylizations = 0  # how often the child has run the style networks so far
         self._values = dict(settings)
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
@@ -131,6 +132,7 @@ class RemoteProcessor:
         self._slots: tuple[FrameSlot, FrameSlot] | None = None
         self._closed = False
         self._frames = 0  # frame ids: answers to an abandoned frame are recognised and skipped
+        self._pause = 0.0
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -139,6 +141,13 @@ class RemoteProcessor:
         with self._lock:
             self._values = dict(settings)
             self._send({"op": "settings", "values": self._values})
+
+    def pace(self, pause: float) -> None:
+        """The shortest pause between two style runs in the child (see obs.pacing)."""
+        with self._lock:
+            if pause != self._pause:
+                self._pause = pause
+                self._send({"op": "pace", "style_pause": pause})
 
     def close(self) -> None:
         """End the child and remove the shared memory (bounded: a few seconds at most)."""
@@ -172,6 +181,7 @@ class RemoteProcessor:
                 self.python, ["--parent", str(os.getpid()), "--nice", str(self.nice)]
             )
             self._send({"op": "settings", "values": self._values})
+            self._send({"op": "pace", "style_pause": self._pause})
         for stream, target in ((process.stdout, self._read_messages), (process.stderr, None)):
             threading.Thread(
                 target=target or self._read_errors,
@@ -228,6 +238,7 @@ class RemoteProcessor:
         if reply["op"] != "result":
             raise RuntimeError(reply.get("message", f"unexpected answer {reply['op']!r}"))
         self.seconds = float(reply.get("seconds", 0.0))
+        self.stylizations = int(reply.get("stylizations", self.stylizations))
         return target.array.copy()
 
     # -- internals -----------------------------------------------------------------------------

@@ -66,6 +66,11 @@ def write_sample_clip(
         sample_frame(width, height, round(sway * math.sin(2 * math.pi * i / count)), people)
         for i in range(count)
     )
+    return write_clip(path, frames, width, height, fps)
+
+
+def write_clip(path: Path, frames: Iterable[np.ndarray], width: int, height: int, fps: int) -> Path:
+    """Write RGB frames as an .avi (Motion JPEG, see `write_sample_clip`) or an .mp4."""
     if path.suffix.lower() == ".avi":
         return _write_mjpeg(path, frames, width, height, fps)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))

@@ -1,7 +1,8 @@
 """A worker thread that restyles the newest frame while OBS keeps rendering.
 
-OBS's render thread must never wait for inference. It drops frames into a one-slot mailbox
-(a newer frame replaces an unprocessed older one) and picks up whatever result is newest. The
+OBS's render thread must never wait for inference. It drops every frame into a one-slot
+mailbox (a newer frame replaces an unprocessed older one) and picks up whatever result is
+newest. The
 worker builds and starts its processor itself, so starting it (in the filter: a child process
 that imports torch and loads the models) also happens off the render thread.
 """
@@ -70,8 +71,6 @@ class FrameWorker:
         self._frame: np.ndarray | None = None
         self._result: Result | None = None
         self._busy_since: float | None = None
-        self._taken_at = float("-inf")  # when the worker last took a frame
-        self._uncapped_until = float("-inf")  # no min_interval until then (after a change)
         self._stopping = False
         self.state = "loading"
         self.error: str | None = None
@@ -82,39 +81,22 @@ class FrameWorker:
 
     # -- called from OBS threads ----------------------------------------------------------
 
-    def configure(self, settings: Any, uncapped_seconds: float = 0.0) -> None:
+    def configure(self, settings: Any) -> None:
         """New settings: passed on to a running processor at once, so the next frame it
-        starts uses them. A frame still in progress with the old settings is dropped, and for
-        `uncapped_seconds` frames are taken as fast as the processor goes (no min_interval),
-        so the change shows at once and a style fade runs smoothly."""
+        starts uses them. A frame still in progress with the old settings is dropped."""
         with self._condition:
             self._settings = settings
             self._settings_version += 1
-            self._uncapped_until = time.perf_counter() + uncapped_seconds
-            self._taken_at = float("-inf")  # show new settings without waiting for the cap
             if self._processor is not None and self.state == "ready":
                 self._processor.configure(settings)
                 self._applied_version = self._settings_version
                 self._failed_at = None  # new settings may work: try the next frame
             self._condition.notify()
 
-    def wants_frame(self, lead_time: float, min_interval: float = 0.0) -> bool:
-        """True when a frame handed over now would be picked up within about `lead_time` s,
-        and at least `min_interval` s after the previous frame was picked up.
-
-        Reading a frame back costs the render thread time, so it only does so when the
-        worker is about to need one.
-        """
-        if self.state != "ready" or self._frame is not None:
-            return False
-        now = time.perf_counter()
-        if now < self._taken_at + min_interval - lead_time and now >= self._uncapped_until:
-            return False
-        busy_since = self._busy_since
-        if busy_since is None:
-            return True
-        expected = sum(self.durations) / len(self.durations) if self.durations else 0.0
-        return now >= busy_since + expected - lead_time
+    @property
+    def busy(self) -> bool:
+        """True while the processor works on a frame."""
+        return self._busy_since is not None
 
     def submit(self, frame: np.ndarray) -> None:
         """Hand over a frame the caller no longer touches; it replaces any waiting frame."""
@@ -168,7 +150,7 @@ class FrameWorker:
                 if configure:
                     self._failed_at = None
                 failed_at = self._failed_at
-                self._busy_since = self._taken_at = time.perf_counter()
+                self._busy_since = time.perf_counter()
             try:
                 if configure:
                     processor.configure(settings)

@@ -71,6 +71,7 @@ def write_config(root: Path, port: int, clip: Path) -> Path:
     """A private OBS configuration under `root`; returns the XDG_CONFIG_HOME to use."""
     config = root / "config" / "obs-studio"
     (config / "basic" / "profiles" / PROFILE).mkdir(parents=True)
+    (root / "recordings").mkdir()
     major, minor, patch = 29, 0, 2
     (config / "global.ini").write_text(
         "[General]\nFirstRun=true\n"
@@ -85,6 +86,10 @@ def write_config(root: Path, port: int, clip: Path) -> Path:
         f"[General]\nName={PROFILE}\n"
         f"[Video]\nBaseCX={WIDTH}\nBaseCY={HEIGHT}\nOutputCX={WIDTH}\nOutputCY={HEIGHT}\n"
         f"FPSType=0\nFPSCommon={FPS}\n"
+        # Recordings (the live test reads them back frame by frame): light x264 in mkv.
+        "[Output]\nMode=Simple\n"
+        f"[SimpleOutput]\nFilePath={root / 'recordings'}\nRecFormat=mkv\nRecQuality=Stream\n"
+        "StreamEncoder=x264\nRecEncoder=x264\nPreset=ultrafast\nVBitrate=6000\n"
     )
     styled = obsconfig.filter_entry(FILTER, FILTER_SETTINGS)
     camera = obsconfig.media_source(CAMERA, clip, [styled], HOTKEY_KEYS)

@@ -54,14 +54,14 @@ def test_results_and_newest_frame_wins():
     worker = FrameWorker(lambda settings: made.append(Inverter(settings)) or made[-1], {})
     try:
         wait(lambda: worker.state == "ready")
-        assert worker.latest() is None and worker.wants_frame(0.0)
+        assert worker.latest() is None and not worker.busy
         processor = made[0]
         processor.gate.clear()  # hold the worker inside process()
         worker.submit(frame(1))
-        wait(lambda: worker._busy_since is not None)
+        wait(lambda: worker.busy)
         for value in (2, 3, 4):  # arrive while busy: only the newest survives
             worker.submit(frame(value))
-        assert not worker.wants_frame(0.0)
+        assert worker.busy
         processor.gate.set()
         wait(lambda: worker.results == 2)
         assert processor.seen == [1, 4]
@@ -80,7 +80,7 @@ def test_settings_reach_a_running_processor_at_once():
         wait(lambda: worker.state == "ready")
         made[0].gate.clear()
         worker.submit(frame(1))
-        wait(lambda: worker._busy_since is not None)
+        wait(lambda: worker.busy)
         worker.configure({"a": 2})  # while a frame is in progress
         assert made[0].settings == {"a": 2}
         made[0].gate.set()
@@ -95,33 +95,14 @@ def test_a_frame_made_with_old_settings_is_dropped():
         wait(lambda: worker.state == "ready")
         made[0].gate.clear()
         worker.submit(frame(1))
-        wait(lambda: worker._busy_since is not None)
+        wait(lambda: worker.busy)
         worker.configure({"b": 1})
         made[0].gate.set()
-        wait(lambda: made[0].seen == [1] and worker._busy_since is None)
+        wait(lambda: made[0].seen == [1] and not worker.busy)
         assert worker.latest() is None and worker.results == 0
-        assert worker.wants_frame(0.0, min_interval=60.0)  # the next frame starts at once
         worker.submit(frame(2))
         wait(lambda: worker.results == 1)
         assert worker.latest().image[0, 0, 0] == 255 - 2
-    finally:
-        worker.stop()
-
-
-def test_min_interval_is_lifted_for_a_while_after_a_change():
-    worker = FrameWorker(Inverter, {})
-    try:
-        wait(lambda: worker.state == "ready")
-        worker.submit(frame(1))
-        wait(lambda: worker.results == 1)
-        assert not worker.wants_frame(0.0, min_interval=60.0)  # capped
-        worker.configure({"c": 1}, uncapped_seconds=0.5)
-        for value in (2, 3):  # back to back while uncapped
-            assert worker.wants_frame(0.0, min_interval=60.0)
-            worker.submit(frame(value))
-            wait(lambda value=value: worker.results == value)
-        time.sleep(0.5)
-        assert not worker.wants_frame(0.0, min_interval=60.0)  # the cap is back
     finally:
         worker.stop()
 
@@ -138,7 +119,7 @@ def test_stop_ends_a_frame_in_progress_quietly():
     wait(lambda: worker.state == "ready")
     made[0].gate.clear()
     worker.submit(frame(1))
-    wait(lambda: worker._busy_since is not None)
+    wait(lambda: worker.busy)
     started = time.monotonic()
     worker.stop()
     assert time.monotonic() - started < 2.0 and not worker.alive
@@ -175,7 +156,7 @@ def test_a_failing_factory_is_retried_when_settings_change():
     worker = FrameWorker(factory, {"broken": True}, on_error=errors.append)
     try:
         wait(lambda: worker.state == "failed")
-        assert not worker.wants_frame(0.0)
+        assert worker.processor is None
         worker.configure({"broken": False})
         wait(lambda: worker.state == "ready")
         assert errors == ["person style: unknown multistyle name 'x'"]

@@ -1,0 +1,141 @@
+"""Live output: a stylization carried onto newer frames by optical flow (real photos)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from partialstyle.config import PipelineConfig
+from partialstyle.live import LiveStylizer
+from partialstyle.obs.sample_clip import sample_frame
+from partialstyle.pipeline import Pipeline
+from partialstyle.plan import StylePlan
+from partialstyle.propagate import FlowEstimator, Keyframe, flow_gray, flow_size, propagate
+
+WIDTH, HEIGHT = 640, 360
+
+
+def person_mask(frame: np.ndarray, wall: np.ndarray) -> np.ndarray:
+    """The sample clip's true person mask: where the frame differs from the empty wall."""
+    return (np.abs(frame.astype(np.int16) - wall).max(-1) > 12).astype(np.float32)
+
+
+def small(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def wall() -> np.ndarray:
+    return sample_frame(WIDTH, HEIGHT, shift=10 * WIDTH)  # the person out of the picture
+
+
+def test_a_pure_translation_is_reproduced(astronaut):
+    """A view moved by (7, 3) pixels: the old frame's colours land where the new frame has
+    them, except the strip that entered the view."""
+    big = cv2.resize(astronaut, (WIDTH + 40, HEIGHT + 40), interpolation=cv2.INTER_AREA)
+    before, after = big[:HEIGHT, :WIDTH], big[3 : HEIGHT + 3, 7 : WIDTH + 7]
+    gray_before, gray_after = flow_gray(before), flow_gray(after)
+    person = np.zeros(gray_after.shape, np.float32)
+    key = Keyframe.build(before, np.zeros((HEIGHT, WIDTH), np.float32), gray_before)
+    moved = propagate(key, gray_after, person, FlowEstimator())
+    inner = (slice(16, HEIGHT - 16), slice(16, WIDTH - 24))
+    error = np.abs(moved[inner].astype(float) - after[inner]).mean()
+    unmoved = np.abs(before[inner].astype(float) - after[inner]).mean()
+    assert error < 4.0
+    assert error < 0.2 * unmoved
+
+
+def test_what_the_person_uncovers_takes_the_wall_not_the_person(wall):
+    """The person steps 30 pixels right. In the key, person pixels are red and wall pixels
+    blue: after propagation the person is red where they now stand, and the wall they
+    uncovered is blue (found by the round-trip check and filled from the wall around)."""
+    before, after = sample_frame(WIDTH, HEIGHT, 0), sample_frame(WIDTH, HEIGHT, 30)
+    person_before, person_after = person_mask(before, wall), person_mask(after, wall)
+    coded = np.where(person_before[..., None] > 0.5, [255, 0, 0], [0, 0, 255]).astype(np.uint8)
+    key = Keyframe.build(coded, person_before, flow_gray(before))
+    size = flow_size(HEIGHT, WIDTH)
+    moved = propagate(key, flow_gray(after), small(person_after, *size), FlowEstimator())
+    red = (moved[..., 0] > 128) & (moved[..., 2] < 128)
+    blue = (moved[..., 2] > 128) & (moved[..., 0] < 128)
+    # Away from the edges (the mask is soft there): the person red, the wall blue.
+    kernel = np.ones((9, 9), np.uint8)
+    inside = cv2.erode(person_after, kernel) > 0.5
+    uncovered = cv2.erode(((person_before > 0.5) & (person_after < 0.5)).astype(np.uint8), kernel)
+    uncovered = uncovered > 0
+    assert uncovered.sum() > 1000
+    assert red[inside].mean() > 0.97
+    assert blue[uncovered].mean() > 0.9
+
+
+@pytest.fixture(scope="module")
+def moving_clip() -> list[np.ndarray]:
+    return [sample_frame(WIDTH, HEIGHT, shift) for shift in range(0, 48, 4)]
+
+
+def live(style_every: int, plan: StylePlan) -> LiveStylizer:
+    return LiveStylizer(Pipeline(PipelineConfig(), plan), style_every=style_every)
+
+
+def test_regions_styled_none_keep_the_current_frame_exactly(default_models, moving_clip):
+    plan = StylePlan.from_specs("multistyle:8", "none")
+    stylizer = live(4, plan)
+    masks = Pipeline(PipelineConfig(), plan)
+    for number, frame in enumerate(moving_clip):
+        out = stylizer.process(frame)
+        untouched = masks.person_mask(frame) == 0.0
+        assert untouched.mean() > 0.3
+        assert np.array_equal(out[untouched], frame[untouched]), f"frame {number}"
+        if number % 4:  # propagated frames still show the styled person
+            assert np.abs(out.astype(int) - frame)[~untouched].mean() > 20
+    assert stylizer.stylizations == 3
+
+
+def test_propagated_frames_follow_the_picture_better_than_held_ones(default_models, moving_clip):
+    """Carried along, the stylization follows the moving person: compared with styling each
+    frame (blurred, since brush strokes differ from run to run even where nothing moved), it
+    is nearer than repeating the last styled frame, and more so as the person moves on."""
+    plan = StylePlan.from_specs("multistyle:8", "multistyle:19")
+    every = Pipeline(PipelineConfig(), plan)
+    stylizer = live(4, plan)
+
+    def blur(image: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(image.astype(np.float32), (0, 0), 6)
+
+    for number, frame in enumerate(moving_clip):
+        out = stylizer.process(frame)
+        reference = every.process(frame)
+        if number % 4 == 0:
+            assert np.array_equal(out, reference)  # styled in line: the same as a plain run
+            held = out
+            continue
+        carried = np.abs(blur(out) - blur(reference)).mean()
+        repeated = np.abs(blur(held) - blur(reference)).mean()
+        assert carried < (0.7 if number % 4 == 3 else 0.95) * repeated, f"frame {number}"
+
+
+def test_a_still_picture_gives_a_still_output(default_models, astronaut_wide):
+    stylizer = live(3, StylePlan.from_specs("multistyle:8", "multistyle:19"))
+    outputs = [stylizer.process(astronaut_wide) for _ in range(3)]
+    assert np.array_equal(outputs[0], outputs[1]) and np.array_equal(outputs[1], outputs[2])
+
+
+def test_a_style_change_shows_on_the_next_frame(default_models, astronaut_wide):
+    stylizer = live(100, StylePlan.from_specs("multistyle:8", "none"))
+    stylizer.process(astronaut_wide)
+    new_plan = StylePlan.from_specs("multistyle:2", "multistyle:19")
+    stylizer.pipeline.configure(plan=new_plan)
+    expected = Pipeline(PipelineConfig(), new_plan).process(astronaut_wide)
+    assert np.array_equal(stylizer.process(astronaut_wide), expected)
+
+
+def test_the_background_thread_refreshes_the_style(default_models, moving_clip):
+    stylizer = live(0, StylePlan.from_specs("multistyle:8", "none"))
+    try:
+        for _ in range(3):
+            for frame in moving_clip:
+                stylizer.process(frame)
+        assert stylizer.stylizations >= 2  # the first in line, then at least one beside
+        assert stylizer.frames == 3 * len(moving_clip)
+    finally:
+        stylizer.close()
