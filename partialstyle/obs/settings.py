@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from partialstyle.config import PipelineConfig
 
 # 0: the style networks run as often as the CPU OBS leaves allows (see obs.pacing).
-MAX_FPS_DEFAULT = 2.0
+MAX_FPS_DEFAULT = 0.0
 # Keys the filter itself uses; every other key goes to the core's config or plan.
 FILTER_ONLY = ("max_fps",)
 # People with their own row in the dialog (`person1_style` … `person4_style`).
@@ -155,8 +155,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "max_fps",
         MAX_FPS_DEFAULT,
-        "Max styled frames/s",
-        "Caps how often a frame is restyled, to leave the CPU to OBS; 0 = no cap.",
+        "Max style runs/s",
+        "Every frame is styled; this caps how often the style networks refresh it; 0 = auto.",
     ),
 )
 
