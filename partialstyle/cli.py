@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import signal
@@ -561,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_request:  # --help, or a usage error already printed
         return exit_request.code if isinstance(exit_request.code, int) else 0
     previous = _stop_on_signals()
+    _quiet_library_logs()
     try:
         args.run(args)
     except (PartialStyleError, ValueError, OSError) as error:
@@ -577,6 +579,15 @@ def main(argv: list[str] | None = None) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
     return 0
+
+
+def _quiet_library_logs() -> None:
+    """Keep library notices off stderr, where a user expects at most our one line.
+
+    torch.utils.cpp_extension logs "No CUDA runtime is found" when it is imported on a machine
+    without CUDA (the CPU kernels are built with it).
+    """
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def _stop_on_signals() -> dict[int, object]:

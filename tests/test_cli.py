@@ -623,6 +623,22 @@ def test_segment_again_into_the_same_masks_folder_leaves_no_stale_masks(photo, t
     assert (masks / "notes.txt").read_text() == "the user's own file"
 
 
+@pytest.mark.usefixtures("default_models")
+def test_a_command_prints_nothing_on_stderr_but_its_one_error(photo, tmp_path, astronaut):
+    """As a user runs it, in its own process: no library notice reaches the terminal."""
+    data = cv2.imencode(".jpg", astronaut)[1].tobytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out.png"
+    for source, errors in ((photo, 0), (cut, 1)):
+        command = [sys.executable, "-m", "partialstyle", "image", str(source), str(out)]
+        result = subprocess.run(
+            [*command, "--style", "multistyle:3"], capture_output=True, text=True
+        )
+        assert len(result.stderr.splitlines()) == errors, result.stderr
+        assert result.returncode == (2 if errors else 0)
+
+
 def test_library_warnings_do_not_reach_stderr(tmp_path, astronaut, capfd):
     png = cv2.imencode(".png", astronaut[::4, ::4])[1].tobytes()
     header_end = 8 + 12 + 13  # signature and IHDR
