@@ -204,6 +204,22 @@ def source_file(name: str, index: int = 0) -> Path:
     return _extract_sources(entry(name), models_dir() / "cache")[index]
 
 
+def _make_models_dir(directory: Path) -> None:
+    """The models folder, made if missing; a one-line error when it cannot be."""
+    if directory.exists() and not directory.is_dir():
+        raise PartialStyleError(
+            f"the models folder {directory} is a file; remove it or set PARTIALSTYLE_MODELS "
+            "to a folder"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PartialStyleError(
+            f"cannot make the models folder {directory} ({error.strerror}); "
+            "set PARTIALSTYLE_MODELS to a writable folder"
+        ) from None
+
+
 def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
     """Make every listed model (default: all) ready. Quick when they already are."""
     directory = models_dir()
@@ -213,6 +229,7 @@ def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) 
         if model_status(name) == "ready":
             log(f"{name}: ready")
             continue
+        _make_models_dir(directory)
         dest = directory / model.file
         if dest.exists() and not dest.is_file():
             raise PartialStyleError(

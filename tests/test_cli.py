@@ -523,6 +523,11 @@ def test_models_prepare_refuses_a_folder_where_a_model_goes(tmp_path, monkeypatc
     assert modelstore.verify(["selfie"]) == {"selfie": "corrupt"}
     with pytest.raises(ModelMissingError, match="is not a file; remove it"):
         modelstore.model_path("selfie")
+    models_file = tmp_path / "models-file"
+    models_file.write_text("not a folder")
+    monkeypatch.setenv("PARTIALSTYLE_MODELS", str(models_file))
+    assert main(["models", "prepare", "selfie"]) == 2
+    assert f"the models folder {models_file} is a file" in _error_line(capsys)
 
 
 @pytest.mark.usefixtures("no_work")
