@@ -31,7 +31,8 @@ def quiet_native_stderr() -> Iterator[None]:
     """Silence what C libraries (libpng, libjpeg, FFmpeg) print to file descriptor 2.
 
     Their warnings would break the promise of one error line; our own errors are raised as
-    exceptions and reported after the block ends.
+    exceptions and reported after the block ends. File descriptors are per process, so keep
+    the block short: another thread's stderr output during it is lost too.
     """
     with _stderr_lock:
         try:
