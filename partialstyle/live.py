@@ -24,6 +24,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from functools import partial
 
 import cv2
 import numpy as np
@@ -31,7 +32,7 @@ import torch
 
 from partialstyle.frames import to_image, to_uint8
 from partialstyle.pipeline import FrameAnalysis, Pipeline
-from partialstyle.propagate import FlowEstimator, Keyframe, flow_gray, propagate
+from partialstyle.propagate import FlowEstimator, Keyframe, flow_gray, propagate, warp
 
 # The style thread runs this much nicer than the frame thread, so per-frame work comes first.
 STYLE_THREAD_NICE = 5
@@ -41,9 +42,11 @@ _DEFINED = 1e-3
 
 @dataclass(frozen=True, eq=False)
 class _Key:
-    """A keyframe and the settings and frame size it was made with."""
+    """A keyframe, the stylized layer it came from, and the settings and frame size it
+    was made with."""
 
     keyframe: Keyframe
+    layer: torch.Tensor
     config: object
     plan: object
     size: tuple[int, ...]
@@ -64,7 +67,14 @@ def _keyframe(analysis: FrameAnalysis, layer: torch.Tensor, gray: np.ndarray) ->
     color = torch.where(coverage > _DEFINED, color, analysis.small)
     person = analysis.person if analysis.person is not None else torch.zeros_like(coverage)
     keyframe = Keyframe.build(_uint8(color), person.float().cpu().numpy(), gray)
-    return _Key(keyframe, analysis.config, analysis.plan, tuple(analysis.small.shape))
+    size = tuple(analysis.small.shape)
+    return _Key(keyframe, layer, analysis.config, analysis.plan, size)
+
+
+def _warp_mask(mask: torch.Tensor, flow: np.ndarray) -> torch.Tensor:
+    """A [h,w] mask moved along `flow` (from the current frame to the mask's)."""
+    moved = warp(np.ascontiguousarray(mask.float().cpu().numpy()), flow)
+    return torch.from_numpy(moved).to(mask.device, mask.dtype)
 
 
 def _uint8(image: torch.Tensor) -> np.ndarray:
@@ -84,12 +94,15 @@ class LiveStylizer:
         self.pipeline = pipeline
         self.style_every = style_every
         self.min_style_interval = 0.0  # seconds between the starts of two stylizations
+        # Segment every n-th frame; in between, the masks are moved along by optical flow.
+        self.segment_every = 1
         self.frames = 0
         self.stylizations = 0
         self.frame_seconds: deque[float] = deque(maxlen=60)
         self.style_seconds: deque[float] = deque(maxlen=20)
         self._flows = FlowEstimator()
         self._key: _Key | None = None
+        self._segmented: tuple[FrameAnalysis, np.ndarray] | None = None  # and its gray
         self._style_lock = threading.Lock()  # one stylization at a time (stabilizer state)
         self._condition = threading.Condition()
         self._pending: tuple[FrameAnalysis, np.ndarray] | None = None
@@ -109,8 +122,8 @@ class LiveStylizer:
         if error is not None:
             raise error
         pipeline = self.pipeline
-        analysis = pipeline.analyse(frame, timestamp)
-        gray = flow_gray(analysis.frame)
+        gray = flow_gray(frame)
+        analysis = self._analyse(frame, timestamp, gray)
         key = self._key
         in_line = key is None or not key.fits(analysis)
         if self.style_every > 0:
@@ -118,7 +131,7 @@ class LiveStylizer:
         if in_line:
             layer = self._stylize(analysis, gray)
         else:
-            layer = self._propagated_layer(analysis, key.keyframe, gray)
+            layer = self._propagated_layer(analysis, key, gray)
             if self._thread is not None:
                 with self._condition:
                     self._pending = (analysis, gray)
@@ -146,6 +159,28 @@ class LiveStylizer:
 
     # -- internals ---------------------------------------------------------------------------
 
+    def _analyse(self, frame: np.ndarray, timestamp: float | None, gray: np.ndarray):
+        """Segment this frame, or move the masks of the last segmented one onto it."""
+        segmented = self._segmented
+        if (
+            self.segment_every > 1
+            and self.frames % self.segment_every != 0
+            and segmented is not None
+            and segmented[0].region_masks is not None
+            and segmented[1].shape == gray.shape
+            and segmented[0].config == self.pipeline.config
+            and segmented[0].plan == self.pipeline.plan
+        ):
+            flow = self._flows(gray, segmented[1])
+            analysis = self.pipeline.analyse(
+                frame, timestamp, moved_from=(segmented[0], partial(_warp_mask, flow=flow))
+            )
+            if analysis.small.shape == segmented[0].small.shape:
+                return analysis
+        analysis = self.pipeline.analyse(frame, timestamp)
+        self._segmented = (analysis, gray)
+        return analysis
+
     def _stylize(self, analysis: FrameAnalysis, gray: np.ndarray) -> torch.Tensor:
         started = time.perf_counter()
         with self._style_lock:
@@ -158,10 +193,12 @@ class LiveStylizer:
 
     @torch.inference_mode()
     def _propagated_layer(
-        self, analysis: FrameAnalysis, keyframe: Keyframe, gray: np.ndarray
+        self, analysis: FrameAnalysis, key: _Key, gray: np.ndarray
     ) -> torch.Tensor:
-        small = analysis.small
+        small, keyframe = analysis.small, key.keyframe
         coverage = self.pipeline.coverage(analysis)
+        if np.array_equal(gray, keyframe.gray) and torch.equal(coverage, key.layer[3]):
+            return key.layer  # a still picture: exactly the stylized frame, nothing to move
         flow_size = (gray.shape[1], gray.shape[0])
         if analysis.person is None:
             person = np.zeros(gray.shape, np.float32)

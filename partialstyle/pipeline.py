@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,8 +169,17 @@ class Pipeline:
         return self.compose(analysis, self.style_layer(analysis))
 
     @torch.inference_mode()
-    def analyse(self, frame: np.ndarray, timestamp: float | None = None) -> FrameAnalysis:
-        """The cheap per-frame stage: the frame at processing size and its region masks."""
+    def analyse(
+        self,
+        frame: np.ndarray,
+        timestamp: float | None = None,
+        moved_from: tuple[FrameAnalysis, Callable[[torch.Tensor], torch.Tensor]] | None = None,
+    ) -> FrameAnalysis:
+        """The cheap per-frame stage: the frame at processing size and its region masks.
+
+        moved_from: an earlier analysis with the same settings and a function that moves
+        its masks onto this frame (live video: optical flow), used instead of segmenting.
+        """
         frame = check_frame(frame)
         with self._lock:
             config, plan, device = self._config, self._plan, self._device
@@ -177,11 +187,14 @@ class Pipeline:
         original = to_image(rgb)
         size = processing_size(*original.shape[-2:], config.process_height)
         small = resize_image(original, size)
-        region_masks, person = (
-            self._region_masks(rgb, small, config, plan)
-            if plan.needs_mask or config.show_mask
-            else (None, None)
-        )
+        if not (plan.needs_mask or config.show_mask):
+            region_masks, person = None, None
+        elif moved_from is not None:
+            earlier, move = moved_from
+            region_masks = {name: move(mask) for name, mask in earlier.region_masks.items()}
+            person = move(earlier.person)
+        else:
+            region_masks, person = self._region_masks(rgb, small, config, plan)
         now = time.monotonic() if timestamp is None else timestamp
         return FrameAnalysis(frame, original, small, region_masks, person, now, config, plan)
 

@@ -55,6 +55,12 @@ def missed_frames() -> int:
     return int(obs.obs_get_lagged_frames()) + int(skipped)
 
 
+def frame_interval() -> float:
+    """OBS's frame interval in seconds (0 when unknown)."""
+    fps = libobs.lib().obs_get_active_fps()
+    return 1.0 / fps if fps > 1.0 else 0.0
+
+
 class FilterInstance:
     """One filter on one source: its GPU buffers, worker thread, hotkeys and statistics."""
 
@@ -138,18 +144,22 @@ class FilterInstance:
         # previous render is read back (its copy has finished by now), this one is staged.
         # Frames are only taken from OBS's own render: screenshots and other off-thread
         # renders may run with a different colour-space state.
+        step = time.perf_counter()
         if threading.get_ident() == self.graphics_thread and self.worker.state == "ready":
             frame = gpu.read_staged()
             if frame is not None:
                 self.worker.submit(frame)
                 self.stats.readbacks += 1
+            step = self._timed("readback", step)
             gpu.stage(target, self._draws_with_default_effect(target))
+            step = self._timed("stage", step)
 
         result = self.worker.latest()
         usable = result is not None and result.image.shape[:2] == (height, width)
         if usable and result.number != gpu.uploaded:
             gpu.upload(result.image, result.number)
             self.stats.add_result()
+            step = self._timed("upload", step)
         # A result that stopped coming (the inference process stalls or restarts) would
         # freeze the picture: show the live source instead.
         stale = time.monotonic() - gpu.uploaded_at > STALE_SECONDS
@@ -157,6 +167,11 @@ class FilterInstance:
             return False
         gpu.draw()
         return True
+
+    def _timed(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.stats.add_step(name, now - since)
+        return now
 
     def _draws_with_default_effect(self, target: int) -> bool:
         """Whether `target` must be rendered inside the default effect (see GpuFrames.stage):
@@ -230,7 +245,7 @@ class FilterInstance:
             processor = self.worker.processor
             stylizations = getattr(processor, "stylizations", 0)
             if processor is not None and hasattr(processor, "pace"):
-                processor.pace(pause)
+                processor.pace(pause, frame_interval())
             summary = self.stats.summary()
             summary["style_pause"] = pause
             summary["stylizations"] = stylizations

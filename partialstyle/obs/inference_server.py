@@ -9,7 +9,9 @@ OBS writes to stdin, this process answers on stdout (fd 1 is pointed at stderr r
 a stray print cannot corrupt the stream). Frames travel through `FrameSlot` files.
 
     → {"op": "settings", "values": {...}}     the filter's settings (applied before the next frame)
-    → {"op": "pace", "style_pause": s}        the shortest pause between two style runs
+    → {"op": "pace", "style_pause": s, "frame_interval": t}    the shortest pause between two
+      style runs, and OBS's frame interval (when a frame takes more than half of it, masks
+      are segmented on every other frame only and moved along by optical flow in between)
     → {"op": "frame", "id": n, "input": path, "output": path, "width": w, "height": h}
     → {"op": "quit"}
     ← {"op": "ready"} or {"op": "error", "message": "one line"}    to the first settings
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any
 
 PARENT_CHECK_SECONDS = 1.0
+MAX_SEGMENT_EVERY = 3
 MODELS = ("multistyle26", "selfie", "selfie-landscape")
 
 
@@ -82,6 +85,7 @@ class Server:
         self.pipeline: Any = None
         self.live: Any = None
         self.style_pause = 0.0
+        self.frame_interval = 0.0
         self.values: dict[str, Any] | None = None
         self.build_error: str | None = None
         self.slots: dict[str, Any] = {}
@@ -112,10 +116,24 @@ class Server:
             if self.pipeline is None:
                 self.send({"op": "error", "message": self.build_error})
 
-    def pace(self, pause: float) -> None:
+    def pace(self, pause: float, frame_interval: float) -> None:
         self.style_pause = max(0.0, float(pause))
+        self.frame_interval = max(0.0, float(frame_interval))
         if self.live is not None:
             self.live.min_style_interval = self.style_pause
+
+    def adapt_segmentation(self) -> None:
+        """Segment every frame while frames take at most half of OBS's frame interval."""
+        live, budget = self.live, 0.5 * self.frame_interval
+        if budget <= 0.0 or len(live.frame_seconds) < live.frame_seconds.maxlen:
+            return
+        cost = sum(live.frame_seconds) / len(live.frame_seconds)
+        if cost > budget and live.segment_every < MAX_SEGMENT_EVERY:
+            live.segment_every += 1
+            live.frame_seconds.clear()
+        elif cost < 0.6 * budget and live.segment_every > 1:
+            live.segment_every -= 1
+            live.frame_seconds.clear()
 
     def slot(self, role: str, path: str, width: int, height: int):
         from partialstyle.obs.frame_slots import FrameSlot
@@ -143,6 +161,7 @@ class Server:
         except Exception as error:
             self.send({"op": "error", "id": number, "message": one_line(error)})
             return
+        self.adapt_segmentation()
         stylizations = self.live.stylizations
         self.send({"op": "result", "id": number, "seconds": seconds, "stylizations": stylizations})
 
@@ -198,7 +217,7 @@ def serve(parent: int, messages_out: IO[str]) -> None:
             elif message.get("op") == "frame":
                 server.frame(message)
             elif message.get("op") == "pace":
-                server.pace(message.get("style_pause", 0.0))
+                server.pace(message.get("style_pause", 0.0), message.get("frame_interval", 0.0))
     finally:
         server.close()
 

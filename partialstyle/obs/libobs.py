@@ -85,6 +85,7 @@ _SIGNATURES: dict[str, tuple[type | None, list]] = {
     # OBS's own frame timing
     "obs_get_lagged_frames": (c_uint32, []),
     "obs_get_total_frames": (c_uint32, []),
+    "obs_get_active_fps": (c_double, []),
     "obs_get_video": (c_void_p, []),
     "video_output_get_skipped_frames": (c_uint32, [c_void_p]),
     "video_output_get_total_frames": (c_uint32, [c_void_p]),

@@ -132,7 +132,7 @@ class RemoteProcessor:
         self._slots: tuple[FrameSlot, FrameSlot] | None = None
         self._closed = False
         self._frames = 0  # frame ids: answers to an abandoned frame are recognised and skipped
-        self._pause = 0.0
+        self._pace = (0.0, 0.0)
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -142,12 +142,13 @@ class RemoteProcessor:
             self._values = dict(settings)
             self._send({"op": "settings", "values": self._values})
 
-    def pace(self, pause: float) -> None:
-        """The shortest pause between two style runs in the child (see obs.pacing)."""
+    def pace(self, pause: float, frame_interval: float) -> None:
+        """The shortest pause between two style runs in the child (see obs.pacing), and
+        OBS's frame interval (the child's budget for one frame)."""
         with self._lock:
-            if pause != self._pause:
-                self._pause = pause
-                self._send({"op": "pace", "style_pause": pause})
+            if (pause, frame_interval) != self._pace:
+                self._pace = (pause, frame_interval)
+                self._send({"op": "pace", "style_pause": pause, "frame_interval": frame_interval})
 
     def close(self) -> None:
         """End the child and remove the shared memory (bounded: a few seconds at most)."""
@@ -181,7 +182,8 @@ class RemoteProcessor:
                 self.python, ["--parent", str(os.getpid()), "--nice", str(self.nice)]
             )
             self._send({"op": "settings", "values": self._values})
-            self._send({"op": "pace", "style_pause": self._pause})
+            pause, frame_interval = self._pace
+            self._send({"op": "pace", "style_pause": pause, "frame_interval": frame_interval})
         for stream, target in ((process.stdout, self._read_messages), (process.stderr, None)):
             threading.Thread(
                 target=target or self._read_errors,

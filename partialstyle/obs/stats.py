@@ -26,6 +26,11 @@ class RenderStats:
         self.result_times: deque[float] = deque(maxlen=window)
         self.frames = 0
         self.readbacks = 0
+        self.step_ms: dict[str, deque[float]] = {}  # the render path's steps, for profiles
+
+    def add_step(self, name: str, seconds: float) -> None:
+        """Time one step of the render callback (readback, stage, upload, draw)."""
+        self.step_ms.setdefault(name, deque(maxlen=self.render_ms.maxlen)).append(seconds * 1000.0)
 
     def add_render(self, seconds: float) -> None:
         self.render_ms.append(seconds * 1000.0)
@@ -47,6 +52,11 @@ class RenderStats:
             "render_ms_p95": render[int(0.95 * (len(render) - 1))] if render else 0.0,
             "render_ms_max": render[-1] if render else 0.0,
             "processed_fps": fps,
+            **{
+                f"{name}_ms_mean": sum(times) / len(times)
+                for name, times in self.step_ms.items()
+                if times
+            },
         }
 
 
