@@ -311,6 +311,16 @@ def _check_segment_outputs(json_path: Path, masks: Path | None) -> None:
         check_writable_folder(masks if masks.is_dir() else masks.parent)
 
 
+def _style_every(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 1000, got {text!r}")
+    return value
+
+
 def cmd_video(args: argparse.Namespace) -> None:
     from partialstyle.video import check_video_input, check_video_output, restyle_video
 
@@ -319,6 +329,10 @@ def cmd_video(args: argparse.Namespace) -> None:
     pipeline = _pipeline_from_args(
         args, temporal_smoothing=args.temporal_smoothing, stabilize=args.stabilize
     )
+    if args.style_every > 1:  # the OBS filter's live path, reproducibly
+        from partialstyle.live import LiveStylizer
+
+        pipeline = LiveStylizer(pipeline, style_every=args.style_every)
     count = restyle_video(pipeline, args.input, args.output, progress=not args.quiet)
     print(f"wrote {args.output} ({count} frames)")
 
@@ -510,6 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--temporal-smoothing", type=float, default=0.5, help="mask smoothing 0..1")
     video.add_argument(
         "--stabilize", type=float, default=0.0, help="0..0.95: less shimmer where nothing moves"
+    )
+    video.add_argument(
+        "--style-every",
+        type=_style_every,
+        default=1,
+        metavar="N",
+        help="run the style networks on every N-th frame and carry the style along by optical "
+        "flow in between, as the OBS filter does live (1: style every frame)",
     )
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     video.set_defaults(run=cmd_video)

@@ -21,6 +21,7 @@ from partialstyle.io import (
     partial_path,
     quiet_native_stderr,
 )
+from partialstyle.live import LiveStylizer
 from partialstyle.pipeline import Pipeline
 
 _CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
@@ -145,13 +146,15 @@ def _stderr_note(line: str) -> None:
 
 
 def restyle_video(
-    pipeline: Pipeline,
+    pipeline: Pipeline | LiveStylizer,
     source: Path,
     dest: Path,
     progress: bool = True,
     note: Callable[[str], None] = _stderr_note,
 ) -> int:
     """Restyle every frame of `source` into `dest` at the same size and timing.
+
+    `pipeline` is a Pipeline (every frame styled) or a LiveStylizer (style carried along).
 
     Writes to a temporary name first and replaces `dest` only once the finished file decodes
     with every frame, so a full disk or an interrupted run never leaves a broken `dest` (nor

@@ -139,3 +139,25 @@ def test_the_background_thread_refreshes_the_style(default_models, moving_clip):
         assert stylizer.frames == 3 * len(moving_clip)
     finally:
         stylizer.close()
+
+
+def test_video_style_every_carries_the_style_along(default_models, tmp_path, moving_clip, capsys):
+    """`partialstyle video --style-every 4`: the live path from the command line, with the
+    person styled on every frame and the wall (style none) kept."""
+    from partialstyle.cli import main
+    from partialstyle.obs.sample_clip import write_clip
+
+    clip = write_clip(tmp_path / "moving.avi", moving_clip, WIDTH, HEIGHT, 30)
+    out = tmp_path / "styled.avi"
+    command = ["video", str(clip), str(out), "--person-style", "multistyle:8"]
+    assert main([*command, "--background-style", "none", "--style-every", "4", "--quiet"]) == 0
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    assert len(frames) == len(moving_clip)
+    for frame, source in zip(frames, moving_clip, strict=True):
+        changed = np.abs(frame.astype(int) - source).mean(-1) > 30
+        assert 0.1 < changed.mean() < 0.7  # the person styled, the wall not
+    assert main([*command, "--style-every", "0"]) == 2
+    assert "--style-every" in capsys.readouterr().err
