@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from partialstyle.bench_live import live_benchmark, print_live
 from partialstyle.config import LIVE, PipelineConfig
 from partialstyle.device import resolve_device, set_threads
 from partialstyle.io import read_image
@@ -342,6 +343,7 @@ def run_benchmarks(
         "style_kinds_640x360": style_kind_benchmarks(torch_device, repeats),
         "flicker_static_clip": flicker_benchmark(torch_device),
         "per_person_1280x720": per_person_benchmark(torch_device, repeats),
+        "live_640x360": live_benchmark(torch_device, (4,) if quick else (2, 4, 8)),
     }
     if not quick:
         results["yolact_550_on_640x360"] = yolact_benchmarks(torch_device, repeats)
@@ -377,6 +379,7 @@ def _print_table(results: dict) -> None:
     print("\nper-person styles, two people in a 1280x720 frame (360-line processing)")
     for name, value in results["per_person_1280x720"].items():
         print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
+    print_live(results["live_640x360"])
     for name, value in results.get("yolact_550_on_640x360", {}).items():
         print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps  ({value['weights']})")
     if "video_720p_peak_memory_mb" in results:
