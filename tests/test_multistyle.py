@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from partialstyle import modelstore
 from partialstyle.errors import ModelMissingError
+from partialstyle.style import fused_norm
 from partialstyle.style.multistyle import (
     NUM_STYLES,
     STATISTICS_PRIOR_PIXELS,
@@ -236,14 +238,18 @@ def test_subpixel_conv_equals_upsample_reflect_pad_conv() -> None:
     assert (F.pixel_shuffle(low_res, 2) - reference).abs().max() <= 1e-5
 
 
-def test_inference_path_matches_plain_instance_norm(net) -> None:
-    """The batch-norm, region-difference and skipped-box tricks against plain autograd ops."""
+@pytest.mark.parametrize("fused", [True, False])
+def test_inference_path_matches_plain_instance_norm(net, fused) -> None:
+    """The fused kernel, or the batch-norm, region-difference and skipped-box tricks, against
+    plain autograd ops."""
     image = photo(96, 128)
     weights = torch.cat([style_mix({2: 1.0}), style_mix({17: 0.5, 4: 0.5})])
     masks = torch.zeros(1, 2, 96, 128)
     masks[:, 0, 29:83, 41:87] = torch.rand(54, 46)  # a soft region in an unaligned box
     masks[:, 1] = 1 - masks[:, 0]
-    with torch.inference_mode():
+    if fused:
+        assert fused_norm.kernels(wait=True) is not None, fused_norm.status()
+    with torch.inference_mode(), contextlib.nullcontext() if fused else fused_norm.disabled():
         fast = net(image, weights, masks)
         swapped = net(image, weights.flip(0), masks.flip(1))
     with torch.enable_grad():

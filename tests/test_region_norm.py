@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
+from partialstyle.style import fused_norm
 from partialstyle.style.multistyle import (
     STATISTICS_PRIOR_PIXELS,
     RegionSupport,
@@ -64,9 +66,18 @@ def _soft_regions(height: int, width: int) -> torch.Tensor:
     return torch.stack([blob, speck, 1 - blob - speck])[None]
 
 
+@pytest.fixture(scope="module")
+def fused_kernels():
+    """The compiled kernels (built on first use; this machine has a C++ compiler)."""
+    kernels = fused_norm.kernels(wait=True)
+    assert kernels is not None, f"fused kernel build: {fused_norm.status()}"
+    return kernels
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_fast_path_equals_the_reference(dtype) -> None:
-    """Boxes, the derived base region and the eval-mode batch norm against plain ops."""
+    """The plain-op inference path (boxes, the derived base region, eval-mode batch norm),
+    which runs where the fused kernel is not built, against the reference."""
     norm = _norm_with_styles(32, seed=0)
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(1, 32, 45, 80, generator=generator) * 2 + torch.rand(1, 32, 1, 1) * 3
@@ -75,7 +86,7 @@ def test_fast_path_equals_the_reference(dtype) -> None:
     weights = torch.eye(4)[:3]
     support = RegionSupport.of(masks)
     assert support.base == 2 and support.boxes[1] == (3, 4, 5, 6)
-    with torch.inference_mode():
+    with torch.inference_mode(), fused_norm.disabled():
         fast = norm(x, weights, masks, support=support).float()
     reference = norm._reference(x.float(), weights, masks.float())
     # bf16: the output itself is rounded to 8 bits of mantissa (values up to about 5).
@@ -104,7 +115,7 @@ def test_regions_normalise_apart_and_a_speck_falls_back_to_the_whole_image() -> 
     assert torch.allclose(var[0, 1], var_all[0], rtol=0.1)
 
 
-def test_one_style_everywhere_ignores_the_regions(default_models) -> None:
+def test_one_style_everywhere_ignores_the_regions(default_models, fused_kernels) -> None:
     """Regions given the same style share statistics: a plain forward, exactly."""
     from partialstyle.models_cache import load_model
 
@@ -211,3 +222,74 @@ def test_one_persons_style_does_not_change_the_other(two_people) -> None:
             difference = _levels(outputs[i], outputs[j])
             assert difference[first > 0.99].mean() > 20, "person 1's styles must differ"
             assert difference[watched].mean() < 4
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("regions", [0, 2, 3])
+@pytest.mark.parametrize(
+    ("relu", "residual", "pad", "mode"),
+    [(True, False, 1, "reflect"), (False, True, 4, "reflect"), (True, True, 1, "replicate")],
+)
+def test_fused_kernel_equals_the_reference(
+    fused_kernels, dtype, regions, relu, residual, pad, mode
+) -> None:
+    """Statistics, blended affine, ReLU, residual and padding against plain ops."""
+    channels = 32 if regions != 3 else 5  # a common and an odd channel count
+    norm = _norm_with_styles(channels, seed=4)
+    generator = torch.Generator().manual_seed(5)
+    x = torch.randn(1, channels, 45, 80, generator=generator) * 2 + 1.5
+    x = x.to(dtype, memory_format=torch.channels_last)
+    skip = torch.randn(1, channels, 47, 82, generator=generator).to(dtype)
+    skip = skip.contiguous(memory_format=torch.channels_last)[..., 1:-1, 1:-1]  # strided view
+    masks = None if regions == 0 else _soft_regions(45, 80)[:, 3 - regions :]
+    if regions == 2:  # two regions summing to 1
+        masks = torch.cat([masks[:, :1], 1 - masks[:, :1]], dim=1)
+    weights = torch.eye(4)[: max(regions, 1)]
+    with torch.inference_mode():
+        fused = norm(
+            x,
+            weights,
+            masks,
+            relu=relu,
+            residual=skip if residual else None,
+            out_pad=pad,
+            pad_mode=mode,
+        )
+    expected = norm._reference(x.float(), weights, masks)
+    if relu:
+        expected = expected.relu()
+    if residual:
+        expected = expected + skip.float()
+    expected = F.pad(expected, [pad] * 4, mode=mode)
+    assert fused.dtype == dtype and fused.shape == expected.shape
+    assert fused.is_contiguous(memory_format=torch.channels_last)
+    error = (fused.float() - expected).abs()
+    # bf16: the result is rounded to 8 bits of mantissa (values up to about 10).
+    assert error.max() <= (2e-5 if dtype == torch.float32 else 0.04)
+
+
+@pytest.mark.usefixtures("default_models")
+def test_fast_network_stays_close_to_exact_fp32(fused_kernels, astronaut_wide) -> None:
+    """The fused bf16 network, the plain-op bf16 network and the exact fp32 network on a real
+    frame with the real person mask: within 0.003 mean (0-1 scale) of exact fp32."""
+    from partialstyle.modelstore import model_path
+    from partialstyle.style.multistyle import MultiStyleNet
+
+    image = torch.from_numpy(astronaut_wide).permute(2, 0, 1)[None].float() / 255
+    person = torch.from_numpy(Pipeline().person_mask(astronaut_wide))
+    masks = torch.stack([1 - person, person])[None]
+    styles = torch.zeros(2, 26)
+    styles[0, 19], styles[1, 7] = 1.0, 1.0
+    exact = MultiStyleNet.load(model_path("multistyle26"), precision="fp32")
+    fast = MultiStyleNet.load(model_path("multistyle26"), precision="bf16")
+    for args in ((image, styles[:1]), (image, styles, masks)):
+        with torch.inference_mode():
+            fused_fp32, fused_bf16 = exact(*args), fast(*args)
+            with fused_norm.disabled():
+                plain_fp32, plain_bf16 = exact(*args), fast(*args)
+        with torch.enable_grad():  # the autograd path: the definition, plain ops
+            reference = exact(args[0].clone().requires_grad_(), *args[1:]).detach()
+        assert (plain_fp32 - reference).abs().max() < 1e-3
+        assert (fused_fp32 - reference).abs().max() < 1e-3
+        for approx in (fused_bf16, plain_bf16):
+            assert (approx - reference).abs().mean() < 0.003

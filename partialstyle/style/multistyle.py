@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from partialstyle.errors import ModelMissingError
+from partialstyle.style import fused_norm
 
 NUM_STYLES = 26
 # The network downsamples twice by 2, so inputs are padded to a multiple of 4. The deepest
@@ -57,6 +58,7 @@ class SpatialCIN(nn.Module):
         out_pad: int = 0,
         pad_mode: str = "reflect",
         support: RegionSupport | None = None,
+        exact_masks: Tensor | None = None,
     ) -> Tensor:
         """Normalise ``x`` [N,C,H,W] and apply the style affine.
 
@@ -64,12 +66,25 @@ class SpatialCIN(nn.Module):
         here if not already at ``x``'s resolution) or None, when R must be 1. The masks
         must sum to 1 at every pixel. ``support`` (at ``x``'s resolution) lets inference
         skip pixels where a region's mask is 0.
+        ``exact_masks`` are the same masks in fp32, contiguous, for the fused kernel.
         The keywords fuse what the network does next, saving full passes over memory:
         ``relu`` or adding ``residual``, then padding by ``out_pad`` for the next conv.
         """
+        kernels = fused_norm.kernels() if fused_norm.applies(x) else None
         if torch.is_grad_enabled() and (self.gamma.requires_grad or x.requires_grad):
             # Autograd path: plain ops, easy to differentiate.
             y = self._reference(x, style_weights, region_masks)
+        elif kernels is not None:
+            if region_masks is not None and exact_masks is None:
+                exact_masks = _resize_masks(region_masks.float(), x.shape[-2:]).contiguous()
+            base = None if support is None else support.base
+            masks = [None] * x.shape[0] if exact_masks is None else exact_masks.split(1)
+            skips = [None] * x.shape[0] if residual is None else residual.split(1)
+            outputs = [
+                self._fused(kernels, xi, style_weights, mi, base, relu, ri, out_pad, pad_mode)
+                for xi, mi, ri in zip(x.split(1), masks, skips, strict=True)
+            ]
+            return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         elif x.shape[0] > 1:
             # batch_norm pools statistics over the batch, so images go one at a time.
             masks = [None] * x.shape[0] if region_masks is None else region_masks.split(1)
@@ -109,6 +124,55 @@ class SpatialCIN(nn.Module):
         scale = rows[:, :channels] * torch.rsqrt(var + self.eps)
         shift = rows[:, channels:] - mean * scale
         return _apply_affine(x, torch.cat([scale, shift], dim=2), masks)
+
+    def _fused(
+        self,
+        kernels,
+        x: Tensor,
+        style_weights: Tensor,
+        masks: Tensor | None,
+        base: int | None,
+        relu: bool,
+        residual: Tensor | None,
+        out_pad: int,
+        pad_mode: str,
+    ) -> Tensor:
+        """``_reference`` plus ReLU, residual and padding in two passes (see ``fused_norm``):
+        one reads ``x`` for every statistic, the other writes the padded result.
+
+        As in ``_normalize_one``, the base region's sums are the whole image's minus the
+        others', and its row is the starting point to which the others add their masked
+        differences, so pixels outside every other region cost no more than without regions.
+        """
+        rows = self._affine_rows(x, style_weights, masks)
+        channels = x.shape[1]
+        gamma, beta = rows[:, :channels], rows[:, channels:]
+        x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
+        others = x.new_empty(0, dtype=torch.float32)
+        if masks is not None:
+            if base is None:
+                base = int(masks.sum(dim=(0, 2, 3)).argmax())
+            keep = [r for r in range(masks.shape[1]) if r != base]
+            others = masks[:, keep].contiguous()  # [1,R-1,H,W]
+        moments = kernels.region_moments(x, others)
+        mean, var = statistics_from_moments(moments, channels, x.shape[-2] * x.shape[-1], base)
+        scale = gamma * torch.rsqrt(var + self.eps)
+        shift = beta - mean * scale
+        if masks is not None:  # base row first, then the others' differences from it
+            scale = torch.cat([scale[base : base + 1], scale[keep] - scale[base]])
+            shift = torch.cat([shift[base : base + 1], shift[keep] - shift[base]])
+        if residual is not None and residual.stride(1) != 1:
+            residual = residual.contiguous(memory_format=torch.channels_last)
+        return kernels.region_affine(
+            x,
+            others,
+            scale.contiguous(),
+            shift.contiguous(),
+            x.new_empty(0) if residual is None else residual,
+            relu,
+            out_pad,
+            pad_mode == "reflect",
+        )
 
     def _normalize_one(
         self,
@@ -209,6 +273,36 @@ def pooled_statistics(
     offset = first / weight  # region mean minus image mean
     var = (second + prior_pixels * var_all) / weight - offset * offset
     return mean_all + offset, var.clamp_min(0.0)
+
+
+def statistics_from_moments(
+    moments: Tensor, channels: int, pixels: int, base: int | None
+) -> tuple[Tensor, Tensor]:
+    """Mean and variance, [R,C] fp32 (R = 1 without regions), from the fused kernel's sums.
+
+    ``moments`` (fp64) holds sum x and sum x^2 per channel, then for each region other
+    than ``base`` sum m x and sum m x^2, then their areas. The base region's sums are the
+    whole image's minus the others' (the masks sum to 1). The statistics are
+    ``region_statistics``'.
+    """
+    moments = moments.double()
+    others = (moments.numel() - 2 * channels) // (2 * channels + 1)
+    mean_all = moments[:channels] / pixels
+    var_all = (moments[channels : 2 * channels] / pixels - mean_all * mean_all).clamp_min(0.0)
+    if base is None:
+        return mean_all[None].float(), var_all[None].float()
+    sums = moments[2 * channels : 2 * channels * (1 + others)].view(others, 2, channels)
+    area = moments[moments.numel() - others :][:, None]
+    sum_x, sum_xx = sums[:, 0], sums[:, 1]
+    first = sum_x - area * mean_all
+    second = sum_xx - 2.0 * mean_all * sum_x + area * mean_all * mean_all
+    area = torch.cat([area[:base], pixels - area.sum(0, keepdim=True), area[base:]])
+    first = torch.cat([first[:base], -first.sum(0, keepdim=True), first[base:]])
+    second = torch.cat(
+        [second[:base], pixels * var_all - second.sum(0, keepdim=True), second[base:]]
+    )
+    mean, var = pooled_statistics(area, first, second, mean_all, var_all)
+    return mean.float(), var.float()
 
 
 def _boxed_region_statistics(
@@ -383,6 +477,7 @@ class ConvCIN(nn.Module):
         if self.upsample:
             y = F.pixel_shuffle(y, 2)
         mask, support = (None, None) if masks is None else masks.at(y.shape[-1])
+        exact = None if masks is None else masks.exact[y.shape[-1]]
         return self.norm(
             y,
             style_weights,
@@ -392,6 +487,7 @@ class ConvCIN(nn.Module):
             out_pad=out_pad,
             pad_mode=pad_mode,
             support=support,
+            exact_masks=exact,
         )
 
     def _convolve(self, x: Tensor) -> Tensor:
@@ -670,14 +766,18 @@ class MaskPyramid(NamedTuple):
     levels: dict[int, Tensor]
     support: RegionSupport
     width: int
+    exact: dict[int, Tensor]
 
     @classmethod
     def build(cls, masks: Tensor, dtype: torch.dtype) -> MaskPyramid:
-        """Averaged in fp32, then cast to ``dtype``; the sizes are exact halves."""
+        """Averaged in fp32, then cast to ``dtype`` (``exact`` keeps fp32, contiguous, for
+        the fused kernel); the sizes are exact halves."""
+        masks = masks.contiguous()
         half = F.avg_pool2d(masks, 2)
         quarter = F.avg_pool2d(half, 2)
-        levels = {m.shape[-1]: m.to(dtype) for m in (masks, half, quarter)}
-        return cls(levels, RegionSupport.of(quarter, block=4), masks.shape[-1])
+        exact = {m.shape[-1]: m for m in (masks, half, quarter)}
+        levels = {width: m.to(dtype) for width, m in exact.items()}
+        return cls(levels, RegionSupport.of(quarter, block=4), masks.shape[-1], exact)
 
     def at(self, width: int) -> tuple[Tensor, RegionSupport]:
         """The masks and their support at the level ``width`` pixels wide."""

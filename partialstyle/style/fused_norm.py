@@ -1,0 +1,368 @@
+"""A fused CPU kernel for the style networks' region normalisation, built on first use.
+
+Between two convolutions the 26-style network does only memory-bound work: per-channel
+statistics (over the image and, with regions, per region), a per-pixel scale and shift
+blended from the regions' rows, ReLU, the residual add and padding for the next conv. As
+separate torch ops that is 4-6 passes over each activation; these two kernels make it two
+(one read for all statistics, one read and one write for the rest), whatever the number of
+regions, in fp32 or bf16 with fp32 arithmetic.
+
+The kernel is C++ compiled with torch's extension builder the first time it is wanted
+(about a minute, once per machine; cached under torch's extension directory, keyed by the
+source and the CPU's instruction sets). Building happens in a background thread, so the
+first frames use the plain torch ops meanwhile; without a C++ compiler the plain ops stay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import ModuleType
+
+import torch
+from torch import Tensor
+
+_log = logging.getLogger(__name__)
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+template <typename T>
+inline float to_float(T v) { return static_cast<float>(v); }
+
+// Sums over one image, x [1,C,H,W] with unit channel stride: per channel sum(x), sum(x^2),
+// and for each of the R planar masks m [R,H,W] (fp32) sum(m x), sum(m x^2) and sum(m).
+// Each row is summed in fp32, rows are added in fp64.
+// CC is the channel count when known at compile time (full unrolling and vectorisation),
+// 0 for any other count.
+template <typename T, int CC>
+void moments_kernel(const T* x, int64_t H, int64_t W, int64_t channels, int64_t sh,
+                    int64_t sw, const float* m, int64_t R, double* out) {
+  const int64_t C = CC > 0 ? CC : channels;
+  const int64_t width = (1 + R) * 2 * C + R;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), H));
+  std::vector<double> partial(chunks * width, 0.0);
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> row(width);
+    for (int64_t k = begin; k < end; ++k) {
+      double* total = partial.data() + k * width;
+      for (int64_t h = H * k / chunks; h < H * (k + 1) / chunks; ++h) {
+        std::fill(row.begin(), row.end(), 0.0f);
+        float* s1 = row.data();
+        float* s2 = s1 + C;
+        for (int64_t w = 0; w < W; ++w) {
+          const T* px = x + h * sh + w * sw;
+          for (int64_t c = 0; c < C; ++c) {
+            const float v = to_float(px[c]);
+            s1[c] += v;
+            s2[c] += v * v;
+          }
+          for (int64_t r = 0; r < R; ++r) {
+            const float mr = m[(r * H + h) * W + w];
+            if (mr == 0.0f) continue;
+            float* r1 = s1 + (1 + r) * 2 * C;
+            float* r2 = r1 + C;
+            for (int64_t c = 0; c < C; ++c) {
+              const float v = to_float(px[c]);
+              r1[c] += mr * v;
+              r2[c] += mr * v * v;
+            }
+            row[(1 + R) * 2 * C + r] += mr;
+          }
+        }
+        for (int64_t i = 0; i < width; ++i) total[i] += row[i];
+      }
+    }
+  });
+  std::fill(out, out + width, 0.0);
+  for (int64_t k = 0; k < chunks; ++k)
+    for (int64_t i = 0; i < width; ++i) out[i] += partial[k * width + i];
+}
+
+// y = x * scale(p) + shift(p) with scale(p) = scale[0] + sum_r m_r(p) scale[r + 1] for the R
+// planar masks (likewise shift): the base region's row plus each other region's difference
+// from it, weighted by its mask. Then ReLU, then + residual; written into the interior of
+// y, which is padded by `pad` on every side (filled by pad_borders).
+template <typename T, int CC, bool RELU, bool RES>
+inline void affine_pixel(const T* __restrict__ px, const float* __restrict__ s,
+                         const float* __restrict__ t, const T* __restrict__ pr,
+                         T* __restrict__ py, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    float v = to_float(px[c]) * s[c] + t[c];
+    if (RELU) v = v > 0.0f ? v : 0.0f;
+    if (RES) v += to_float(pr[c]);
+    py[c] = static_cast<T>(v);
+  }
+}
+
+template <typename T, int CC, bool RELU, bool RES>
+void affine_rows(const T* x, int64_t H, int64_t W, int64_t channels, int64_t sh, int64_t sw,
+                 const float* m, int64_t R, const float* scale, const float* shift,
+                 const T* res, int64_t rh, int64_t rw, T* y, int64_t pad) {
+  const int64_t C = CC > 0 ? CC : channels;
+  const int64_t out_w = W + 2 * pad;
+  at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
+    float s[CC > 0 ? CC : 64], t[CC > 0 ? CC : 64];
+    for (int64_t c = 0; c < C; ++c) {
+      s[c] = scale[c];
+      t[c] = shift[c];
+    }
+    for (int64_t h = begin; h < end; ++h) {
+      T* out = y + ((h + pad) * out_w + pad) * C;
+      for (int64_t w = 0; w < W; ++w) {
+        if (R > 0) {
+          for (int64_t c = 0; c < C; ++c) {
+            s[c] = scale[c];
+            t[c] = shift[c];
+          }
+          for (int64_t r = 0; r < R; ++r) {
+            const float mr = m[(r * H + h) * W + w];
+            if (mr == 0.0f) continue;
+            const float* __restrict__ sr = scale + (r + 1) * C;
+            const float* __restrict__ tr = shift + (r + 1) * C;
+            for (int64_t c = 0; c < C; ++c) {
+              s[c] += mr * sr[c];
+              t[c] += mr * tr[c];
+            }
+          }
+        }
+        affine_pixel<T, CC, RELU, RES>(x + h * sh + w * sw, s, t,
+                                       RES ? res + h * rh + w * rw : nullptr, out + w * C, C);
+      }
+    }
+  });
+}
+
+// y = x * scale(p) + shift(p) with scale(p) = scale[0] + sum_r m_r(p) scale[r + 1] for the R
+// planar masks (likewise shift): the base region's row plus each other region's difference
+// from it, weighted by its mask. Then ReLU, then + residual; written into the interior of
+// y, which is padded by `pad` on every side (filled by pad_borders).
+template <typename T, int CC>
+void affine_kernel(const T* x, int64_t H, int64_t W, int64_t channels, int64_t sh, int64_t sw,
+                   const float* m, int64_t R, const float* scale, const float* shift,
+                   const T* res, int64_t rh, int64_t rw, bool relu, T* y, int64_t pad) {
+  // The flags become template arguments, so the per-channel loop has no branches.
+  auto run = [&](auto relu_flag, auto res_flag) {
+    affine_rows<T, CC, decltype(relu_flag)::value, decltype(res_flag)::value>(
+        x, H, W, channels, sh, sw, m, R, scale, shift, res, rh, rw, y, pad);
+  };
+  using yes = std::true_type;
+  using no = std::false_type;
+  if (relu && res) run(yes{}, yes{});
+  else if (relu) run(yes{}, no{});
+  else if (res) run(no{}, yes{});
+  else run(no{}, no{});
+}
+
+// Fill the border of a channels-last [H+2p, W+2p, C] buffer from its interior: reflect
+// (mirror without repeating the edge) or replicate.
+template <typename T>
+void pad_borders(T* y, int64_t H, int64_t W, int64_t C, int64_t pad, bool reflect) {
+  if (pad == 0) return;
+  const int64_t out_w = W + 2 * pad;
+  at::parallel_for(pad, H + pad, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t h = begin; h < end; ++h) {
+      T* row = y + h * out_w * C;
+      for (int64_t j = 0; j < pad; ++j) {
+        const int64_t left = reflect ? 2 * pad - j : pad;
+        const int64_t right_dst = W + pad + j;
+        const int64_t right = reflect ? W + pad - 2 - j : W + pad - 1;
+        std::copy(row + left * C, row + (left + 1) * C, row + j * C);
+        std::copy(row + right * C, row + (right + 1) * C, row + right_dst * C);
+      }
+    }
+  });
+  const int64_t row_len = out_w * C;
+  for (int64_t j = 0; j < pad; ++j) {
+    const int64_t top = reflect ? 2 * pad - j : pad;
+    const int64_t bottom_dst = H + pad + j;
+    const int64_t bottom = reflect ? H + pad - 2 - j : H + pad - 1;
+    std::copy(y + top * row_len, y + (top + 1) * row_len, y + j * row_len);
+    std::copy(y + bottom * row_len, y + (bottom + 1) * row_len, y + bottom_dst * row_len);
+  }
+}
+
+// Calls f.template operator()<CC>() with CC the channel count if it is a common one, else 0.
+template <typename F>
+void dispatch_channels(int64_t C, F&& f) {
+  switch (C) {
+    case 32: f(std::integral_constant<int, 32>{}); break;
+    case 16: f(std::integral_constant<int, 16>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    default: f(std::integral_constant<int, 0>{});
+  }
+}
+
+void check_image(const torch::Tensor& x) {
+  TORCH_CHECK(x.dim() == 4 && x.size(0) == 1, "expected one image [1,C,H,W]");
+  TORCH_CHECK(x.stride(1) == 1, "expected channels innermost (channels_last)");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
+              "expected float32 or bfloat16");
+}
+
+}  // namespace
+
+torch::Tensor region_moments(torch::Tensor x, torch::Tensor masks) {
+  check_image(x);
+  const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t R = masks.numel() ? masks.size(1) : 0;
+  if (R) TORCH_CHECK(masks.is_contiguous() && masks.scalar_type() == at::kFloat &&
+                     masks.size(2) == H && masks.size(3) == W, "masks must be fp32 [1,R,H,W]");
+  auto out = torch::empty({(1 + R) * 2 * C + R}, x.options().dtype(at::kDouble));
+  const float* m = R ? masks.data_ptr<float>() : nullptr;
+  dispatch_channels(C, [&](auto cc) {
+    constexpr int CC = decltype(cc)::value;
+    if (x.scalar_type() == at::kFloat)
+      moments_kernel<float, CC>(x.data_ptr<float>(), H, W, C, x.stride(2), x.stride(3), m, R,
+                                out.data_ptr<double>());
+    else
+      moments_kernel<at::BFloat16, CC>(x.data_ptr<at::BFloat16>(), H, W, C, x.stride(2),
+                                       x.stride(3), m, R, out.data_ptr<double>());
+  });
+  return out;
+}
+
+torch::Tensor region_affine(torch::Tensor x, torch::Tensor masks, torch::Tensor scale,
+                            torch::Tensor shift, torch::Tensor residual, bool relu,
+                            int64_t pad, bool reflect) {
+  check_image(x);
+  const int64_t C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t R = masks.numel() ? masks.size(1) : 0;
+  if (R) TORCH_CHECK(masks.is_contiguous() && masks.scalar_type() == at::kFloat &&
+                     masks.size(2) == H && masks.size(3) == W, "masks must be fp32 [1,R,H,W]");
+  TORCH_CHECK(scale.is_contiguous() && shift.is_contiguous() &&
+              scale.scalar_type() == at::kFloat && shift.scalar_type() == at::kFloat &&
+              scale.numel() == (R + 1) * C && shift.numel() == scale.numel(),
+              "scale and shift must be fp32 [R+1, C]");
+  const bool has_res = residual.numel() > 0;
+  if (has_res) {
+    check_image(residual);
+    TORCH_CHECK(residual.scalar_type() == x.scalar_type() && residual.size(1) == C &&
+                residual.size(2) == H && residual.size(3) == W, "residual must match x");
+  }
+  auto y = torch::empty({1, C, H + 2 * pad, W + 2 * pad},
+                        x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  TORCH_CHECK(C <= 64, "at most 64 channels");
+  const float* m = R ? masks.data_ptr<float>() : nullptr;
+  dispatch_channels(C, [&](auto cc) {
+  constexpr int CC = decltype(cc)::value;
+  if (x.scalar_type() == at::kFloat) {
+    affine_kernel<float, CC>(x.data_ptr<float>(), H, W, C, x.stride(2), x.stride(3), m, R,
+                  scale.data_ptr<float>(), shift.data_ptr<float>(),
+                  has_res ? residual.data_ptr<float>() : nullptr,
+                  has_res ? residual.stride(2) : 0, has_res ? residual.stride(3) : 0, relu,
+                  y.data_ptr<float>(), pad);
+    pad_borders(y.data_ptr<float>(), H, W, C, pad, reflect);
+  } else {
+    using B = at::BFloat16;
+    affine_kernel<B, CC>(x.data_ptr<B>(), H, W, C, x.stride(2), x.stride(3), m, R,
+                  scale.data_ptr<float>(), shift.data_ptr<float>(),
+                  has_res ? residual.data_ptr<B>() : nullptr,
+                  has_res ? residual.stride(2) : 0, has_res ? residual.stride(3) : 0, relu,
+                  y.data_ptr<B>(), pad);
+    pad_borders(y.data_ptr<B>(), H, W, C, pad, reflect);
+  }
+  });
+  return y;
+}
+"""
+
+_lock = threading.Lock()
+_module: ModuleType | None = None
+_state = "not started"  # "building", "ready" or "failed: <reason>"
+# PARTIALSTYLE_FUSED_NORM=0 keeps the plain torch ops (for comparisons, or a broken build).
+_enabled = os.environ.get("PARTIALSTYLE_FUSED_NORM", "1") != "0"
+
+
+def _cpu_flags() -> str:
+    """The CPU's instruction-set flags, so a kernel built with -march=native is per CPU."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return line
+    except OSError:
+        pass
+    return ""
+
+
+def _build() -> None:
+    global _module, _state
+    try:
+        from torch.utils.cpp_extension import load_inline
+
+        key = hashlib.sha256((_SOURCE + _cpu_flags() + torch.__version__).encode()).hexdigest()
+        _module = load_inline(
+            name=f"partialstyle_fused_norm_{key[:12]}",
+            cpp_sources=[_SOURCE],
+            functions=["region_moments", "region_affine"],
+            extra_cflags=["-O3", "-march=native", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+        _state = "ready"
+    except Exception as exc:  # no compiler, no headers, a failed build: plain ops stay
+        _state = f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        _log.info("fused normalisation kernel unavailable (%s); using plain torch ops", _state)
+
+
+def kernels(wait: bool = False) -> ModuleType | None:
+    """The compiled kernels if ready; otherwise start building them (once) and return None.
+
+    ``wait`` blocks until the build is done (tests, benchmarks).
+    """
+    global _state
+    if not _enabled:
+        return None
+    if _module is not None:
+        return _module
+    with _lock:
+        if _state == "not started":
+            _state = "building"
+            thread = threading.Thread(target=_build, name="fused-norm-build", daemon=True)
+            thread.start()
+            _kernels_thread[0] = thread
+    if wait and _kernels_thread[0] is not None:
+        _kernels_thread[0].join()
+    return _module
+
+
+_kernels_thread: list[threading.Thread | None] = [None]
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Use the plain torch ops inside this block (the kernels' reference in tests)."""
+    global _enabled
+    previous, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+def status() -> str:
+    """ "ready", "building", "not started" or "failed: <reason>" (for doctor and bench)."""
+    return _state
+
+
+def applies(x: Tensor) -> bool:
+    """Whether the kernels handle ``x`` [N,C,H,W]: CPU inference in fp32 or bf16."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and x.dim() == 4
+        and x.shape[1] <= 64
+        and not (torch.is_grad_enabled() and x.requires_grad)
+    )
