@@ -26,8 +26,17 @@ from safetensors.torch import load_file
 from torch import nn
 
 from partialstyle.errors import ModelMissingError
+from partialstyle.style import fused_norm
 from partialstyle.style.johnson import pad_to_multiple
-from partialstyle.style.multistyle import merge_repeated_styles, region_statistics
+from partialstyle.style.multistyle import (
+    PRECISIONS,
+    fused_region_norm,
+    merge_repeated_styles,
+    native_bf16,
+    prepackable,
+    region_statistics,
+    subpixel_weight,
+)
 
 STYLE_DIM = 100
 STYLE_IMAGE_SIZE = 256
@@ -238,6 +247,38 @@ def _blend(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nrhw,nrc->nchw", weights, values)
 
 
+class PackedConv:
+    """A conv for the fast inference path: weight and bias cast once to the compute dtype,
+    the weight packed by oneDNN for the last input shape (see multistyle.ConvCIN), and
+    ReLU as oneDNN's post-op. With ``upsample`` it computes "nearest x2, reflect pad 1,
+    3x3 conv" at low resolution from a replicate-padded input (``subpixel_weight``)."""
+
+    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype, upsample: bool = False) -> None:
+        weight = conv.weight.detach()
+        self.weight = (subpixel_weight(weight) if upsample else weight).to(dtype).contiguous()
+        self.bias = None if conv.bias is None else conv.bias.detach().to(dtype)
+        self.stride = list(conv.stride)
+        self.upsample = upsample
+        self._packed: tuple[tuple, torch.Tensor] | None = None
+
+    def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        if prepackable(x):
+            key = (tuple(x.shape), x.dtype)
+            if self._packed is None or self._packed[0] != key:
+                blocked = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                    self.weight.to_mkldnn(), [0, 0], self.stride, [1, 1], 1, list(x.shape)
+                )
+                self._packed = (key, blocked)
+            attr = "relu" if relu else "none"
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed[1], self.bias, [0, 0], self.stride, [1, 1], 1, attr, [], ""
+            )
+        else:
+            y = F.conv2d(x, self.weight, self.bias, self.stride)
+            y = y.relu_() if relu else y
+        return F.pixel_shuffle(y, 2) if self.upsample else y
+
+
 class ArbitraryTransformer(nn.Module):
     """Magenta's width-0.25 style network: 3 contracting convs (unconditioned), then 5 residual
     blocks and 3 expanding convs, all 13 normalised by the style. Fully convolutional."""
@@ -260,6 +301,80 @@ class ArbitraryTransformer(nn.Module):
         self.io_quant = QuantSites(IO_QUANT_SITES)
         self.contract_quant = QuantSites(("conv1", "conv2", "conv3"))
         self.residual_quant = QuantSites(tuple(f"residual{i}" for i in range(1, 6)))
+        self.compute_dtype = torch.float32
+        self._fast_convs: dict[str, PackedConv] | None = None
+
+    def set_precision(self, precision: str = "auto") -> None:
+        """The fast path's precision: "fp32", "bf16" (activations and conv weights; norm
+        statistics and style heads stay fp32) or "auto" (bf16 on CPUs with native bf16)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "auto":
+            precision = "bf16" if native_bf16(next(self.parameters()).device) else "fp32"
+        self.compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self._fast_convs = None
+
+    def _convs(self) -> dict[str, PackedConv]:
+        """The fast path's convs, made on first use from the current weights."""
+        if self._fast_convs is None:
+            dtype, convs = self.compute_dtype, {}
+            for i, conv in enumerate(self.contract):
+                convs[f"contract{i}"] = PackedConv(conv, dtype)
+            for i, (first, second) in enumerate(self.residual):
+                convs[f"residual{i}a"] = PackedConv(first.conv, dtype)
+                convs[f"residual{i}b"] = PackedConv(second.conv, dtype)
+            for i, layer in enumerate(self.expand):
+                convs[f"expand{i}"] = PackedConv(layer.conv, dtype, upsample=layer.upsample)
+            self._fast_convs = convs
+        return self._fast_convs
+
+    def fast_forward(
+        self, kernels, image: torch.Tensor, styles: torch.Tensor, weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``forward`` without fake_quant, on CPU: convs in ``compute_dtype`` on channels-last
+        activations, each normalisation (with ReLU, residual and the next conv's padding) one
+        fused kernel call (``multistyle.fused_region_norm``). Same definition as ``forward``.
+        """
+        if image.shape[0] > 1:
+            masks = [None] * image.shape[0] if weights is None else weights.split(1)
+            return torch.cat(
+                [
+                    self.fast_forward(kernels, one, styles, mask)
+                    for one, mask in zip(image.split(1), masks, strict=True)
+                ]
+            )
+        convs = self._convs()
+        levels = {}
+        base = None
+        if weights is not None:
+            full = weights.float().contiguous()
+            half = F.avg_pool2d(full, 2)
+            quarter = F.avg_pool2d(half, 2)
+            levels = {m.shape[-1]: m for m in (full, half, quarter)}
+            base = int(quarter.sum(dim=(0, 2, 3)).argmax())
+        styles = styles.float()
+
+        def norm(layer: StyledConv, y: torch.Tensor, **fused) -> torch.Tensor:
+            masks = levels.get(y.shape[-1]) if weights is not None else None
+            gamma, beta = layer.gamma(styles), layer.beta(styles)
+            return fused_region_norm(kernels, y, gamma, beta, masks, base, NORM_EPS, **fused)
+
+        x = F.pad(image, (4,) * 4, mode="reflect")
+        x = x.to(self.compute_dtype, memory_format=torch.channels_last)
+        for i in range(len(self.contract)):
+            x = F.pad(convs[f"contract{i}"](x, relu=True), (1,) * 4, mode="reflect")
+        last = len(self.residual) - 1
+        for i, (first, second) in enumerate(self.residual):
+            inner = x[..., 1:-1, 1:-1]
+            hidden = norm(first, convs[f"residual{i}a"](x), relu=True, out_pad=1)
+            mode = "replicate" if i == last else "reflect"  # the upsampling conv wants replicate
+            x = norm(
+                second, convs[f"residual{i}b"](hidden), residual=inner, out_pad=1, pad_mode=mode
+            )
+        x = norm(self.expand[0], convs["expand0"](x), relu=True, out_pad=1, pad_mode="replicate")
+        x = norm(self.expand[1], convs["expand1"](x), relu=True, out_pad=4)
+        x = norm(self.expand[2], convs["expand2"](x))
+        return x.float().sigmoid_()
 
     def forward(
         self,
@@ -306,9 +421,16 @@ class ArbitraryStyle(nn.Module):
 
     @classmethod
     def load(
-        cls, path: Path | str, device: torch.device | str = "cpu", fake_quant: bool = False
+        cls,
+        path: Path | str,
+        device: torch.device | str = "cpu",
+        fake_quant: bool = False,
+        precision: str = "auto",
     ) -> ArbitraryStyle:
         """Load the file written by ``convert_arbitrary``.
+
+        ``precision`` is the fast CPU path's (see ``ArbitraryTransformer.set_precision``); it
+        runs once the fused normalisation kernel is built, with plain fp32 ops until then.
 
         ``fake_quant`` makes ``stylize`` round every activation as the int8 graph does: 2-3x
         slower on a CPU, closer to the original on photos (mean error 0.013 instead of 0.020) and
@@ -346,7 +468,9 @@ class ArbitraryStyle(nn.Module):
                 f"unexpected {unexpected[:3]}); run `partialstyle models prepare` again"
             )
         model.load_state_dict(state)
-        return model.to(device).eval()
+        model = model.to(device).eval()
+        model.transformer.set_precision(precision)
+        return model
 
     @property
     def device(self) -> torch.device:
@@ -418,7 +542,16 @@ class ArbitraryStyle(nn.Module):
         elif regions != 1:
             raise ValueError(f"{regions} style vectors need region_masks to say where each goes")
         padded = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
-        styled = self.transformer(padded, style_vectors.to(image.dtype), weights, self.fake_quant)
+        kernels = None
+        if not self.fake_quant and fused_norm.applies(padded):
+            kernels = fused_norm.kernels()
+        if kernels is not None:
+            styled = self.transformer.fast_forward(kernels, padded, style_vectors, weights)
+            styled = styled.to(image.dtype)
+        else:
+            styled = self.transformer(
+                padded, style_vectors.to(image.dtype), weights, self.fake_quant
+            )
         return styled[..., :height, :width]
 
 

@@ -137,41 +137,21 @@ class SpatialCIN(nn.Module):
         out_pad: int,
         pad_mode: str,
     ) -> Tensor:
-        """``_reference`` plus ReLU, residual and padding in two passes (see ``fused_norm``):
-        one reads ``x`` for every statistic, the other writes the padded result.
-
-        As in ``_normalize_one``, the base region's sums are the whole image's minus the
-        others', and its row is the starting point to which the others add their masked
-        differences, so pixels outside every other region cost no more than without regions.
-        """
+        """``_reference`` plus ReLU, residual and padding: see ``fused_region_norm``."""
         rows = self._affine_rows(x, style_weights, masks)
         channels = x.shape[1]
-        gamma, beta = rows[:, :channels], rows[:, channels:]
-        x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
-        others = x.new_empty(0, dtype=torch.float32)
-        if masks is not None:
-            if base is None:
-                base = int(masks.sum(dim=(0, 2, 3)).argmax())
-            keep = [r for r in range(masks.shape[1]) if r != base]
-            others = masks[:, keep].contiguous()  # [1,R-1,H,W]
-        moments = kernels.region_moments(x, others)
-        mean, var = statistics_from_moments(moments, channels, x.shape[-2] * x.shape[-1], base)
-        scale = gamma * torch.rsqrt(var + self.eps)
-        shift = beta - mean * scale
-        if masks is not None:  # base row first, then the others' differences from it
-            scale = torch.cat([scale[base : base + 1], scale[keep] - scale[base]])
-            shift = torch.cat([shift[base : base + 1], shift[keep] - shift[base]])
-        if residual is not None and residual.stride(1) != 1:
-            residual = residual.contiguous(memory_format=torch.channels_last)
-        return kernels.region_affine(
+        return fused_region_norm(
+            kernels,
             x,
-            others,
-            scale.contiguous(),
-            shift.contiguous(),
-            x.new_empty(0) if residual is None else residual,
-            relu,
-            out_pad,
-            pad_mode == "reflect",
+            rows[:, :channels],
+            rows[:, channels:],
+            masks,
+            base,
+            self.eps,
+            relu=relu,
+            residual=residual,
+            out_pad=out_pad,
+            pad_mode=pad_mode,
         )
 
     def _normalize_one(
@@ -273,6 +253,60 @@ def pooled_statistics(
     offset = first / weight  # region mean minus image mean
     var = (second + prior_pixels * var_all) / weight - offset * offset
     return mean_all + offset, var.clamp_min(0.0)
+
+
+def fused_region_norm(
+    kernels,
+    x: Tensor,
+    gamma: Tensor,
+    beta: Tensor,
+    masks: Tensor | None,
+    base: int | None,
+    eps: float,
+    *,
+    relu: bool = False,
+    residual: Tensor | None = None,
+    out_pad: int = 0,
+    pad_mode: str = "reflect",
+) -> Tensor:
+    """Region instance norm of one image [1,C,H,W] with the fused kernels (``fused_norm``).
+
+    ``gamma``/``beta`` are the regions' rows [R,C] (fp32), ``masks`` fp32 [1,R,H,W]
+    contiguous or None (R = 1). Then ReLU, + ``residual``, padding by ``out_pad``: the
+    result of ``region_statistics`` and the blended affine, in two passes over memory (one
+    reads ``x`` for every statistic, the other writes the padded result).
+
+    As in ``SpatialCIN._normalize_one``, the base region's sums are the whole image's minus
+    the others', and its row is the starting point to which the others add their masked
+    differences, so pixels outside every other region cost no more than without regions.
+    """
+    channels = x.shape[1]
+    x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
+    others = x.new_empty(0, dtype=torch.float32)
+    if masks is not None:
+        if base is None:
+            base = int(masks.sum(dim=(0, 2, 3)).argmax())
+        keep = [r for r in range(masks.shape[1]) if r != base]
+        others = masks[:, keep].contiguous()  # [1,R-1,H,W]
+    moments = kernels.region_moments(x, others)
+    mean, var = statistics_from_moments(moments, channels, x.shape[-2] * x.shape[-1], base)
+    scale = gamma.float() * torch.rsqrt(var + eps)
+    shift = beta.float() - mean * scale
+    if masks is not None:  # base row first, then the others' differences from it
+        scale = torch.cat([scale[base : base + 1], scale[keep] - scale[base]])
+        shift = torch.cat([shift[base : base + 1], shift[keep] - shift[base]])
+    if residual is not None and residual.stride(1) != 1:
+        residual = residual.contiguous(memory_format=torch.channels_last)
+    return kernels.region_affine(
+        x,
+        others,
+        scale.contiguous(),
+        shift.contiguous(),
+        x.new_empty(0) if residual is None else residual,
+        relu,
+        out_pad,
+        pad_mode == "reflect",
+    )
 
 
 def statistics_from_moments(
@@ -503,7 +537,7 @@ class ConvCIN(nn.Module):
         """
         stride = list(self.conv.stride)
         weight = self.conv.weight
-        if not _prepackable(x):
+        if not prepackable(x):
             weight = weight.to(x.dtype)
             return F.conv2d(x, subpixel_weight(weight) if self.upsample else weight, stride=stride)
         key = (tuple(x.shape), x.dtype, weight.data_ptr())
@@ -526,7 +560,7 @@ _HAS_PACKED_CONV = hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight") and has
 )
 
 
-def _prepackable(x: Tensor) -> bool:
+def prepackable(x: Tensor) -> bool:
     """Whether the oneDNN prepacked conv applies: CPU inference in fp32 or bf16."""
     return (
         x.device.type == "cpu"
@@ -652,7 +686,7 @@ class MultiStyleNet(nn.Module):
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         device = next(self.parameters()).device
         if precision == "auto":
-            precision = "bf16" if _native_bf16(device) else "fp32"
+            precision = "bf16" if native_bf16(device) else "fp32"
         self.compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         for layer in self.modules():
             if isinstance(layer, ConvCIN):
@@ -722,7 +756,7 @@ def merge_repeated_styles(styles: Tensor, masks: Tensor) -> tuple[Tensor, Tensor
     return styles[kept], merged.index_add_(1, index, masks)
 
 
-def _native_bf16(device: torch.device) -> bool:
+def native_bf16(device: torch.device) -> bool:
     """Whether this CPU runs bf16 convolutions natively (AVX-512 BF16 or AMX)."""
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
