@@ -34,8 +34,9 @@ from partialstyle.frames import to_image, to_uint8
 from partialstyle.pipeline import FrameAnalysis, Pipeline
 from partialstyle.propagate import FlowEstimator, Keyframe, flow_gray, propagate, warp
 
-# The style thread runs this much nicer than the frame thread, so per-frame work comes first.
-STYLE_THREAD_NICE = 5
+# The style thread runs this much nicer than the frame thread (as nice as Linux allows for
+# the inference process at nice 10), so per-frame work comes first.
+STYLE_THREAD_NICE = 9
 # Coverage above this counts as styled when a layer becomes a keyframe.
 _DEFINED = 1e-3
 

@@ -183,7 +183,8 @@ class Pipeline:
         frame = check_frame(frame)
         with self._lock:
             config, plan, device = self._config, self._plan, self._device
-        rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
+        # A view of the colour channels: `to_image` copies them once, into float.
+        rgb = torch.from_numpy(np.ascontiguousarray(frame))[..., :3].to(device)
         original = to_image(rgb)
         size = processing_size(*original.shape[-2:], config.process_height)
         small = resize_image(original, size)

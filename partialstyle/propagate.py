@@ -42,7 +42,8 @@ def flow_size(height: int, width: int) -> tuple[int, int]:
 
 def flow_gray(frame: np.ndarray) -> np.ndarray:
     """An RGB(A) uint8 frame as the small gray image flow is estimated on."""
-    gray = cv2.cvtColor(np.ascontiguousarray(frame[..., :3]), cv2.COLOR_RGB2GRAY)
+    conversion = cv2.COLOR_RGBA2GRAY if frame.shape[2] == 4 else cv2.COLOR_RGB2GRAY
+    gray = cv2.cvtColor(frame, conversion)
     height, width = flow_size(*gray.shape)
     if (height, width) == gray.shape:
         return gray

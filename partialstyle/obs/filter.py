@@ -28,6 +28,9 @@ SOURCE_ID = "partialstyle_filter"
 DISPLAY_NAME = "Partial Style Transfer"
 
 REPORT_EVERY = 1.0
+# Staging that takes longer than this (running mean) means the driver copies the frame to
+# CPU memory right away (Mesa's software renderers do).
+SYNCHRONOUS_STAGE_SECONDS = 0.0005
 # A result older than this is not drawn: the source shows live until results come again.
 STALE_SECONDS = 1.0
 # The inference process runs at this nice value so OBS's own threads get the CPU first.
@@ -80,6 +83,7 @@ class FilterInstance:
         self._logged: set[str] = set()
         self.values = settings.read(data)
         self.pacer = StylePacer(_style_floor(self.values))
+        self._stage_seconds = 0.0  # running mean of GpuFrames.stage
         self.worker = FrameWorker(
             factory,
             self.values,
@@ -146,13 +150,18 @@ class FilterInstance:
         # renders may run with a different colour-space state.
         step = time.perf_counter()
         if threading.get_ident() == self.graphics_thread and self.worker.state == "ready":
-            frame = gpu.read_staged()
-            if frame is not None:
-                self.worker.submit(frame)
-                self.stats.readbacks += 1
+            self._read_back(gpu)
             step = self._timed("readback", step)
             gpu.stage(target, self._draws_with_default_effect(target))
+            staged = time.perf_counter()
+            self._stage_seconds += 0.1 * (staged - step - self._stage_seconds)
             step = self._timed("stage", step)
+            # A driver that copies while staging (software rendering) has the frame ready
+            # now: reading it at once saves a frame of delay at no cost. Elsewhere the copy
+            # runs on the GPU, and the frame is read on the next render.
+            if self._stage_seconds > SYNCHRONOUS_STAGE_SECONDS:
+                self._read_back(gpu)
+                step = self._timed("readback", step)
 
         result = self.worker.latest()
         usable = result is not None and result.image.shape[:2] == (height, width)
@@ -167,6 +176,12 @@ class FilterInstance:
             return False
         gpu.draw()
         return True
+
+    def _read_back(self, gpu: GpuFrames) -> None:
+        frame = gpu.read_staged()
+        if frame is not None:
+            self.worker.submit(frame)
+            self.stats.readbacks += 1
 
     def _timed(self, name: str, since: float) -> float:
         now = time.perf_counter()
@@ -248,6 +263,7 @@ class FilterInstance:
                 processor.pace(pause, frame_interval())
             summary = self.stats.summary()
             summary["style_pause"] = pause
+            summary["missed_frames"] = missed_frames()
             summary["stylizations"] = stylizations
             summary["styles_per_second"] = max(0, stylizations - last_stylizations) / elapsed
             last_stylizations = stylizations
