@@ -32,12 +32,18 @@ _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace {
 
-template <typename T>
-inline float to_float(T v) { return static_cast<float>(v); }
+inline float to_float(float v) { return v; }
+inline float to_float(at::BFloat16 v) {
+  uint32_t bits = static_cast<uint32_t>(v.x) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
 
 // Sums over one image, x [1,C,H,W] with unit channel stride: per channel sum(x), sum(x^2),
 // and for each of the R planar masks m [R,H,W] (fp32) sum(m x), sum(m x^2) and sum(m).
@@ -88,20 +94,51 @@ void moments_kernel(const T* x, int64_t H, int64_t W, int64_t channels, int64_t 
     for (int64_t i = 0; i < width; ++i) out[i] += partial[k * width + i];
 }
 
-// y = x * scale(p) + shift(p) with scale(p) = scale[0] + sum_r m_r(p) scale[r + 1] for the R
-// planar masks (likewise shift): the base region's row plus each other region's difference
-// from it, weighted by its mask. Then ReLU, then + residual; written into the interior of
-// y, which is padded by `pad` on every side (filled by pad_borders).
-template <typename T, int CC, bool RELU, bool RES>
-inline void affine_pixel(const T* __restrict__ px, const float* __restrict__ s,
-                         const float* __restrict__ t, const T* __restrict__ pr,
-                         T* __restrict__ py, int64_t C) {
-  for (int64_t c = 0; c < C; ++c) {
-    float v = to_float(px[c]) * s[c] + t[c];
+inline void store_one(float* out, int64_t i, float v) { out[i] = v; }
+inline void store_one(at::BFloat16* out, int64_t i, float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  bits += 0x7FFFu + ((bits >> 16) & 1u);  // round to nearest even (never NaN here)
+  reinterpret_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(bits >> 16);
+}
+
+// One row of W*C values, flat, so the loop vectorises whatever the channel count.
+template <typename T, bool RELU, bool RES>
+inline void apply_row(const T* __restrict__ x, const float* __restrict__ s,
+                      const float* __restrict__ t, const T* __restrict__ res,
+                      T* __restrict__ y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = to_float(x[i]) * s[i] + t[i];
     if (RELU) v = v > 0.0f ? v : 0.0f;
-    if (RES) v += to_float(pr[c]);
-    py[c] = static_cast<T>(v);
+    if (RES) v += to_float(res[i]);
+    store_one(y, i, v);
   }
+}
+
+// The masked blend of the regions' rows for pixel (h, w) into s and t (C values each).
+// Returns false, leaving s and t alone, where every mask but the base's is 0.
+inline bool blend_pixel(const float* m, int64_t R, int64_t H, int64_t W, int64_t h, int64_t w,
+                        const float* scale, const float* shift, float* __restrict__ s,
+                        float* __restrict__ t, int64_t C) {
+  bool any = false;
+  for (int64_t r = 0; r < R; ++r) {
+    const float mr = m[(r * H + h) * W + w];
+    if (mr == 0.0f) continue;
+    if (!any) {
+      for (int64_t c = 0; c < C; ++c) {
+        s[c] = scale[c];
+        t[c] = shift[c];
+      }
+      any = true;
+    }
+    const float* __restrict__ sr = scale + (r + 1) * C;
+    const float* __restrict__ tr = shift + (r + 1) * C;
+    for (int64_t c = 0; c < C; ++c) {
+      s[c] += mr * sr[c];
+      t[c] += mr * tr[c];
+    }
+  }
+  return any;
 }
 
 template <typename T, int CC, bool RELU, bool RES>
@@ -111,33 +148,41 @@ void affine_rows(const T* x, int64_t H, int64_t W, int64_t channels, int64_t sh,
   const int64_t C = CC > 0 ? CC : channels;
   const int64_t out_w = W + 2 * pad;
   at::parallel_for(0, H, 1, [&](int64_t begin, int64_t end) {
-    float s[CC > 0 ? CC : 64], t[CC > 0 ? CC : 64];
-    for (int64_t c = 0; c < C; ++c) {
-      s[c] = scale[c];
-      t[c] = shift[c];
+    if (CC >= 8) {
+      // Wide pixels: each pixel's scale and shift stay in registers.
+      float s[CC >= 8 ? CC : 1], t[CC >= 8 ? CC : 1];
+      for (int64_t h = begin; h < end; ++h) {
+        const T* xrow = x + h * sh;
+        const T* rrow = RES ? res + h * rh : nullptr;
+        T* yrow = y + ((h + pad) * out_w + pad) * C;
+        for (int64_t w = 0; w < W; ++w) {
+          const bool blended = R > 0 && blend_pixel(m, R, H, W, h, w, scale, shift, s, t, C);
+          apply_row<T, RELU, RES>(xrow + w * C, blended ? s : scale, blended ? t : shift,
+                                  RES ? rrow + w * C : nullptr, yrow + w * C, C);
+        }
+      }
+      return;
     }
+    // Narrow pixels: a row's scales and shifts first, then one flat loop over the row, so
+    // the arithmetic vectorises across pixels.
+    std::vector<float> srow(W * C), trow(W * C);
+    std::vector<char> blended(W, 1);
     for (int64_t h = begin; h < end; ++h) {
-      T* out = y + ((h + pad) * out_w + pad) * C;
       for (int64_t w = 0; w < W; ++w) {
-        if (R > 0) {
+        float* s = srow.data() + w * C;
+        float* t = trow.data() + w * C;
+        if (R > 0 && blend_pixel(m, R, H, W, h, w, scale, shift, s, t, C)) {
+          blended[w] = 1;
+        } else if (blended[w]) {
           for (int64_t c = 0; c < C; ++c) {
             s[c] = scale[c];
             t[c] = shift[c];
           }
-          for (int64_t r = 0; r < R; ++r) {
-            const float mr = m[(r * H + h) * W + w];
-            if (mr == 0.0f) continue;
-            const float* __restrict__ sr = scale + (r + 1) * C;
-            const float* __restrict__ tr = shift + (r + 1) * C;
-            for (int64_t c = 0; c < C; ++c) {
-              s[c] += mr * sr[c];
-              t[c] += mr * tr[c];
-            }
-          }
+          blended[w] = 0;
         }
-        affine_pixel<T, CC, RELU, RES>(x + h * sh + w * sw, s, t,
-                                       RES ? res + h * rh + w * rw : nullptr, out + w * C, C);
       }
+      apply_row<T, RELU, RES>(x + h * sh, srow.data(), trow.data(), RES ? res + h * rh : nullptr,
+                              y + ((h + pad) * out_w + pad) * C, W * C);
     }
   });
 }
@@ -206,7 +251,8 @@ void dispatch_channels(int64_t C, F&& f) {
 
 void check_image(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 4 && x.size(0) == 1, "expected one image [1,C,H,W]");
-  TORCH_CHECK(x.stride(1) == 1, "expected channels innermost (channels_last)");
+  TORCH_CHECK(x.stride(1) == 1 && x.stride(3) == x.size(1),
+              "expected channels_last rows (channels innermost, pixels contiguous)");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kBFloat16,
               "expected float32 or bfloat16");
 }
