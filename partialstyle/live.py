@@ -11,8 +11,9 @@ stylization as often as the machine allows:
   filter), paced by `min_style_interval`.
 
 A region styled `none` always shows the current frame's exact pixels, and a frame whose
-settings differ from the newest stylization's (a style change) is styled in line, so a
-change shows on the very next frame.
+settings differ from the newest stylization's (a style change) is styled in line, as is
+every frame while a changed style fades in (`morph_seconds`), so a change shows on the very
+next frame and fades smoothly.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ class LiveStylizer:
         gray = flow_gray(frame)
         analysis = self._analyse(frame, timestamp, gray)
         key = self._key
-        in_line = key is None or not key.fits(analysis)
+        # A style change, and its fade, show at once: styled in line until the fade ends.
+        in_line = key is None or not key.fits(analysis) or pipeline.morphing(analysis)
         if self.style_every > 0:
             in_line = in_line or self.frames % self.style_every == 0
         if in_line:

@@ -245,6 +245,10 @@ class Pipeline:
             self._stabilized_plan = plan
         return self._stabilizer(small, layer, config.stabilize)
 
+    def morphing(self, analysis: FrameAnalysis) -> bool:
+        """Whether a style change is still fading in at the analysed frame's time."""
+        return self._morph.in_progress(analysis.time, analysis.config.morph_seconds)
+
     @torch.inference_mode()
     def coverage(self, analysis: FrameAnalysis) -> torch.Tensor:
         """How much styled content each pixel of the analysed frame shows, [h,w] in [0,1]:
