@@ -1,26 +1,24 @@
-"""The inference process: the core Pipeline for one OBS filter instance, outside OBS.
+"""The inference process: the core Pipeline for every OBS filter instance, outside OBS.
 
-OBS starts it with the project environment's own Python (`partialstyle.obs.remote`):
+OBS starts one per OBS process, with the project environment's own Python
+(`partialstyle.obs.remote`):
 
     python -m partialstyle.obs.inference_server --parent <OBS pid> --nice 10
 
-so torch, its thread pools and the models never live inside OBS. Messages are JSON lines:
-OBS writes to stdin, this process answers on stdout (fd 1 is pointed at stderr right away, so
-a stray print cannot corrupt the stream). Frames travel through `FrameSlot` files.
+so torch, its thread pools and the models never live inside OBS, and the models are loaded
+once however many filters there are (`partialstyle.models_cache` is per process). Every
+filter instance is a client with its own settings, its own `Pipeline` and `LiveStylizer`
+(temporal state), and its own pair of `FrameSlot` files; the messages are in
+`partialstyle.obs.messages`. fd 1 is pointed at stderr right away, so a stray print cannot
+corrupt the message stream.
 
-    → {"op": "settings", "values": {...}}     the filter's settings (applied before the next frame)
-    → {"op": "pace", "style_pause": s, "frame_interval": t}    the shortest pause between two
-      style runs, and OBS's frame interval (when a frame takes more than half of it, masks
-      are segmented on every other frame only and moved along by optical flow in between)
-    → {"op": "frame", "id": n, "input": path, "output": path, "width": w, "height": h}
-    → {"op": "quit"}
-    ← {"op": "ready"} or {"op": "error", "message": "one line"}    to the first settings
-    ← {"op": "result", "id": n, "seconds": s, "stylizations": k}   the output slot holds
-      the styled frame; k counts the style network runs so far
+Frames are taken round-robin over the clients that have one waiting (a client's newer frame
+replaces its older one), so a busy source cannot starve the others. A client's failure (bad
+settings, a frame that raises) is answered to that client only.
 
 Every frame comes out styled: the style networks run beside the frames in a thread of their
-own, and each frame gets the newest stylization carried onto it (`partialstyle.live`).
-    ← {"op": "error", "id": n, "message": "one line"}    this frame failed (also: bad settings)
+own per client, and each frame gets the newest stylization carried onto it
+(`partialstyle.live`).
 
 It exits on "quit", on stdin's end (OBS closed the pipe or died) and when its parent process
 is gone (checked every second).
@@ -30,24 +28,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import queue
 import signal
 import sys
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from partialstyle.obs import messages
+from partialstyle.obs.messages import Message, one_line
 
 PARENT_CHECK_SECONDS = 1.0
 MAX_SEGMENT_EVERY = 3
 MODELS = ("multistyle26", "selfie", "selfie-landscape")
 
-
-def one_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return " ".join(text.split())
+Send = Callable[[Message], None]
 
 
 def lower_priority(nice: int) -> None:
@@ -65,28 +64,16 @@ def parent_alive(parent: int) -> bool:
     return os.getppid() == parent
 
 
-def read_messages(stream: IO[bytes], inbox: queue.Queue) -> None:
-    """Stdin → inbox; None marks the end (OBS closed the pipe or exited)."""
-    try:
-        for line in stream:
-            line = line.strip()
-            if line:
-                inbox.put(json.loads(line))
-    except (OSError, ValueError):
-        pass
-    inbox.put(None)
+class ClientSession:
+    """One filter instance: its pipeline, live stylizer, pace and mapped slots."""
 
-
-class Server:
-    """Holds the pipeline and the mapped slots; handles one message at a time."""
-
-    def __init__(self, send):
+    def __init__(self, client: int, send: Send):
+        self.client = client
         self.send = send
         self.pipeline: Any = None
         self.live: Any = None
         self.style_pause = 0.0
         self.frame_interval = 0.0
-        self.values: dict[str, Any] | None = None
         self.build_error: str | None = None
         self.slots: dict[str, Any] = {}
 
@@ -94,7 +81,6 @@ class Server:
         """New settings: build the pipeline the first time, reconfigure it afterwards."""
         from partialstyle.obs.settings import to_pipeline
 
-        self.values = values
         try:
             config, plan = to_pipeline(values)
             if self.pipeline is None:
@@ -106,7 +92,7 @@ class Server:
                 self.pipeline = pipeline
                 self.live = LiveStylizer(pipeline)
                 self.live.min_style_interval = self.style_pause
-                self.send({"op": "ready"})
+                self.send(messages.ready(self.client))
             else:
                 self.pipeline.configure(config, plan)
                 self.pipeline.load()  # a new segmenter or style model loads now, not mid-frame
@@ -114,7 +100,7 @@ class Server:
         except Exception as error:
             self.build_error = one_line(error)
             if self.pipeline is None:
-                self.send({"op": "error", "message": self.build_error})
+                self.send(messages.error(self.client, self.build_error))
 
     def pace(self, pause: float, frame_interval: float) -> None:
         self.style_pause = max(0.0, float(pause))
@@ -145,11 +131,11 @@ class Server:
             current = self.slots[role] = FrameSlot(Path(path), width, height, create=False)
         return current
 
-    def frame(self, message: dict[str, Any]) -> None:
+    def frame(self, message: Message) -> None:
         number = message.get("id")
         if self.pipeline is None or self.build_error is not None:
             error = self.build_error or "no settings yet"
-            self.send({"op": "error", "id": number, "message": error})
+            self.send(messages.error(self.client, error, number))
             return
         try:
             width, height = int(message["width"]), int(message["height"])
@@ -159,11 +145,11 @@ class Server:
             target.array[...] = self.live.process(source.array)
             seconds = time.perf_counter() - started
         except Exception as error:
-            self.send({"op": "error", "id": number, "message": one_line(error)})
+            self.send(messages.error(self.client, one_line(error), number))
             return
         self.adapt_segmentation()
         stylizations = self.live.stylizations
-        self.send({"op": "result", "id": number, "seconds": seconds, "stylizations": stylizations})
+        self.send(messages.result(self.client, number, seconds, stylizations))
 
     def close(self) -> None:
         if self.live is not None:
@@ -174,52 +160,113 @@ class Server:
         self.slots.clear()
 
 
-def serve(parent: int, messages_out: IO[str]) -> None:
+class Service:
+    """Every client's session, and the frames waiting for their turn."""
+
+    def __init__(self, send: Send):
+        self.send = send
+        self.sessions: dict[int, ClientSession] = {}
+        self.waiting: dict[int, Message] = {}  # the newest frame of each client
+        self.turns: deque[int] = deque()  # round-robin order of the clients
+
+    def session(self, client: int) -> ClientSession:
+        found = self.sessions.get(client)
+        if found is None:
+            found = self.sessions[client] = ClientSession(client, self.send)
+            self.turns.append(client)
+        return found
+
+    def handle(self, batch: list[Message]) -> None:
+        """Messages that arrived together; of a client's settings only the newest is built."""
+        newest_settings = {
+            message.get("client"): index
+            for index, message in enumerate(batch)
+            if message.get("op") == "settings"
+        }
+        for index, message in enumerate(batch):
+            op, client = message.get("op"), message.get("client")
+            if not isinstance(client, int):
+                continue
+            if op == "settings" and newest_settings[client] == index:
+                self.session(client).apply(dict(message.get("values") or {}))
+            elif client not in self.sessions:
+                if op == "frame":  # a client that has left (or never came): nothing to use
+                    self.send(messages.error(client, "unknown client", message.get("id")))
+            elif op == "pace":
+                pause, interval = (
+                    message.get("style_pause", 0.0),
+                    message.get("frame_interval", 0.0),
+                )
+                self.sessions[client].pace(pause, interval)
+            elif op == "frame":
+                self.waiting[client] = message
+            elif op == "bye":
+                self.drop(client)
+
+    def drop(self, client: int) -> None:
+        self.waiting.pop(client, None)
+        session = self.sessions.pop(client, None)
+        with contextlib.suppress(ValueError):
+            self.turns.remove(client)
+        if session is not None:
+            session.close()
+
+    def next_frame(self) -> tuple[ClientSession, Message] | None:
+        """The waiting frame of the next client in turn (None when no frame waits)."""
+        for _ in range(len(self.turns)):
+            client = self.turns[0]
+            self.turns.rotate(-1)
+            message = self.waiting.pop(client, None)
+            if message is not None:
+                return self.sessions[client], message
+        return None
+
+    def close(self) -> None:
+        for client in list(self.sessions):
+            self.drop(client)
+
+
+def take_messages(inbox: queue.Queue, block: bool) -> list[Message | None]:
+    """What has arrived; with `block`, wait up to a second for the first message."""
+    batch: list[Message | None] = []
+    with contextlib.suppress(queue.Empty):
+        batch.append(inbox.get(timeout=PARENT_CHECK_SECONDS) if block else inbox.get_nowait())
+        while batch[-1] is not None:
+            batch.append(inbox.get_nowait())
+    return batch
+
+
+def serve(parent: int, messages_out: IO[bytes]) -> None:
     inbox: queue.Queue = queue.Queue()
     threading.Thread(
-        target=read_messages, args=(sys.stdin.buffer, inbox), name="stdin", daemon=True
+        target=messages.read_messages,
+        args=(sys.stdin.buffer, inbox.put),
+        name="stdin",
+        daemon=True,
     ).start()
     lock = threading.Lock()
 
-    def send(message: dict[str, Any]) -> None:
+    def send(message: Message) -> None:
         with lock:
-            messages_out.write(json.dumps(message) + "\n")
+            messages_out.write(messages.encode(message))
             messages_out.flush()
 
-    server = Server(send)
-    held: list[Any] = []  # a message taken while looking for newer settings
-
-    def next_message() -> Any:
-        return held.pop() if held else inbox.get(timeout=PARENT_CHECK_SECONDS)
-
+    service = Service(send)
     try:
         while True:
-            try:
-                message = next_message()
-            except queue.Empty:
-                if not parent_alive(parent):
-                    return
-                continue
-            if message is None or message.get("op") == "quit":
+            batch = take_messages(inbox, block=not service.waiting)
+            if not batch and not parent_alive(parent):
                 return
-            if message.get("op") == "settings":
-                # Only the newest of several queued settings matters.
-                while not held:
-                    try:
-                        following = inbox.get_nowait()
-                    except queue.Empty:
-                        break
-                    if following is not None and following.get("op") == "settings":
-                        message = following
-                    else:
-                        held.append(following)
-                server.apply(dict(message.get("values") or {}))
-            elif message.get("op") == "frame":
-                server.frame(message)
-            elif message.get("op") == "pace":
-                server.pace(message.get("style_pause", 0.0), message.get("frame_interval", 0.0))
+            ending = any(message is None or message.get("op") == "quit" for message in batch)
+            if ending:
+                return
+            service.handle(batch)  # type: ignore[arg-type]
+            turn = service.next_frame()
+            if turn is not None:
+                session, message = turn
+                session.frame(message)
     finally:
-        server.close()
+        service.close()
 
 
 def check(python_version: str) -> dict[str, Any]:
@@ -242,15 +289,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="print the environment, then exit")
     args = parser.parse_args(argv)
 
-    messages_out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    messages_out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     if args.check:
         try:
-            messages_out.write(json.dumps(check(version)) + "\n")
+            found = check(version)
         except Exception as error:
-            messages_out.write(json.dumps({"python": version, "error": one_line(error)}) + "\n")
+            found = {"python": version, "error": one_line(error)}
+        messages_out.write(messages.encode(found))
         messages_out.flush()
         return 0
     # OBS shuts this process down itself; a Ctrl+C meant for OBS's terminal must not.

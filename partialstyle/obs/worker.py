@@ -20,11 +20,14 @@ import numpy as np
 
 
 class Processor(Protocol):
-    """What the worker drives (the filter's is `partialstyle.obs.remote.RemoteProcessor`).
+    """What the worker drives (the filter's is `partialstyle.obs.remote.RemoteProcessor`, a
+    client of the inference process all filters share).
 
     `start` (slow: loads models) and `process` run on the worker thread; `configure` and
     `close` may be called from any thread, `close` also while `start` or `process` runs, and
-    must make them return soon.
+    must make them return soon. A processor may also have a `report` attribute: the worker
+    sets it to a callable taking a one-line notice of a failure the processor recovered from
+    by itself (the remote one: its inference process died and was started again).
     """
 
     def start(self) -> None: ...
@@ -183,6 +186,8 @@ class FrameWorker:
             processor = None
             try:
                 processor = self._factory(settings)
+                if hasattr(processor, "report"):
+                    processor.report = self._notice
                 with self._condition:
                     self._processor = processor
                     if self._stopping:
@@ -208,6 +213,11 @@ class FrameWorker:
                     processor.configure(self._settings)
                 self._applied_version = self._settings_version
             return processor
+
+    def _notice(self, message: str) -> None:
+        """A recovered failure: to the log, without changing state or dropping the result."""
+        if not self._stopping:
+            self._on_error(message)
 
     def _fail(self, error: Exception) -> None:
         if self._stopping:  # closing the processor made it fail: not an error

@@ -163,3 +163,27 @@ def test_a_failing_factory_is_retried_when_settings_change():
     finally:
         worker.stop()
     assert not worker.alive
+
+
+def test_a_recovered_failure_is_reported_without_dropping_results():
+    """A processor that recovers by itself (the remote one restarting its process) tells
+    the worker through `report`: the notice reaches the log, the worker stays ready."""
+    errors, made = [], []
+
+    class Recovering(Inverter):
+        report = None
+
+        def process(self, frame):
+            self.report(f"restarted before frame {int(frame[0, 0, 0])}")
+            return super().process(frame)
+
+    worker = FrameWorker(lambda s: made.append(Recovering(s)) or made[-1], {}, errors.append)
+    try:
+        wait(lambda: worker.state == "ready")
+        worker.submit(frame(5))
+        wait(lambda: worker.results == 1)
+        assert errors == ["restarted before frame 5"]
+        assert worker.state == "ready" and worker.error is None
+        assert worker.latest().image[0, 0, 0] == 250
+    finally:
+        worker.stop()
