@@ -58,7 +58,7 @@ class SpatialCIN(nn.Module):
         out_pad: int = 0,
         pad_mode: str = "reflect",
         support: RegionSupport | None = None,
-        exact_masks: Tensor | None = None,
+        other_masks: Tensor | None = None,
     ) -> Tensor:
         """Normalise ``x`` [N,C,H,W] and apply the style affine.
 
@@ -66,7 +66,8 @@ class SpatialCIN(nn.Module):
         here if not already at ``x``'s resolution) or None, when R must be 1. The masks
         must sum to 1 at every pixel. ``support`` (at ``x``'s resolution) lets inference
         skip pixels where a region's mask is 0.
-        ``exact_masks`` are the same masks in fp32, contiguous, for the fused kernel.
+        ``other_masks`` are the masks of every region but ``support.base`` in fp32,
+        contiguous, for the fused kernel; with them ``region_masks`` may be None.
         The keywords fuse what the network does next, saving full passes over memory:
         ``relu`` or adding ``residual``, then padding by ``out_pad`` for the next conv.
         """
@@ -75,14 +76,18 @@ class SpatialCIN(nn.Module):
             # Autograd path: plain ops, easy to differentiate.
             y = self._reference(x, style_weights, region_masks)
         elif kernels is not None:
-            if region_masks is not None and exact_masks is None:
-                exact_masks = _resize_masks(region_masks.float(), x.shape[-2:]).contiguous()
             base = None if support is None else support.base
-            masks = [None] * x.shape[0] if exact_masks is None else exact_masks.split(1)
+            if other_masks is None and region_masks is not None:
+                masks = _resize_masks(region_masks.float(), x.shape[-2:])
+                if base is None:
+                    base = int(masks.sum(dim=(0, 2, 3)).argmax())
+                other_masks = masks[:, [r for r in range(masks.shape[1]) if r != base]]
+                other_masks = other_masks.contiguous()
+            others = [None] * x.shape[0] if other_masks is None else other_masks.split(1)
             skips = [None] * x.shape[0] if residual is None else residual.split(1)
             outputs = [
-                self._fused(kernels, xi, style_weights, mi, base, relu, ri, out_pad, pad_mode)
-                for xi, mi, ri in zip(x.split(1), masks, skips, strict=True)
+                self._fused(kernels, xi, style_weights, oi, base, relu, ri, out_pad, pad_mode)
+                for xi, oi, ri in zip(x.split(1), others, skips, strict=True)
             ]
             return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
         elif x.shape[0] > 1:
@@ -130,7 +135,7 @@ class SpatialCIN(nn.Module):
         kernels,
         x: Tensor,
         style_weights: Tensor,
-        masks: Tensor | None,
+        other_masks: Tensor | None,
         base: int | None,
         relu: bool,
         residual: Tensor | None,
@@ -138,14 +143,14 @@ class SpatialCIN(nn.Module):
         pad_mode: str,
     ) -> Tensor:
         """``_reference`` plus ReLU, residual and padding: see ``fused_region_norm``."""
-        rows = self._affine_rows(x, style_weights, masks)
+        rows = self._affine_rows(x, style_weights, other_masks)
         channels = x.shape[1]
         return fused_region_norm(
             kernels,
             x,
             rows[:, :channels],
             rows[:, channels:],
-            masks,
+            other_masks,
             base,
             self.eps,
             relu=relu,
@@ -260,7 +265,7 @@ def fused_region_norm(
     x: Tensor,
     gamma: Tensor,
     beta: Tensor,
-    masks: Tensor | None,
+    other_masks: Tensor | None,
     base: int | None,
     eps: float,
     *,
@@ -271,10 +276,12 @@ def fused_region_norm(
 ) -> Tensor:
     """Region instance norm of one image [1,C,H,W] with the fused kernels (``fused_norm``).
 
-    ``gamma``/``beta`` are the regions' rows [R,C] (fp32), ``masks`` fp32 [1,R,H,W]
-    contiguous or None (R = 1). Then ReLU, + ``residual``, padding by ``out_pad``: the
-    result of ``region_statistics`` and the blended affine, in two passes over memory (one
-    reads ``x`` for every statistic, the other writes the padded result).
+    ``gamma``/``beta`` are the regions' rows [R,C] (fp32); ``other_masks`` (fp32
+    [1,R-1,H,W], contiguous) are the masks of every region but ``base``, in order, or None
+    when R = 1 (the masks sum to 1, so the base's is implied). Then ReLU, + ``residual``,
+    padding by ``out_pad``: the result of ``region_statistics`` and the blended affine, in
+    two passes over memory (one reads ``x`` for every statistic, the other writes the
+    padded result).
 
     As in ``SpatialCIN._normalize_one``, the base region's sums are the whole image's minus
     the others', and its row is the starting point to which the others add their masked
@@ -282,17 +289,18 @@ def fused_region_norm(
     """
     channels = x.shape[1]
     x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
-    others = x.new_empty(0, dtype=torch.float32)
-    if masks is not None:
-        if base is None:
-            base = int(masks.sum(dim=(0, 2, 3)).argmax())
-        keep = [r for r in range(masks.shape[1]) if r != base]
-        others = masks[:, keep].contiguous()  # [1,R-1,H,W]
+    others = x.new_empty(0, dtype=torch.float32) if other_masks is None else other_masks
+    if other_masks is not None:
+        keep = [r for r in range(gamma.shape[0]) if r != base]
+        base_or_none = base
+    else:
+        base_or_none = None
     moments = kernels.region_moments(x, others)
-    mean, var = statistics_from_moments(moments, channels, x.shape[-2] * x.shape[-1], base)
+    pixels = x.shape[-2] * x.shape[-1]
+    mean, var = statistics_from_moments(moments, channels, pixels, base_or_none)
     scale = gamma.float() * torch.rsqrt(var + eps)
     shift = beta.float() - mean * scale
-    if masks is not None:  # base row first, then the others' differences from it
+    if other_masks is not None:  # base row first, then the others' differences from it
         scale = torch.cat([scale[base : base + 1], scale[keep] - scale[base]])
         shift = torch.cat([shift[base : base + 1], shift[keep] - shift[base]])
     if residual is not None and residual.stride(1) != 1:
@@ -510,8 +518,12 @@ class ConvCIN(nn.Module):
         y = self._convolve(x)
         if self.upsample:
             y = F.pixel_shuffle(y, 2)
-        mask, support = (None, None) if masks is None else masks.at(y.shape[-1])
-        exact = None if masks is None else masks.exact[y.shape[-1]]
+        mask = support = others = None
+        if masks is not None:
+            support = masks.support.scaled(masks.width // y.shape[-1])
+            others = masks.others[y.shape[-1]]
+            if not (fused_norm.applies(y) and fused_norm.kernels() is not None):
+                mask = masks.at(y.shape[-1])  # the plain-op path wants every region's
         return self.norm(
             y,
             style_weights,
@@ -521,7 +533,7 @@ class ConvCIN(nn.Module):
             out_pad=out_pad,
             pad_mode=pad_mode,
             support=support,
-            exact_masks=exact,
+            other_masks=others,
         )
 
     def _convolve(self, x: Tensor) -> Tensor:
@@ -795,24 +807,38 @@ def _pad_to_multiple(x: Tensor) -> Tensor:
 
 
 class MaskPyramid(NamedTuple):
-    """Region masks at full, 1/2 and 1/4 resolution, keyed by width, and their support."""
+    """Region masks at full, 1/2 and 1/4 resolution, keyed by width, and their support.
 
-    levels: dict[int, Tensor]
+    ``others`` holds the masks of every region but the base (the largest) in fp32,
+    contiguous: what the fused kernel reads; the base's mask is 1 minus their sum. The
+    plain-op path asks ``at`` for all of them in the compute dtype, made on first ask.
+    """
+
+    others: dict[int, Tensor]
     support: RegionSupport
     width: int
-    exact: dict[int, Tensor]
+    dtype: torch.dtype
+    every: dict[int, Tensor]
 
     @classmethod
     def build(cls, masks: Tensor, dtype: torch.dtype) -> MaskPyramid:
-        """Averaged in fp32, then cast to ``dtype`` (``exact`` keeps fp32, contiguous, for
-        the fused kernel); the sizes are exact halves."""
-        masks = masks.contiguous()
-        half = F.avg_pool2d(masks, 2)
+        """Averaged in fp32 (the sizes are exact halves), only the non-base masks."""
+        base = int(masks.sum(dim=(0, 2, 3)).argmax())
+        full = masks[:, [r for r in range(masks.shape[1]) if r != base]].contiguous()
+        half = F.avg_pool2d(full, 2)
         quarter = F.avg_pool2d(half, 2)
-        exact = {m.shape[-1]: m for m in (masks, half, quarter)}
-        levels = {width: m.to(dtype) for width, m in exact.items()}
-        return cls(levels, RegionSupport.of(quarter, block=4), masks.shape[-1], exact)
+        others = {m.shape[-1]: m for m in (full, half, quarter)}
+        support = RegionSupport.of(_with_base(quarter, base), block=4)._replace(base=base)
+        return cls(others, support, masks.shape[-1], dtype, {})
 
-    def at(self, width: int) -> tuple[Tensor, RegionSupport]:
-        """The masks and their support at the level ``width`` pixels wide."""
-        return self.levels[width], self.support.scaled(self.width // width)
+    def at(self, width: int) -> Tensor:
+        """Every region's mask at the level ``width`` pixels wide, in the compute dtype."""
+        if width not in self.every:
+            self.every[width] = _with_base(self.others[width], self.support.base).to(self.dtype)
+        return self.every[width]
+
+
+def _with_base(others: Tensor, base: int) -> Tensor:
+    """All R masks from the R-1 non-base ones: the base's is what they leave of 1."""
+    rest = (1.0 - others.sum(dim=1, keepdim=True)).clamp_min(0.0)
+    return torch.cat([others[:, :base], rest, others[:, base:]], dim=1)
