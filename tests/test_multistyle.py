@@ -18,6 +18,7 @@ from partialstyle.style.multistyle import (
     STATISTICS_PRIOR_PIXELS,
     MultiStyleNet,
     SpatialCIN,
+    blocked_weight,
     subpixel_weight,
 )
 from partialstyle.style.multistyle_convert import ConversionError, convert_multistyle
@@ -236,6 +237,18 @@ def test_subpixel_conv_equals_upsample_reflect_pad_conv() -> None:
     reference = F.conv2d(F.pad(upsampled, [1] * 4, mode="reflect"), weight)
     low_res = F.conv2d(F.pad(x, [1] * 4, mode="replicate"), subpixel_weight(weight))
     assert (F.pixel_shuffle(low_res, 2) - reference).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(("block", "kernel"), [(2, 9), (4, 9), (2, 3)])
+def test_blocked_conv_equals_the_conv(block, kernel) -> None:
+    generator = torch.Generator().manual_seed(2)
+    side = 4 * block + kernel - 1 + (-(kernel - 1)) % block  # a multiple of the block
+    x = torch.randn(2, 4, side, side + block, generator=generator)
+    weight = torch.randn(3, 4, kernel, kernel, generator=generator)
+    reference = F.conv2d(x, weight)
+    blocked = F.conv2d(F.pixel_unshuffle(x, block), blocked_weight(weight, block))
+    out = F.pixel_shuffle(blocked, block)[..., : reference.shape[-2], : reference.shape[-1]]
+    assert (out - reference).abs().max() <= 1e-4
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -478,6 +478,7 @@ class ConvCIN(nn.Module):
     network enlarges the input x2 by nearest neighbour and reflect-pads it; this layer
     computes the same thing at the input's resolution from a replicate-padded input
     (see ``subpixel_weight``), so it wants ``pad_mode`` "replicate" from the layer before.
+    With ``space_to_depth`` s > 1 the conv runs on s x s pixel blocks (``blocked_weight``).
     """
 
     def __init__(
@@ -488,11 +489,13 @@ class ConvCIN(nn.Module):
         stride: int = 1,
         upsample: bool = False,
         relu: bool = True,
+        space_to_depth: int = 1,
     ) -> None:
         super().__init__()
         self.pad = kernel_size // 2
         self.pad_mode = "replicate" if upsample else "reflect"
         self.upsample = upsample
+        self.space_to_depth = space_to_depth
         self.relu = relu
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, bias=False)
         self.norm = SpatialCIN(out_channels)
@@ -515,9 +518,10 @@ class ConvCIN(nn.Module):
         pad_mode: str = "reflect",
     ) -> Tensor:
         """``x`` comes padded by ``self.pad`` (``self.pad_mode``); the result by ``out_pad``."""
-        y = self._convolve(x)
-        if self.upsample:
-            y = F.pixel_shuffle(y, 2)
+        block = self.space_to_depth
+        y = self._convolve(x if block == 1 else F.pixel_unshuffle(x, block))
+        if self.upsample or block > 1:
+            y = F.pixel_shuffle(y, 2 if self.upsample else block)
         mask = support = others = None
         if masks is not None:
             support = masks.support.scaled(masks.width // y.shape[-1])
@@ -550,12 +554,11 @@ class ConvCIN(nn.Module):
         stride = list(self.conv.stride)
         weight = self.conv.weight
         if not prepackable(x):
-            weight = weight.to(x.dtype)
-            return F.conv2d(x, subpixel_weight(weight) if self.upsample else weight, stride=stride)
+            return F.conv2d(x, self._dense_weight().to(x.dtype), stride=stride)
         key = (tuple(x.shape), x.dtype, weight.data_ptr())
         packed = self._packed
         if packed is None or packed[0] != key:
-            dense = subpixel_weight(weight) if self.upsample else weight
+            dense = self._dense_weight()
             blocked = torch._C._nn.mkldnn_reorder_conv2d_weight(
                 dense.to(x.dtype).contiguous().to_mkldnn(), [0, 0], stride, [1, 1], 1, list(x.shape)
             )
@@ -563,6 +566,39 @@ class ConvCIN(nn.Module):
         return torch.ops.mkldnn._convolution_pointwise(
             x, packed[1], None, [0, 0], stride, [1, 1], 1, "none", [], ""
         )
+
+    def _dense_weight(self) -> Tensor:
+        """The weight of the conv as run: sub-pixel, blocked or as it is."""
+        if self.upsample:
+            return subpixel_weight(self.conv.weight)
+        if self.space_to_depth > 1:
+            return blocked_weight(self.conv.weight, self.space_to_depth)
+        return self.conv.weight
+
+
+def blocked_weight(weight: Tensor, block: int) -> Tensor:
+    """The kernel of a stride-1 conv rewritten for s x s pixel blocks (s = ``block``).
+
+    conv(x, w) == pixel_shuffle(conv(pixel_unshuffle(x, s), blocked_weight(w, s)), s) for
+    an input whose sides are multiples of s. Output phase (a, b) of a block takes input
+    phase (p, q) of block offset (i, j) through tap (s*i + p - a, s*j + q - b) when that
+    lies in the kernel. A k x k kernel becomes (k+s-2)//s + 1 square; for the last 4->3 9x9
+    conv at s = 2 that is 16->12 channels and 5x5: 1.2x the FLOPs in a shape oneDNN runs
+    about 3x faster than 4 input and 3 output channels.
+    """
+    k = weight.shape[-1]
+    size = (k + block - 2) // block + 1
+    # taps[a, p, i, d]: output phase a, input phase p and block offset i meet kernel tap d.
+    taps = weight.new_zeros(block, block, size, k, dtype=torch.float32)
+    for a in range(block):
+        for p in range(block):
+            for i in range(size):
+                if 0 <= block * i + p - a < k:
+                    taps[a, p, i, block * i + p - a] = 1.0
+    blocks = torch.einsum("apid,bqje,ocde->oabcpqij", taps, taps, weight.float())
+    out_channels, in_channels = weight.shape[:2]
+    shape = (out_channels * block * block, in_channels * block * block, size, size)
+    return blocks.reshape(shape).to(weight.dtype)
 
 
 # Internal oneDNN ops (the ones torch.compile's CPU freezing uses); F.conv2d stands in
@@ -654,7 +690,7 @@ class MultiStyleNet(nn.Module):
             [
                 ConvCIN(32, 8, 3, upsample=True),
                 ConvCIN(8, 4, 3, upsample=True),
-                ConvCIN(4, 3, 9, relu=False),
+                ConvCIN(4, 3, 9, relu=False, space_to_depth=2),
             ]
         )
 
