@@ -30,6 +30,7 @@ from partialstyle.style import fused_norm
 from partialstyle.style.johnson import pad_to_multiple
 from partialstyle.style.multistyle import (
     PRECISIONS,
+    blocked_weight,
     fused_region_norm,
     merge_repeated_styles,
     native_bf16,
@@ -251,17 +252,28 @@ class PackedConv:
     """A conv for the fast inference path: weight and bias cast once to the compute dtype,
     the weight packed by oneDNN for the last input shape (see multistyle.ConvCIN), and
     ReLU as oneDNN's post-op. With ``upsample`` it computes "nearest x2, reflect pad 1,
-    3x3 conv" at low resolution from a replicate-padded input (``subpixel_weight``)."""
+    3x3 conv" at low resolution from a replicate-padded input (``subpixel_weight``); with
+    ``block`` > 1 it runs on block x block pixel groups (``blocked_weight``)."""
 
-    def __init__(self, conv: nn.Conv2d, dtype: torch.dtype, upsample: bool = False) -> None:
-        weight = conv.weight.detach()
-        self.weight = (subpixel_weight(weight) if upsample else weight).to(dtype).contiguous()
-        self.bias = None if conv.bias is None else conv.bias.detach().to(dtype)
+    def __init__(
+        self, conv: nn.Conv2d, dtype: torch.dtype, upsample: bool = False, block: int = 1
+    ) -> None:
+        weight, bias = conv.weight.detach(), conv.bias
+        if upsample:
+            weight = subpixel_weight(weight)
+        elif block > 1:
+            weight = blocked_weight(weight, block)
+            bias = None if bias is None else bias.repeat_interleave(block * block)
+        self.weight = weight.to(dtype).contiguous()
+        self.bias = None if bias is None else bias.detach().to(dtype)
         self.stride = list(conv.stride)
         self.upsample = upsample
+        self.block = block
         self._packed: tuple[tuple, torch.Tensor] | None = None
 
     def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        if self.block > 1:
+            x = F.pixel_unshuffle(x, self.block)
         if prepackable(x):
             key = (tuple(x.shape), x.dtype)
             if self._packed is None or self._packed[0] != key:
@@ -276,7 +288,9 @@ class PackedConv:
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride)
             y = y.relu_() if relu else y
-        return F.pixel_shuffle(y, 2) if self.upsample else y
+        if self.upsample or self.block > 1:
+            y = F.pixel_shuffle(y, 2 if self.upsample else self.block)
+        return y
 
 
 class ArbitraryTransformer(nn.Module):
@@ -303,6 +317,8 @@ class ArbitraryTransformer(nn.Module):
         self.residual_quant = QuantSites(tuple(f"residual{i}" for i in range(1, 6)))
         self.compute_dtype = torch.float32
         self._fast_convs: dict[str, PackedConv] | None = None
+        # Full-resolution 9x9 convs with few channels run on 2x2 pixel blocks in the fast path.
+        self.blocked_convs = {"contract0": 2, "expand2": 2}
 
     def set_precision(self, precision: str = "auto") -> None:
         """The fast path's precision: "fp32", "bf16" (activations and conv weights; norm
@@ -319,12 +335,16 @@ class ArbitraryTransformer(nn.Module):
         if self._fast_convs is None:
             dtype, convs = self.compute_dtype, {}
             for i, conv in enumerate(self.contract):
-                convs[f"contract{i}"] = PackedConv(conv, dtype)
+                block = self.blocked_convs.get(f"contract{i}", 1)
+                convs[f"contract{i}"] = PackedConv(conv, dtype, block=block)
             for i, (first, second) in enumerate(self.residual):
                 convs[f"residual{i}a"] = PackedConv(first.conv, dtype)
                 convs[f"residual{i}b"] = PackedConv(second.conv, dtype)
             for i, layer in enumerate(self.expand):
-                convs[f"expand{i}"] = PackedConv(layer.conv, dtype, upsample=layer.upsample)
+                block = self.blocked_convs.get(f"expand{i}", 1)
+                convs[f"expand{i}"] = PackedConv(
+                    layer.conv, dtype, upsample=layer.upsample, block=block
+                )
             self._fast_convs = convs
         return self._fast_convs
 
