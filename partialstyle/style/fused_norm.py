@@ -345,6 +345,11 @@ def _cpu_flags() -> str:
 
 def _build() -> None:
     global _module, _state
+    # torch's extension builder logs warnings (no CUDA, compiler checks) that would land in
+    # the middle of a user's terminal output; a failed build is reported by status().
+    builder_log = logging.getLogger("torch.utils.cpp_extension")
+    builder_level = builder_log.level
+    builder_log.setLevel(logging.ERROR)
     try:
         from torch.utils.cpp_extension import load_inline
 
@@ -359,8 +364,11 @@ def _build() -> None:
         )
         _state = "ready"
     except Exception as exc:  # no compiler, no headers, a failed build: plain ops stay
-        _state = f"failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        _state = f"failed: {reason[:200]}"
         _log.info("fused normalisation kernel unavailable (%s); using plain torch ops", _state)
+    finally:
+        builder_log.setLevel(builder_level)
 
 
 def kernels(wait: bool = False) -> ModuleType | None:
