@@ -13,8 +13,9 @@ filter instance is a client with its own settings, its own `Pipeline` and `LiveS
 corrupt the message stream.
 
 Frames are taken round-robin over the clients that have one waiting (a client's newer frame
-replaces its older one), so a busy source cannot starve the others. A client's failure (bad
-settings, a frame that raises) is answered to that client only.
+replaces its older one), so a busy source cannot starve the others; frames of different
+clients may run side by side (FRAME_THREADS). A client's failure (bad settings, a frame that
+raises) is answered to that client only.
 
 Every frame comes out styled: the style networks run beside the frames in a thread of their
 own per client, and each frame gets the newest stylization carried onto it
@@ -44,6 +45,9 @@ from partialstyle.obs.messages import Message, one_line
 
 PARENT_CHECK_SECONDS = 1.0
 MAX_SEGMENT_EVERY = 3
+# Frames of different clients run side by side on this many threads (numpy, OpenCV and torch
+# release the GIL); a client's own frames are always one at a time, in order.
+FRAME_THREADS = max(1, min(2, os.cpu_count() or 1))
 MODELS = ("multistyle26", "selfie", "selfie-landscape")
 
 Send = Callable[[Message], None]
@@ -76,6 +80,8 @@ class ClientSession:
         self.frame_interval = 0.0
         self.build_error: str | None = None
         self.slots: dict[str, Any] = {}
+        self.lock = threading.Lock()  # its frame, settings and closing one at a time
+        self.closed = False
 
     def apply(self, values: dict[str, Any]) -> None:
         """New settings: build the pipeline the first time, reconfigure it afterwards."""
@@ -133,6 +139,8 @@ class ClientSession:
 
     def frame(self, message: Message) -> None:
         number = message.get("id")
+        if self.closed:
+            return  # the client has left: nobody waits for the answer
         if self.pipeline is None or self.build_error is not None:
             error = self.build_error or "no settings yet"
             self.send(messages.error(self.client, error, number))
@@ -152,6 +160,7 @@ class ClientSession:
         self.send(messages.result(self.client, number, seconds, stylizations))
 
     def close(self) -> None:
+        self.closed = True
         if self.live is not None:
             self.live.close()
         for slot in self.slots.values():
@@ -161,20 +170,31 @@ class ClientSession:
 
 
 class Service:
-    """Every client's session, and the frames waiting for their turn."""
+    """Every client's session, the frames waiting for their turn, and the threads that run
+    them (up to FRAME_THREADS clients' frames at once, each client's one at a time)."""
 
-    def __init__(self, send: Send):
+    def __init__(self, send: Send, frame_threads: int = 0):
         self.send = send
         self.sessions: dict[int, ClientSession] = {}
         self.waiting: dict[int, Message] = {}  # the newest frame of each client
         self.turns: deque[int] = deque()  # round-robin order of the clients
+        self.busy: set[int] = set()  # clients whose frame a thread is working on
+        self._condition = threading.Condition()
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._frame_loop, name=f"frames-{index}", daemon=True)
+            for index in range(frame_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def session(self, client: int) -> ClientSession:
-        found = self.sessions.get(client)
-        if found is None:
-            found = self.sessions[client] = ClientSession(client, self.send)
-            self.turns.append(client)
-        return found
+        with self._condition:
+            found = self.sessions.get(client)
+            if found is None:
+                found = self.sessions[client] = ClientSession(client, self.send)
+                self.turns.append(client)
+            return found
 
     def handle(self, batch: list[Message]) -> None:
         """Messages that arrived together; of a client's settings only the newest is built."""
@@ -188,7 +208,9 @@ class Service:
             if not isinstance(client, int):
                 continue
             if op == "settings" and newest_settings[client] == index:
-                self.session(client).apply(dict(message.get("values") or {}))
+                session = self.session(client)
+                with session.lock:  # not while its frame is in progress
+                    session.apply(dict(message.get("values") or {}))
             elif client not in self.sessions:
                 if op == "frame":  # a client that has left (or never came): nothing to use
                     self.send(messages.error(client, "unknown client", message.get("id")))
@@ -199,38 +221,70 @@ class Service:
                 )
                 self.sessions[client].pace(pause, interval)
             elif op == "frame":
-                self.waiting[client] = message
+                with self._condition:
+                    self.waiting[client] = message
+                    self._condition.notify()
             elif op == "bye":
                 self.drop(client)
 
     def drop(self, client: int) -> None:
-        self.waiting.pop(client, None)
-        session = self.sessions.pop(client, None)
-        with contextlib.suppress(ValueError):
-            self.turns.remove(client)
+        with self._condition:
+            self.waiting.pop(client, None)
+            session = self.sessions.pop(client, None)
+            with contextlib.suppress(ValueError):
+                self.turns.remove(client)
         if session is not None:
-            session.close()
+            with session.lock:  # after its frame in progress, if any
+                session.close()
 
     def next_frame(self) -> tuple[ClientSession, Message] | None:
-        """The waiting frame of the next client in turn (None when no frame waits)."""
+        """The waiting frame of the next client in turn that is not busy (None: no frame
+        waits). The caller holds the condition when there are frame threads."""
         for _ in range(len(self.turns)):
             client = self.turns[0]
             self.turns.rotate(-1)
+            if client in self.busy:
+                continue
             message = self.waiting.pop(client, None)
             if message is not None:
                 return self.sessions[client], message
         return None
 
     def close(self) -> None:
+        """Finish the frames in progress, then close every session."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        for thread in self._threads:
+            thread.join(30.0)
         for client in list(self.sessions):
             self.drop(client)
 
+    def _frame_loop(self) -> None:
+        while True:
+            with self._condition:
+                turn = self.next_frame()
+                while turn is None and not self._stopping:
+                    self._condition.wait()
+                    turn = self.next_frame()
+                if self._stopping:
+                    return
+                session, message = turn
+                self.busy.add(session.client)
+            try:
+                with session.lock:
+                    session.frame(message)
+            finally:
+                with self._condition:
+                    self.busy.discard(session.client)
+                    self._condition.notify_all()
 
-def take_messages(inbox: queue.Queue, block: bool) -> list[Message | None]:
-    """What has arrived; with `block`, wait up to a second for the first message."""
+
+def take_messages(inbox: queue.Queue) -> list[Message | None]:
+    """What has arrived, waiting up to a second for the first message."""
     batch: list[Message | None] = []
     with contextlib.suppress(queue.Empty):
-        batch.append(inbox.get(timeout=PARENT_CHECK_SECONDS) if block else inbox.get_nowait())
+        batch.append(inbox.get(timeout=PARENT_CHECK_SECONDS))
         while batch[-1] is not None:
             batch.append(inbox.get_nowait())
     return batch
@@ -251,20 +305,15 @@ def serve(parent: int, messages_out: IO[bytes]) -> None:
             messages_out.write(messages.encode(message))
             messages_out.flush()
 
-    service = Service(send)
+    service = Service(send, FRAME_THREADS)
     try:
         while True:
-            batch = take_messages(inbox, block=not service.waiting)
+            batch = take_messages(inbox)
             if not batch and not parent_alive(parent):
                 return
-            ending = any(message is None or message.get("op") == "quit" for message in batch)
-            if ending:
+            if any(message is None or message.get("op") == "quit" for message in batch):
                 return
             service.handle(batch)  # type: ignore[arg-type]
-            turn = service.next_frame()
-            if turn is not None:
-                session, message = turn
-                session.frame(message)
     finally:
         service.close()
 

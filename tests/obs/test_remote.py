@@ -190,6 +190,35 @@ def test_two_clients_share_one_process_each_with_its_own_settings(service, defau
     assert gone(pid, 5.0) and my_slots() == [] and service.pid is None
 
 
+def test_clients_feeding_frames_in_a_loop_get_equal_shares(service, default_models):
+    """Two sources sending frames as fast as they are answered: neither starves (the
+    service takes the clients' frames in turn)."""
+    frame = rgba()
+    clients = [RemoteProcessor(PYTHON, values, service=service) for values in (EXACT, OTHER)]
+    counts = [0, 0]
+    stop = threading.Event()
+
+    def feed(index: int) -> None:
+        while not stop.is_set():
+            clients[index].process(frame)
+            counts[index] += 1
+
+    try:
+        for client in clients:
+            client.start()
+        threads = [threading.Thread(target=feed, args=(index,)) for index in (0, 1)]
+        for thread in threads:
+            thread.start()
+        time.sleep(4.0)
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    finally:
+        for client in clients:
+            client.close()
+    assert min(counts) >= 3 and min(counts) > 0.6 * max(counts), counts
+
+
 def test_one_clients_bad_settings_leave_the_other_working(service, default_models):
     frame = rgba()
     good = RemoteProcessor(PYTHON, EXACT, service=service)
