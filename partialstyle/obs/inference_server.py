@@ -13,9 +13,9 @@ filter instance is a client with its own settings, its own `Pipeline` and `LiveS
 corrupt the message stream.
 
 Frames are taken round-robin over the clients that have one waiting (a client's newer frame
-replaces its older one), so a busy source cannot starve the others; frames of different
-clients may run side by side (FRAME_THREADS). A client's failure (bad settings, a frame that
-raises) is answered to that client only.
+replaces its older one), so a busy source cannot starve the others; different clients' work
+(their frames, and building their settings) may run side by side (FRAME_THREADS). A client's
+failure (bad settings, a frame that raises) is answered to that client only.
 
 Every frame comes out styled: the style networks run beside the frames in a thread of their
 own per client, and each frame gets the newest stylization carried onto it
@@ -37,6 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -80,7 +81,7 @@ class ClientSession:
         self.frame_interval = 0.0
         self.build_error: str | None = None
         self.slots: dict[str, Any] = {}
-        self.lock = threading.Lock()  # its frame, settings and closing one at a time
+        self.lock = threading.Lock()  # its settings, frames and closing one at a time
         self.closed = False
 
     def apply(self, values: dict[str, Any]) -> None:
@@ -169,89 +170,96 @@ class ClientSession:
         self.slots.clear()
 
 
+@dataclass(frozen=True)
+class Turn:
+    """A client's work for one turn: its newest settings (if new), then its newest frame."""
+
+    session: ClientSession
+    values: dict[str, Any] | None
+    frame: Message | None
+
+
 class Service:
-    """Every client's session, the frames waiting for their turn, and the threads that run
-    them (up to FRAME_THREADS clients' frames at once, each client's one at a time)."""
+    """Every client's session, the work waiting for its turn, and the threads that do it
+    (up to FRAME_THREADS clients at once, each client's work one at a time and in order).
+
+    Settings are built on those threads too, so loading a model for one client (seconds for
+    YOLACT) holds up that client only, not the others' frames.
+    """
 
     def __init__(self, send: Send, frame_threads: int = 0):
         self.send = send
         self.sessions: dict[int, ClientSession] = {}
-        self.waiting: dict[int, Message] = {}  # the newest frame of each client
+        self.settings: dict[int, dict[str, Any]] = {}  # the newest unapplied, per client
+        self.waiting: dict[int, Message] = {}  # the newest frame, per client
         self.turns: deque[int] = deque()  # round-robin order of the clients
-        self.busy: set[int] = set()  # clients whose frame a thread is working on
+        self.busy: set[int] = set()  # clients a thread is working for
         self._condition = threading.Condition()
         self._stopping = False
         self._threads = [
-            threading.Thread(target=self._frame_loop, name=f"frames-{index}", daemon=True)
+            threading.Thread(target=self._work_loop, name=f"frames-{index}", daemon=True)
             for index in range(frame_threads)
         ]
         for thread in self._threads:
             thread.start()
 
-    def session(self, client: int) -> ClientSession:
-        with self._condition:
-            found = self.sessions.get(client)
-            if found is None:
-                found = self.sessions[client] = ClientSession(client, self.send)
-                self.turns.append(client)
-            return found
-
     def handle(self, batch: list[Message]) -> None:
-        """Messages that arrived together; of a client's settings only the newest is built."""
-        newest_settings = {
-            message.get("client"): index
-            for index, message in enumerate(batch)
-            if message.get("op") == "settings"
-        }
-        for index, message in enumerate(batch):
+        """Messages that arrived together (a client's newer settings or frame replaces an
+        older one still waiting)."""
+        for message in batch:
             op, client = message.get("op"), message.get("client")
             if not isinstance(client, int):
                 continue
-            if op == "settings" and newest_settings[client] == index:
-                session = self.session(client)
-                with session.lock:  # not while its frame is in progress
-                    session.apply(dict(message.get("values") or {}))
-            elif client not in self.sessions:
-                if op == "frame":  # a client that has left (or never came): nothing to use
-                    self.send(messages.error(client, "unknown client", message.get("id")))
-            elif op == "pace":
-                pause, interval = (
-                    message.get("style_pause", 0.0),
-                    message.get("frame_interval", 0.0),
-                )
-                self.sessions[client].pace(pause, interval)
-            elif op == "frame":
-                with self._condition:
+            with self._condition:
+                if op == "settings":
+                    if client not in self.sessions:
+                        self.sessions[client] = ClientSession(client, self.send)
+                        self.turns.append(client)
+                    self.settings[client] = dict(message.get("values") or {})
+                elif client not in self.sessions:
+                    if op == "frame":  # a client that has left (or never came)
+                        self.send(messages.error(client, "unknown client", message.get("id")))
+                elif op == "pace":
+                    pause = message.get("style_pause", 0.0)
+                    self.sessions[client].pace(pause, message.get("frame_interval", 0.0))
+                elif op == "frame":
                     self.waiting[client] = message
-                    self._condition.notify()
-            elif op == "bye":
+                self._condition.notify()
+            if op == "bye":
                 self.drop(client)
 
     def drop(self, client: int) -> None:
         with self._condition:
             self.waiting.pop(client, None)
+            self.settings.pop(client, None)
             session = self.sessions.pop(client, None)
             with contextlib.suppress(ValueError):
                 self.turns.remove(client)
         if session is not None:
-            with session.lock:  # after its frame in progress, if any
+            with session.lock:  # after the work in progress for it, if any
                 session.close()
 
-    def next_frame(self) -> tuple[ClientSession, Message] | None:
-        """The waiting frame of the next client in turn that is not busy (None: no frame
-        waits). The caller holds the condition when there are frame threads."""
+    def next_turn(self) -> Turn | None:
+        """The work of the next client in turn that has some and is not busy (None: no
+        work waits). The caller holds the condition when there are threads."""
         for _ in range(len(self.turns)):
             client = self.turns[0]
             self.turns.rotate(-1)
-            if client in self.busy:
+            if client in self.busy or (client not in self.settings and client not in self.waiting):
                 continue
-            message = self.waiting.pop(client, None)
-            if message is not None:
-                return self.sessions[client], message
+            values, frame = self.settings.pop(client, None), self.waiting.pop(client, None)
+            return Turn(self.sessions[client], values, frame)
         return None
 
+    def run(self, turn: Turn) -> None:
+        with turn.session.lock:
+            if turn.values is not None:
+                turn.session.apply(turn.values)
+            if turn.frame is not None:
+                turn.session.frame(turn.frame)
+
     def close(self) -> None:
-        """Finish the frames in progress, then close every session."""
+        """Finish the work in progress, then close every session."""
         with self._condition:
             self._stopping = True
             self._condition.notify_all()
@@ -260,23 +268,21 @@ class Service:
         for client in list(self.sessions):
             self.drop(client)
 
-    def _frame_loop(self) -> None:
+    def _work_loop(self) -> None:
         while True:
             with self._condition:
-                turn = self.next_frame()
+                turn = self.next_turn()
                 while turn is None and not self._stopping:
                     self._condition.wait()
-                    turn = self.next_frame()
+                    turn = self.next_turn()
                 if self._stopping:
                     return
-                session, message = turn
-                self.busy.add(session.client)
+                self.busy.add(turn.session.client)
             try:
-                with session.lock:
-                    session.frame(message)
+                self.run(turn)
             finally:
                 with self._condition:
-                    self.busy.discard(session.client)
+                    self.busy.discard(turn.session.client)
                     self._condition.notify_all()
 
 

@@ -302,28 +302,45 @@ def test_the_child_exits_when_its_parent_dies(tmp_path, default_models):
     assert leftovers == []
 
 
-def test_frames_are_taken_in_turn_and_the_newest_of_each_client_wins():
-    """The service's scheduling: round-robin over the clients with a waiting frame."""
-    service = Service(send=lambda message: None)
-    for client in (1, 2, 3):
-        service.session(client)
+def test_work_is_taken_in_turn_and_the_newest_of_each_client_wins():
+    """The service's scheduling: round-robin over the clients with settings to build or a
+    frame waiting; a newer frame or newer settings replace older ones still waiting."""
+    sent: list[messages.Message] = []
+    service = Service(send=sent.append)
 
     def frame(client: int, number: int) -> messages.Message:
         return messages.frame(client, number, "in", "out", 4, 4)
 
-    def taken() -> tuple[int, int] | None:
-        turn = service.next_frame()
-        return None if turn is None else (turn[0].client, turn[1]["id"])
+    def taken() -> tuple[int, object, object] | None:
+        turn = service.next_turn()
+        if turn is None:
+            return None
+        values = None if turn.values is None else turn.values["person_style"]
+        return turn.session.client, values, None if turn.frame is None else turn.frame["id"]
 
+    service.handle([messages.settings(client, {"person_style": "a"}) for client in (1, 2, 3)])
+    service.handle([messages.settings(2, {"person_style": "b"}), frame(2, 1)])
+    assert [taken(), taken(), taken(), taken()] == [
+        (1, "a", None),
+        (2, "b", 1),
+        (3, "a", None),
+        None,
+    ]
     service.handle([frame(1, 1), frame(1, 2), frame(3, 1)])  # client 1 twice: 2 replaces 1
-    assert [taken(), taken(), taken()] == [(1, 2), (3, 1), None]
+    assert [taken(), taken(), taken()] == [(1, None, 2), (3, None, 1), None]
     # A busy client sends again as soon as it has its answer; the others still get turns.
-    service.handle([frame(1, 3), frame(2, 1)])
-    assert taken() == (1, 3)
+    service.handle([frame(1, 3), frame(2, 2)])
+    assert taken() == (1, None, 3)
     service.handle([frame(1, 4)])
-    assert [taken(), taken()] == [(2, 1), (1, 4)]
-    service.handle([messages.bye(2), frame(2, 2)])  # a client that left gets an error
-    assert 2 not in service.sessions and service.next_frame() is None
+    assert [taken(), taken()] == [(2, None, 2), (1, None, 4)]
+    service.busy.add(1)  # a thread works for client 1: its next frame waits
+    service.handle([frame(1, 5), frame(3, 2)])
+    assert [taken(), taken()] == [(3, None, 2), None]
+    service.busy.clear()
+    assert taken() == (1, None, 5)
+    service.handle([messages.bye(2), frame(2, 3)])  # a client that left gets an error
+    assert 2 not in service.sessions and taken() is None
+    assert sent == [messages.error(2, "unknown client", 3)]
 
 
 def test_environment_check_reports_device_and_models(default_models):
