@@ -32,6 +32,7 @@ _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -322,6 +323,93 @@ torch::Tensor region_affine(torch::Tensor x, torch::Tensor masks, torch::Tensor 
   });
   return y;
 }
+
+// The whole layer in one call: region_moments, the statistics (multistyle.region_statistics:
+// each region's moments pooled with `prior` pixels of the image's, the base region's sums
+// being the image's minus the others'), the scale and shift rows, then region_affine.
+// `masks` are the R-1 masks of every region but `base`; gamma and beta are [R, C].
+torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor gamma,
+                          torch::Tensor beta, int64_t base, double eps, double prior,
+                          torch::Tensor residual, bool relu, int64_t pad, bool reflect) {
+  check_image(x);
+  const int64_t C = x.size(1);
+  const int64_t K = masks.numel() ? masks.size(1) : 0;  // regions besides the base
+  const int64_t R = K + 1;
+  TORCH_CHECK(gamma.scalar_type() == at::kFloat && beta.scalar_type() == at::kFloat &&
+              gamma.is_contiguous() && beta.is_contiguous() && gamma.numel() == R * C &&
+              beta.numel() == R * C, "gamma and beta must be fp32 [R, C]");
+  TORCH_CHECK(K == 0 || (base >= 0 && base < R), "base must index a region");
+  if (K == 0) base = 0;
+  const double* sums = nullptr;
+  torch::Tensor moments = region_moments(x, masks);
+  sums = moments.data_ptr<double>();
+  const double pixels = static_cast<double>(x.size(2) * x.size(3));
+  std::vector<double> mean(R * C), var(R * C), mean_all(C), var_all(C);
+  for (int64_t c = 0; c < C; ++c) {
+    mean_all[c] = sums[c] / pixels;
+    var_all[c] = std::max(sums[C + c] / pixels - mean_all[c] * mean_all[c], 0.0);
+  }
+  if (K == 0) {
+    for (int64_t c = 0; c < C; ++c) {
+      mean[c] = mean_all[c];
+      var[c] = var_all[c];
+    }
+  } else {
+    // Moments about the image mean: first = sum m (x - mu), second = sum m (x - mu)^2.
+    std::vector<double> area(R, 0.0), first(R * C, 0.0), second(R * C, 0.0);
+    double other_area = 0.0;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t r = k < base ? k : k + 1;
+      const double a = sums[2 * C * (1 + K) + k];
+      area[r] = a;
+      other_area += a;
+      for (int64_t c = 0; c < C; ++c) {
+        const double s1 = sums[2 * C * (1 + k) + c], s2 = sums[2 * C * (1 + k) + C + c];
+        const double mu = mean_all[c];
+        first[r * C + c] = s1 - a * mu;
+        second[r * C + c] = s2 - 2.0 * mu * s1 + a * mu * mu;
+        first[base * C + c] -= first[r * C + c];
+        second[base * C + c] -= second[r * C + c];
+      }
+    }
+    area[base] = pixels - other_area;
+    for (int64_t c = 0; c < C; ++c) second[base * C + c] += pixels * var_all[c];
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < C; ++c) {
+        const double weight = area[r] + prior;
+        const double offset = first[r * C + c] / weight;
+        const double v = (second[r * C + c] + prior * var_all[c]) / weight - offset * offset;
+        mean[r * C + c] = mean_all[c] + offset;
+        var[r * C + c] = std::max(v, 0.0);
+      }
+  }
+  // Rows for region_affine: the base's scale and shift, then each other's difference.
+  auto options = gamma.options();
+  torch::Tensor scale = torch::empty({R, C}, options), shift = torch::empty({R, C}, options);
+  const float* g = gamma.data_ptr<float>();
+  const float* b = beta.data_ptr<float>();
+  float* sc = scale.data_ptr<float>();
+  float* sh = shift.data_ptr<float>();
+  std::vector<float> row_scale(R * C), row_shift(R * C);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t c = 0; c < C; ++c) {
+      const double s = g[r * C + c] / std::sqrt(var[r * C + c] + eps);
+      row_scale[r * C + c] = static_cast<float>(s);
+      row_shift[r * C + c] = static_cast<float>(b[r * C + c] - mean[r * C + c] * s);
+    }
+  for (int64_t c = 0; c < C; ++c) {
+    sc[c] = row_scale[base * C + c];
+    sh[c] = row_shift[base * C + c];
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t r = k < base ? k : k + 1;
+    for (int64_t c = 0; c < C; ++c) {
+      sc[(k + 1) * C + c] = row_scale[r * C + c] - row_scale[base * C + c];
+      sh[(k + 1) * C + c] = row_shift[r * C + c] - row_shift[base * C + c];
+    }
+  }
+  return region_affine(x, masks, scale, shift, residual, relu, pad, reflect);
+}
 """
 
 _lock = threading.Lock()
@@ -357,7 +445,7 @@ def _build() -> None:
         _module = load_inline(
             name=f"partialstyle_fused_norm_{key[:12]}",
             cpp_sources=[_SOURCE],
-            functions=["region_moments", "region_affine"],
+            functions=["region_moments", "region_affine", "region_norm"],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             verbose=False,

@@ -280,71 +280,30 @@ def fused_region_norm(
     [1,R-1,H,W], contiguous) are the masks of every region but ``base``, in order, or None
     when R = 1 (the masks sum to 1, so the base's is implied). Then ReLU, + ``residual``,
     padding by ``out_pad``: the result of ``region_statistics`` and the blended affine, in
-    two passes over memory (one reads ``x`` for every statistic, the other writes the
-    padded result).
+    one call and two passes over memory (one reads ``x`` for every statistic, the other
+    writes the padded result); the statistics in between are computed in fp64.
 
     As in ``SpatialCIN._normalize_one``, the base region's sums are the whole image's minus
     the others', and its row is the starting point to which the others add their masked
     differences, so pixels outside every other region cost no more than without regions.
     """
-    channels = x.shape[1]
     x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
-    others = x.new_empty(0, dtype=torch.float32) if other_masks is None else other_masks
-    if other_masks is not None:
-        keep = [r for r in range(gamma.shape[0]) if r != base]
-        base_or_none = base
-    else:
-        base_or_none = None
-    moments = kernels.region_moments(x, others)
-    pixels = x.shape[-2] * x.shape[-1]
-    mean, var = statistics_from_moments(moments, channels, pixels, base_or_none)
-    scale = gamma.float() * torch.rsqrt(var + eps)
-    shift = beta.float() - mean * scale
-    if other_masks is not None:  # base row first, then the others' differences from it
-        scale = torch.cat([scale[base : base + 1], scale[keep] - scale[base]])
-        shift = torch.cat([shift[base : base + 1], shift[keep] - shift[base]])
     if residual is not None and residual.stride(1) != 1:
         residual = residual.contiguous(memory_format=torch.channels_last)
-    return kernels.region_affine(
+    empty = x.new_empty(0, dtype=torch.float32)
+    return kernels.region_norm(
         x,
-        others,
-        scale.contiguous(),
-        shift.contiguous(),
+        empty if other_masks is None else other_masks,
+        gamma.float().contiguous(),
+        beta.float().contiguous(),
+        -1 if base is None else base,
+        eps,
+        STATISTICS_PRIOR_PIXELS,
         x.new_empty(0) if residual is None else residual,
         relu,
         out_pad,
         pad_mode == "reflect",
     )
-
-
-def statistics_from_moments(
-    moments: Tensor, channels: int, pixels: int, base: int | None
-) -> tuple[Tensor, Tensor]:
-    """Mean and variance, [R,C] fp32 (R = 1 without regions), from the fused kernel's sums.
-
-    ``moments`` (fp64) holds sum x and sum x^2 per channel, then for each region other
-    than ``base`` sum m x and sum m x^2, then their areas. The base region's sums are the
-    whole image's minus the others' (the masks sum to 1). The statistics are
-    ``region_statistics``'.
-    """
-    moments = moments.double()
-    others = (moments.numel() - 2 * channels) // (2 * channels + 1)
-    mean_all = moments[:channels] / pixels
-    var_all = (moments[channels : 2 * channels] / pixels - mean_all * mean_all).clamp_min(0.0)
-    if base is None:
-        return mean_all[None].float(), var_all[None].float()
-    sums = moments[2 * channels : 2 * channels * (1 + others)].view(others, 2, channels)
-    area = moments[moments.numel() - others :][:, None]
-    sum_x, sum_xx = sums[:, 0], sums[:, 1]
-    first = sum_x - area * mean_all
-    second = sum_xx - 2.0 * mean_all * sum_x + area * mean_all * mean_all
-    area = torch.cat([area[:base], pixels - area.sum(0, keepdim=True), area[base:]])
-    first = torch.cat([first[:base], -first.sum(0, keepdim=True), first[base:]])
-    second = torch.cat(
-        [second[:base], pixels * var_all - second.sum(0, keepdim=True), second[base:]]
-    )
-    mean, var = pooled_statistics(area, first, second, mean_all, var_all)
-    return mean.float(), var.float()
 
 
 def _boxed_region_statistics(
