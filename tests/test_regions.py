@@ -52,8 +52,8 @@ def test_each_person_in_their_own_style(two_people):
     for person, own, other in ((left, first, second), (right, second, first)):
         inside = person > 0.99
         assert inside.sum() > 5000
-        # Closer to its own style than to the other (the network mixes near edges and shares
-        # normalisation statistics over the frame, so not equal to a full-frame run).
+        # Closer to its own style than to the other (the network mixes near edges and each
+        # person is normalised over their own region, so not equal to a full-frame run).
         assert _difference(out, own)[inside].mean() < 0.75 * _difference(out, other)[inside].mean()
     assert _difference(out, two_people)[mask == 0].max() == 0  # background style is none
 
