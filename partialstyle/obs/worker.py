@@ -2,9 +2,9 @@
 
 OBS's render thread must never wait for inference. It drops every frame into a one-slot
 mailbox (a newer frame replaces an unprocessed older one) and picks up whatever result is
-newest. The
-worker builds and starts its processor itself, so starting it (in the filter: a child process
-that imports torch and loads the models) also happens off the render thread.
+newest. The worker builds and starts its processor itself, so starting it (in the filter:
+joining the inference process all filters share, which the first one starts, importing torch
+and loading the models) also happens off the render thread.
 """
 
 from __future__ import annotations
