@@ -1,11 +1,12 @@
 """The "Partial Style Transfer" filter: per-instance state and the render path.
 
-The render callback never waits for inference. When the worker is about to need a frame it
-reads the filter's target back (GPU → numpy), hands it over (the newest frame wins), and it
-draws the newest finished result. Until the first result, and whenever something fails, it
-passes the source through untouched. Errors reach the OBS log once, not once per frame.
-Inference runs in a child process per filter instance (`partialstyle.obs.remote`): nothing
-here imports torch.
+The render callback never waits for inference. Every frame it reads the filter's target
+back (GPU → numpy), hands it over (the newest frame wins), and draws the newest finished
+result: that frame styled a frame or two earlier (see `partialstyle.live`). Until the first
+result, whenever something fails and whenever results stop coming, it passes the source
+through untouched. Errors reach the OBS log once, not once per frame. Inference runs in one
+process shared by every filter instance (`partialstyle.obs.remote`): nothing here imports
+torch.
 """
 
 from __future__ import annotations
