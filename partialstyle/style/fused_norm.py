@@ -9,8 +9,9 @@ regions, in fp32 or bf16 with fp32 arithmetic.
 
 The kernel is C++ compiled with torch's extension builder the first time it is wanted
 (about a minute, once per machine; cached under torch's extension directory, keyed by the
-source and the CPU's instruction sets). Building happens in a background thread, so the
-first frames use the plain torch ops meanwhile; without a C++ compiler the plain ops stay.
+source and the CPU's instruction sets). Building happens in a child process watched by a
+background thread, so the first frames use the plain torch ops meanwhile and a command that
+ends sooner does not cut the build short; without a C++ compiler the plain ops stay.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -431,8 +434,8 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _build() -> None:
-    global _module, _state
+def _load() -> ModuleType:
+    """Build (if the cache lacks it) and import the extension; raises if it cannot."""
     # torch's extension builder logs warnings (no CUDA, compiler checks) that would land in
     # the middle of a user's terminal output; a failed build is reported by status().
     builder_log = logging.getLogger("torch.utils.cpp_extension")
@@ -442,7 +445,7 @@ def _build() -> None:
         from torch.utils.cpp_extension import load_inline
 
         key = hashlib.sha256((_SOURCE + _cpu_flags() + torch.__version__).encode()).hexdigest()
-        _module = load_inline(
+        return load_inline(
             name=f"partialstyle_fused_norm_{key[:12]}",
             cpp_sources=[_SOURCE],
             functions=["region_moments", "region_affine", "region_norm"],
@@ -450,13 +453,35 @@ def _build() -> None:
             extra_ldflags=["-fopenmp"],
             verbose=False,
         )
+    finally:
+        builder_log.setLevel(builder_level)
+
+
+def _build() -> None:
+    """Build in a child process of its own session, then import here.
+
+    The child finishes the build (and releases torch's lock file in the build directory)
+    even if this process exits first, as a quick `partialstyle image` does; a build killed
+    half way would leave the lock behind and every later build waiting on it.
+    """
+    global _module, _state
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "partialstyle.style.fused_norm"],
+            capture_output=True,
+            text=True,
+            start_new_session=True,
+            timeout=1800,
+        )
+        if child.returncode != 0:
+            lines = (child.stdout + child.stderr).strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"build exited with {child.returncode}")
+        _module = _load()  # built: this only imports it
         _state = "ready"
     except Exception as exc:  # no compiler, no headers, a failed build: plain ops stay
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         _state = f"failed: {reason[:200]}"
         _log.info("fused normalisation kernel unavailable (%s); using plain torch ops", _state)
-    finally:
-        builder_log.setLevel(builder_level)
 
 
 def kernels(wait: bool = False) -> ModuleType | None:
@@ -495,8 +520,8 @@ def disabled() -> Iterator[None]:
 
 
 def status() -> str:
-    """ "ready", "building", "not started" or "failed: <reason>" (for doctor and bench)."""
-    return _state
+    """ "ready", "building", "not started", "disabled" or "failed: <reason>" (doctor, bench)."""
+    return _state if _enabled else "disabled"
 
 
 def applies(x: Tensor) -> bool:
@@ -508,3 +533,10 @@ def applies(x: Tensor) -> bool:
         and x.shape[1] <= 64
         and not (torch.is_grad_enabled() and x.requires_grad)
     )
+
+
+if __name__ == "__main__":  # the build child (see _build): errors go to its stderr
+    try:
+        _load()
+    except Exception as exc:
+        sys.exit(f"fused normalisation kernel build failed: {str(exc).splitlines()[0]}")
