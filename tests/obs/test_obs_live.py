@@ -19,7 +19,7 @@ import pytest
 from frame_tags import moving_frames, read_tag
 from obs_harness import CAMERA, FILTER, FPS, HEIGHT, WIDTH, ObsSession
 
-from partialstyle.obs.sample_clip import sample_frame, write_clip
+from partialstyle.obs.sample_clip import write_clip
 
 pytestmark = pytest.mark.obs
 
@@ -64,17 +64,16 @@ def read_video(path: Path) -> list[np.ndarray]:
     return frames
 
 
-def person_columns(image: np.ndarray, source: np.ndarray) -> float | None:
-    """Mean column of the pixels the filter changed (the styled person), or None."""
+def styled_person(image: np.ndarray, source: np.ndarray) -> bool:
+    """Whether the filter styled the person: many pixels far from the source frame's."""
     changed = np.abs(image.astype(np.int16) - source.astype(np.int16)).mean(-1) > STYLED_LEVEL
-    columns = np.nonzero(changed[HEIGHT // 3 :])[1]
-    return float(columns.mean()) if columns.size > 500 else None
+    return int(changed[HEIGHT // 3 :].sum()) > 500
 
 
 def analyse(recorded: list[np.ndarray], clip: list[np.ndarray]) -> dict:
     tags = [read_tag(frame) for frame in recorded]
     styled = [
-        tag is not None and person_columns(frame, clip[tag]) is not None
+        tag is not None and styled_person(frame, clip[tag])
         for frame, tag in zip(recorded, tags, strict=True)
     ]
     first_styled = styled.index(True)
@@ -83,8 +82,7 @@ def analyse(recorded: list[np.ndarray], clip: list[np.ndarray]) -> dict:
     offset = int(np.bincount(offsets).argmax())
     start = first_styled + FPS  # one second after the first styled frame
     window = range(start, len(recorded))
-    wall = sample_frame(WIDTH, HEIGHT, shift=10 * WIDTH)  # the clip without the person
-    lags, misplaced, fresh = [], [], 0
+    lags, fresh = [], 0
     for k in window:
         tag = tags[k]
         if tag is None or not styled[k]:
@@ -92,10 +90,6 @@ def analyse(recorded: list[np.ndarray], clip: list[np.ndarray]) -> dict:
         lags.append((k + offset - tag) % COUNT)
         if tag != tags[k - 1]:
             fresh += 1
-        # The styled person must sit where the person is in the source frame.
-        shown, truth = person_columns(recorded[k], clip[tag]), person_columns(clip[tag], wall)
-        if shown is not None and truth is not None:
-            misplaced.append(abs(shown - truth))
     seconds = len(window) / FPS
     return {
         "seconds": round(seconds, 2),
@@ -103,13 +97,13 @@ def analyse(recorded: list[np.ndarray], clip: list[np.ndarray]) -> dict:
         "fresh_styled_fps": round(fresh / seconds, 2),
         "lag_frames_median": float(np.median(lags)),
         "lag_frames_p90": float(np.percentile(lags, 90)),
-        "misplaced_px_median": round(float(np.median(misplaced)), 2) if misplaced else None,
     }
 
 
 def test_output_follows_a_moving_person_frame_by_frame(obs_session, record_property):
     """Fresh styled frames at ≥ 15 per second, trailing the source by ≤ 3 frames (median),
-    the styled person in place, ≤ 1% skipped render frames (the live-output targets)."""
+    ≤ 1% skipped render frames (the live-output targets). Where the styled person sits is
+    checked by the propagation's own tests (tests/test_live.py)."""
     session, client = obs_session, obs_session.client
     clip = moving_frames(COUNT, WIDTH, HEIGHT, SWAY)
     path = write_clip(session.root / "moving.avi", clip, WIDTH, HEIGHT, FPS)
