@@ -325,3 +325,18 @@ def test_without_a_compiler_the_plain_ops_run(tmp_path) -> None:
     status, shape = result.stdout.strip().splitlines()
     assert status.startswith("failed: ") and shape == "(1, 4, 8, 8)"
     assert "WARNING" not in result.stderr  # the builder's warnings stay out of the terminal
+
+
+def test_fused_mask_pyramid_equals_pooling(fused_kernels) -> None:
+    """The one-pass pyramid: the largest region as base, the others' masks at 1, 1/2, 1/4."""
+    generator = torch.Generator().manual_seed(6)
+    masks = (
+        torch.rand(1, 3, 40, 64, generator=generator) * torch.tensor([1.0, 3.0, 1.0])[:, None, None]
+    )
+    masks = masks / masks.sum(dim=1, keepdim=True)
+    base, full, half, quarter = fused_kernels.mask_pyramid(masks)
+    assert int(base) == 1
+    others = masks[:, [0, 2]]
+    assert torch.equal(full, others)
+    assert torch.allclose(half, F.avg_pool2d(others, 2), atol=1e-6)
+    assert torch.allclose(quarter, F.avg_pool2d(F.avg_pool2d(others, 2), 2), atol=1e-6)

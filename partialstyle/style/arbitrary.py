@@ -366,13 +366,10 @@ class ArbitraryTransformer(nn.Module):
         convs = self._convs()
         levels = {}  # masks of every region but the base (the largest), per width
         base = None
-        if weights is not None:
-            base = int(weights.sum(dim=(0, 2, 3)).argmax())
-            keep = [r for r in range(weights.shape[1]) if r != base]
-            full = weights[:, keep].float().contiguous()
-            half = F.avg_pool2d(full, 2)
-            quarter = F.avg_pool2d(half, 2)
-            levels = {m.shape[-1]: m for m in (full, half, quarter)}
+        if weights is not None:  # one pass (see multistyle.MaskPyramid)
+            chosen, *pyramid = kernels.mask_pyramid(weights.float().contiguous())
+            base = int(chosen)
+            levels = {m.shape[-1]: m for m in pyramid}
         styles = styles.float()
 
         def norm(layer: StyledConv, y: torch.Tensor, **fused) -> torch.Tensor:

@@ -413,6 +413,51 @@ torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor ga
   }
   return region_affine(x, masks, scale, shift, residual, relu, pad, reflect);
 }
+
+// Region masks [1,R,H,W] (fp32, H and W multiples of 4) -> the base region (the largest)
+// and the other regions' masks at full, 1/2 and 1/4 size (2x2 means, as avg_pool2d), all
+// in one parallel pass: each torch op on a full-size mask would be a parallel region of its
+// own, and on a busy machine every one of them waits for all threads to be scheduled.
+std::vector<torch::Tensor> mask_pyramid(torch::Tensor masks) {
+  TORCH_CHECK(masks.dim() == 4 && masks.size(0) == 1 && masks.is_contiguous() &&
+              masks.scalar_type() == at::kFloat && masks.size(2) % 4 == 0 &&
+              masks.size(3) % 4 == 0, "masks must be fp32 [1,R,H,W], sides multiples of 4");
+  const int64_t R = masks.size(1), H = masks.size(2), W = masks.size(3), K = R - 1;
+  const float* m = masks.data_ptr<float>();
+  std::vector<double> area(R, 0.0);
+  for (int64_t r = 0; r < R; ++r) {
+    double total = 0.0;
+    for (int64_t i = 0; i < H * W; ++i) total += m[r * H * W + i];
+    area[r] = total;
+  }
+  const int64_t base = std::max_element(area.begin(), area.end()) - area.begin();
+  auto options = masks.options();
+  auto full = torch::empty({1, K, H, W}, options);
+  auto half = torch::empty({1, K, H / 2, W / 2}, options);
+  auto quarter = torch::empty({1, K, H / 4, W / 4}, options);
+  float* f = full.data_ptr<float>();
+  float* h2 = half.data_ptr<float>();
+  float* q4 = quarter.data_ptr<float>();
+  const int64_t W2 = W / 2, W4 = W / 4, H2 = H / 2, H4 = H / 4;
+  at::parallel_for(0, K * H4, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t job = begin; job < end; ++job) {
+      const int64_t k = job / H4, qy = job % H4;
+      const int64_t r = k < base ? k : k + 1;
+      const float* src = m + r * H * W;
+      std::copy(src + 4 * qy * W, src + (4 * qy + 4) * W, f + k * H * W + 4 * qy * W);
+      for (int64_t hy = 2 * qy; hy < 2 * qy + 2; ++hy)
+        for (int64_t x = 0; x < W2; ++x) {
+          const float* top = src + 2 * hy * W + 2 * x;
+          h2[(k * H2 + hy) * W2 + x] = (top[0] + top[1] + top[W] + top[W + 1]) / 4.0f;
+        }
+      for (int64_t x = 0; x < W4; ++x) {
+        const float* top = h2 + (k * H2 + 2 * qy) * W2 + 2 * x;
+        q4[(k * H4 + qy) * W4 + x] = (top[0] + top[1] + top[W2] + top[W2 + 1]) / 4.0f;
+      }
+    }
+  });
+  return {torch::tensor(base), full, half, quarter};
+}
 """
 
 _lock = threading.Lock()
@@ -448,7 +493,7 @@ def _load() -> ModuleType:
         return load_inline(
             name=f"partialstyle_fused_norm_{key[:12]}",
             cpp_sources=[_SOURCE],
-            functions=["region_moments", "region_affine", "region_norm"],
+            functions=["region_moments", "region_affine", "region_norm", "mask_pyramid"],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             verbose=False,

@@ -817,11 +817,17 @@ class MaskPyramid(NamedTuple):
 
     @classmethod
     def build(cls, masks: Tensor, dtype: torch.dtype) -> MaskPyramid:
-        """Averaged in fp32 (the sizes are exact halves), only the non-base masks."""
-        base = int(masks.sum(dim=(0, 2, 3)).argmax())
-        full = masks[:, [r for r in range(masks.shape[1]) if r != base]].contiguous()
-        half = F.avg_pool2d(full, 2)
-        quarter = F.avg_pool2d(half, 2)
+        """Averaged in fp32 (the sizes are exact halves), only the non-base masks; by the
+        fused kernel in one pass where it applies (one image on the CPU)."""
+        kernels = fused_norm.kernels() if fused_norm.applies(masks) else None
+        if kernels is not None and masks.shape[0] == 1:
+            chosen, full, half, quarter = kernels.mask_pyramid(masks.contiguous())
+            base = int(chosen)
+        else:
+            base = int(masks.sum(dim=(0, 2, 3)).argmax())
+            full = masks[:, [r for r in range(masks.shape[1]) if r != base]].contiguous()
+            half = F.avg_pool2d(full, 2)
+            quarter = F.avg_pool2d(half, 2)
         others = {m.shape[-1]: m for m in (full, half, quarter)}
         support = RegionSupport.of(_with_base(quarter, base), block=4)._replace(base=base)
         return cls(others, support, masks.shape[-1], dtype, {})
