@@ -174,7 +174,9 @@ def test_one_style_in_every_region_equals_plain_forward(model, quantised_model, 
         assert torch.allclose(regional, plain, atol=1e-5)
 
 
-def test_regions_take_their_own_style(model):
+@pytest.mark.parametrize("fake_quant", [False, True])
+def test_regions_take_their_own_style(model, quantised_model, fake_quant):
+    model = quantised_model if fake_quant else model
     first = model.style_vector(torch.from_numpy(skimage_data.immunohistochemistry()))
     second = model.style_vector(torch.from_numpy(skimage_data.camera()[..., None].repeat(3, 2)))
     frame = _photo(96, 160)
