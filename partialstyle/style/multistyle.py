@@ -219,8 +219,8 @@ class SpatialCIN(nn.Module):
 # by A / (A + 64). Large regions (the background, a person: thousands of pixels at the
 # residual blocks' 1/4 resolution) keep their own statistics to within a few percent; a
 # sliver of a few pixels, whose variance would be noise, falls back smoothly to the whole
-# image's. 64 pixels is an 8x8 patch at that resolution, about the smallest patch whose
-# variance is steady enough across frames.
+# image's. 64 pixels (an 8x8 patch at that resolution) is a judgement, not a tuned value:
+# small against real regions, large against specks at a mask's soft edge.
 STATISTICS_PRIOR_PIXELS = 64.0
 
 
