@@ -43,6 +43,11 @@ ProcessorFactory = Callable[[Any], Processor]
 
 # After a failure the same settings are retried this often (a model may have been prepared).
 RETRY_SECONDS = 10.0
+# A frame made with settings that changed meanwhile is dropped, unless the newest result is
+# older than this: under a stream of changes (a controller sending SetSourceFilterSettings
+# many times a second) every frame would be dropped and the filter, finding no fresh result,
+# would show the source unstyled. Below the filter's STALE_SECONDS.
+KEEP_SUPERSEDED_AFTER = 0.5
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,7 @@ class FrameWorker:
         self.error: str | None = None
         self.durations: deque[float] = deque(maxlen=50)
         self.results = 0
+        self._result_at = 0.0  # time.monotonic() of the newest result; 0 before the first
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -166,14 +172,20 @@ class FrameWorker:
                 self._fail(error)
             else:
                 self.durations.append(time.perf_counter() - started)
-                if self._settings_version != version:
+                if self._settings_version != version and not self._result_overdue():
                     continue  # made with settings that have changed since: not shown
                 self.results += 1
                 self._result = Result(image, self.results)
+                self._result_at = time.monotonic()
                 self.error = None
                 self._failed_at = None
             finally:
                 self._busy_since = None
+
+    def _result_overdue(self) -> bool:
+        """Whether the last result is so old that one made with superseded settings is
+        better than none (see KEEP_SUPERSEDED_AFTER)."""
+        return self._result_at > 0.0 and time.monotonic() - self._result_at > KEEP_SUPERSEDED_AFTER
 
     def _build(self) -> Processor | None:
         """Create and start the processor (slow); retry when settings change or later."""

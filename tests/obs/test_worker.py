@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from partialstyle.obs.worker import FrameWorker
+from partialstyle.obs.worker import KEEP_SUPERSEDED_AFTER, FrameWorker
 
 
 class Inverter:
@@ -103,6 +103,30 @@ def test_a_frame_made_with_old_settings_is_dropped():
         worker.submit(frame(2))
         wait(lambda: worker.results == 1)
         assert worker.latest().image[0, 0, 0] == 255 - 2
+    finally:
+        worker.stop()
+
+
+def test_a_stream_of_settings_changes_still_gets_results():
+    """Settings changing during every frame (a controller sending them many times a second)
+    would drop every result; once the last result is older than KEEP_SUPERSEDED_AFTER, one
+    made with superseded settings is shown rather than none."""
+    made = []
+    worker = FrameWorker(lambda settings: made.append(Inverter(settings)) or made[-1], {})
+    try:
+        wait(lambda: worker.state == "ready")
+        worker.submit(frame(1))
+        wait(lambda: worker.results == 1)
+        for value, pause, shown in ((2, 0.0, 1), (3, KEEP_SUPERSEDED_AFTER + 0.1, 2)):
+            made[0].gate.clear()
+            worker.submit(frame(value))
+            wait(lambda: worker.busy)
+            time.sleep(pause)
+            worker.configure({"b": value})
+            made[0].gate.set()
+            wait(lambda value=value: made[0].seen[-1] == value and not worker.busy)
+            assert worker.results == shown
+        assert worker.latest().image[0, 0, 0] == 255 - 3
     finally:
         worker.stop()
 
