@@ -104,6 +104,11 @@ class FilterInstance:
         raw = libobs.lib().obs_source_get_name(self.source)
         return raw.decode("utf-8", "replace") if raw else "?"
 
+    @property
+    def label(self) -> str:
+        """ "'Camera' / 'Partial Style'": which source and filter a log line is about."""
+        return properties.source_label(self.source)
+
     def update(self, data: int | None) -> None:
         """New settings: the frame in progress is dropped; the next frame uses them."""
         values, self.problems = settings.keep_valid_styles(settings.read(data), self.values)

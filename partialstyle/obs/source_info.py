@@ -48,6 +48,14 @@ class ObsSourceInfo(ctypes.Structure):
     ]
 
 
+def _label(args: tuple) -> str:
+    """ "'Camera' / 'Partial Style': " when the call is about a filter instance, else ""."""
+    try:
+        return f"{args[0].label}: " if args and hasattr(args[0], "label") else ""
+    except Exception:  # the instance is half gone: say nothing rather than fail again
+        return ""
+
+
 class Runtime:
     """Process-wide state that must outlive script reloads: thunks, strings, instances."""
 
@@ -68,7 +76,7 @@ class Runtime:
         try:
             return getattr(self.handler, name)(*args)
         except Exception:
-            self.report_once(f"{name} failed:\n{traceback.format_exc()}")
+            self.report_once(f"{_label(args)}{name} failed:\n{traceback.format_exc()}")
             return default
 
     def report_once(self, message: str) -> None:

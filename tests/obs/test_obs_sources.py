@@ -141,3 +141,18 @@ def test_nested_scene(obs_session, astronaut, added):
     added.extend(["Nested", "Nested photo"])
     filtered, plain = filtered_and_plain(obs_session, "Nested")
     check_styled(filtered, plain, "nested scene")
+
+
+def test_after_another_filter(obs_session, astronaut, added):
+    """Second in a chain: the filter's target is the filter before it, rendered as is. The
+    output is the stylization of the first filter's output."""
+    client = obs_session.client
+    path = photo_png(obs_session.root, astronaut, transparent=False)
+    client.create_input(SCENE, "Chained", "image_source", {"file": str(path)}, True)
+    added.append("Chained")
+    # OBS's own colour correction first: a picture that differs from the source's.
+    client.create_source_filter("Chained", "Warm", "color_filter_v2", {"gamma": 0.4})
+    filtered, plain = filtered_and_plain(obs_session, "Chained")
+    original = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    assert np.abs(plain[..., :3].astype(int) - original).mean() > 5  # the first filter acts
+    check_styled(filtered, plain, "after another filter")
