@@ -19,12 +19,14 @@ import numpy as np
 import torch
 
 from partialstyle.bench_live import live_benchmark, print_live
+from partialstyle.bench_machine import machine_peak, style_network_gflop
 from partialstyle.config import LIVE, PipelineConfig
 from partialstyle.device import resolve_device, set_threads
 from partialstyle.io import read_image
 from partialstyle.models_cache import load_model
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import StylePlan
+from partialstyle.style import fused_norm
 
 SIZES = ((360, 640), (720, 1280))
 _SETTLE_SECONDS = 0.05
@@ -131,6 +133,9 @@ def stage_benchmarks(device: torch.device, repeats: int, sizes=SIZES) -> dict:
         row["two_vs_one_region_speed"] = round(
             timings["style_1_region"] / timings["style_2_regions"], 3
         )
+        gflop = style_network_gflop(height, width)
+        row["style_network_gflop"] = round(gflop, 2)
+        row["style_1_region_gflops_per_s"] = round(gflop / timings["style_1_region"] * 1000, 1)
         results[f"{width}x{height}"] = row
     return results
 
@@ -326,6 +331,7 @@ def run_benchmarks(
 ) -> dict:
     set_threads(threads)
     torch_device = resolve_device(device)
+    fused_norm.kernels(wait=True)  # time the kernels every run will use, not the build
     photos = [read_image(Path(__file__).parent / "data" / "astronaut.jpg")]
     try:
         import skimage.data
@@ -335,9 +341,13 @@ def run_benchmarks(
         pass
     repeats = 2 if quick else repeats
     print(f"device {torch_device}, {torch.get_num_threads()} threads, median of {repeats} runs")
+    network = load_model("multistyle26", torch_device)
     results = {
         "device": str(torch_device),
         "threads": torch.get_num_threads(),
+        "style_network_precision": str(network.compute_dtype).removeprefix("torch."),
+        "fused_norm_kernel": fused_norm.status(),
+        "machine_peak_gflops": machine_peak(torch_device),
         "stages": stage_benchmarks(torch_device, repeats, SIZES[:1] if quick else SIZES),
         "presets_1280x720": preset_benchmarks(torch_device, repeats, photos),
         "style_kinds_640x360": style_kind_benchmarks(torch_device, repeats),
@@ -354,8 +364,22 @@ def run_benchmarks(
 
 
 def _print_table(results: dict) -> None:
+    peak = results["machine_peak_gflops"]
+    precision = results["style_network_precision"]
+    print(
+        f"\nmachine peak (matrix multiply): {peak['fp32']:.0f} GFLOP/s fp32, "
+        f"{peak['bf16']:.0f} GFLOP/s bf16; style network in {precision}, fused norm kernel "
+        f"{results['fused_norm_kernel']}"
+    )
+    used = peak["bf16"] if precision == "bfloat16" else peak["fp32"]
     for size, row in results["stages"].items():
         print(f"\n{size} processing size")
+        share = row["style_1_region_gflops_per_s"] / used
+        print(
+            f"  style network: {row['style_network_gflop']} GFLOP, "
+            f"{row['style_1_region_gflops_per_s']:.0f} GFLOP/s = {share:.0%} of the "
+            f"{precision} peak"
+        )
         for name, value in row.items():
             if isinstance(value, dict):
                 print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")

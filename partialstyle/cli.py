@@ -457,6 +457,12 @@ def cmd_doctor(args: argparse.Namespace) -> None:
         network = load_model("multistyle26", resolve_device("auto"))
         precision = "bfloat16" if network.compute_dtype == torch.bfloat16 else "float32"
         print(f"style network  runs in {precision} here")
+    from partialstyle.style import fused_norm
+
+    fused_norm.kernels(wait=True)
+    kernel = fused_norm.status()
+    note = "" if kernel == "ready" else " (plain torch ops are used: slower, same results)"
+    print(f"fused kernel   {kernel}{note}")
     print(f"OBS            {environment.obs_version() or 'not found'}")
     if obs_python is None:
         print("OBS python     unknown (OBS not found, or not a Linux build that links libpython)")
