@@ -85,6 +85,7 @@ class FilterInstance:
         self.values = settings.read(data)
         self.pacer = StylePacer(_style_floor(self.values))
         self._stage_seconds = 0.0  # running mean of GpuFrames.stage
+        self._own_frames = 0  # frames of OBS's own render seen while the worker was ready
         self.worker = FrameWorker(
             factory,
             self.values,
@@ -156,18 +157,20 @@ class FilterInstance:
         # renders may run with a different colour-space state.
         step = time.perf_counter()
         if threading.get_ident() == self.graphics_thread and self.worker.state == "ready":
-            self._read_back(gpu)
+            self._read_back(gpu)  # a frame staged on an earlier render, if any
             step = self._timed("readback", step)
-            gpu.stage(target, self._draws_with_default_effect(target))
-            staged = time.perf_counter()
-            self._stage_seconds += 0.1 * (staged - step - self._stage_seconds)
-            step = self._timed("stage", step)
-            # A driver that copies while staging (software rendering) has the frame ready
-            # now: reading it at once saves a frame of delay at no cost. Elsewhere the copy
-            # runs on the GPU, and the frame is read on the next render.
-            if self._stage_seconds > SYNCHRONOUS_STAGE_SECONDS:
-                self._read_back(gpu)
-                step = self._timed("readback", step)
+            self._own_frames += 1
+            if self._own_frames % self.pacer.stride == 0:  # every frame unless OBS lags
+                gpu.stage(target, self._draws_with_default_effect(target))
+                staged = time.perf_counter()
+                self._stage_seconds += 0.1 * (staged - step - self._stage_seconds)
+                step = self._timed("stage", step)
+                # A driver that copies while staging (software rendering) has the frame
+                # ready now: reading it at once saves a frame of delay at no cost.
+                # Elsewhere the copy runs on the GPU, and the frame is read next render.
+                if self._stage_seconds > SYNCHRONOUS_STAGE_SECONDS:
+                    self._read_back(gpu)
+                    step = self._timed("readback", step)
 
         result = self.worker.latest()
         usable = result is not None and result.image.shape[:2] == (height, width)
@@ -269,6 +272,7 @@ class FilterInstance:
                 processor.pace(pause, frame_interval())
             summary = self.stats.summary()
             summary["style_pause"] = pause
+            summary["frame_stride"] = self.pacer.stride
             summary["missed_frames"] = missed_frames()
             summary["stylizations"] = stylizations
             summary["styles_per_second"] = max(0, stylizations - last_stylizations) / elapsed

@@ -1,10 +1,13 @@
-"""How often the style networks may run, from what OBS itself says about its frame timing.
+"""How hard the filter may work, from what OBS itself says about its frame timing.
 
 The inference process styles as fast as it can at a low CPU priority, and every frame is
 carried along by flow in between, so the output stays live whatever the style rate. What
-must not happen is OBS missing frames because the networks took the CPU it needed: when
-OBS reports frames it rendered late (lagged) or had to skip, the pause between two style
-runs doubles; after a quiet while it shrinks again, down to none.
+must not happen is OBS missing frames because the filter took the time it needed. When OBS
+reports frames it rendered late (lagged) or had to skip, the pause between two style runs
+doubles; once that pause is long and OBS still misses frames (several filters on software
+rendering, where reading a frame back costs the render thread milliseconds), each filter
+also reads back only every n-th frame. After a quiet while both relax again: first the
+frame stride, then the pause, down to every frame and no pause.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ MAX_PAUSE = 2.0
 # Seconds without a missed frame before the pause shrinks, and by how much.
 QUIET_SECONDS = 5.0
 SHRINK = 0.7
+# From this pause on, missed frames also widen the frame stride, up to MAX_STRIDE.
+STRIDE_FROM_PAUSE = 0.4
+MAX_STRIDE = 4
 
 
 class StylePacer:
-    """The pause between two style runs (seconds), adapted to OBS's missed frames.
+    """The pause between two style runs (seconds) and the frame stride, adapted to OBS's
+    missed frames.
 
     `floor` is the user's cap (1 / max_fps), below which the pause never goes.
     """
@@ -26,6 +33,7 @@ class StylePacer:
     def __init__(self, floor: float = 0.0) -> None:
         self.floor = floor
         self.pause = floor
+        self.stride = 1  # read back every n-th frame
         self._missed: int | None = None
         self._quiet = 0.0
 
@@ -36,11 +44,16 @@ class StylePacer:
         self._missed = missed_total
         if missed_now > 0:
             self._quiet = 0.0
+            if self.pause >= STRIDE_FROM_PAUSE:
+                self.stride = min(MAX_STRIDE, self.stride + 1)
             self.pause = min(MAX_PAUSE, max(FIRST_PAUSE, 2.0 * self.pause))
         else:
             self._quiet += elapsed
             if self._quiet >= QUIET_SECONDS:
                 self._quiet = 0.0
-                self.pause = self.pause * SHRINK if self.pause * SHRINK >= 0.02 else 0.0
+                if self.stride > 1:
+                    self.stride -= 1
+                else:
+                    self.pause = self.pause * SHRINK if self.pause * SHRINK >= 0.02 else 0.0
         self.pause = max(self.pause, self.floor)
         return self.pause

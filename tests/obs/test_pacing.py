@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from partialstyle.obs.pacing import FIRST_PAUSE, MAX_PAUSE, QUIET_SECONDS, StylePacer
+from partialstyle.obs.pacing import (
+    FIRST_PAUSE,
+    MAX_PAUSE,
+    MAX_STRIDE,
+    QUIET_SECONDS,
+    STRIDE_FROM_PAUSE,
+    StylePacer,
+)
 
 
 def test_missed_frames_double_the_pause_up_to_the_limit():
@@ -31,3 +38,23 @@ def test_the_users_cap_is_a_floor():
     assert pacer.update(0, 1.0) == 0.5
     assert pacer.update(10, 1.0) == 1.0
     assert min(pacer.update(10, 1.0) for _ in range(100)) == 0.5
+
+
+def test_frames_are_skipped_only_once_the_pause_is_long_and_come_back_first():
+    pacer = StylePacer()
+    pacer.update(0, 1.0)
+    total = 0
+    while pacer.pause < STRIDE_FROM_PAUSE:  # short pauses: every frame still read back
+        total += 1
+        pacer.update(total, 1.0)
+        assert pacer.stride == 1
+    for _ in range(10):
+        total += 1
+        pacer.update(total, 1.0)
+    assert pacer.stride == MAX_STRIDE
+    pause = pacer.pause
+    for _ in range(int(QUIET_SECONDS) * (MAX_STRIDE - 1)):
+        pacer.update(total, 1.0)
+    assert pacer.stride == 1 and pacer.pause == pause  # the stride relaxes first
+    pacer.update(total, QUIET_SECONDS)
+    assert pacer.pause < pause
