@@ -404,6 +404,8 @@ def _print_table(results: dict) -> None:
     for name, value in results["per_person_1280x720"].items():
         print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
     print_live(results["live_640x360"])
+    if results.get("yolact_550_on_640x360"):
+        print("\nYOLACT at 550 on a 640x360 frame")
     for name, value in results.get("yolact_550_on_640x360", {}).items():
         print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps  ({value['weights']})")
     if "video_720p_peak_memory_mb" in results:
