@@ -55,10 +55,14 @@ class SoakPlan:
     settings_seconds: float
     memory_seconds: float
     four_filter_seconds: float
+    # Skipped render frames allowed during the settings storm. The full run holds the
+    # issue's 1% over 1,800 frames; the short one sees only 360, where a single burst of
+    # four or five late frames (one busy second on the shared CI machine) is over 1%.
+    storm_skipped_ratio: float
 
 
-SHORT = SoakPlan("short", 5, 200, 12.0, 60.0, 15.0)
-FULL = SoakPlan("full", 20, 1000, 60.0, 600.0, 30.0)
+SHORT = SoakPlan("short", 5, 200, 12.0, 60.0, 15.0, 0.02)
+FULL = SoakPlan("full", 20, 1000, 60.0, 600.0, 30.0, 0.01)
 PLAN = FULL if os.environ.get("PARTIALSTYLE_SOAK") == "full" else SHORT
 
 
@@ -402,7 +406,7 @@ def test_settings_storm_over_websocket(soak):
     assert elapsed <= PLAN.settings_seconds + 2.0  # the websocket kept pace
     assert numbers["request_ms_max"] < 1000
     assert numbers["results"] > 0 and numbers["longest_gap_s"] <= STALL_SECONDS
-    assert numbers["skipped_ratio"] <= 0.01
+    assert numbers["skipped_ratio"] <= PLAN.storm_skipped_ratio
     assert numbers["error"] is None
 
 
