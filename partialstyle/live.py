@@ -38,6 +38,9 @@ from partialstyle.propagate import FlowEstimator, Keyframe, flow_gray, propagate
 # The style thread runs this much nicer than the frame thread (as nice as Linux allows for
 # the inference process at nice 10), so per-frame work comes first.
 STYLE_THREAD_NICE = 9
+# Motion since the keyframe (flow-size pixels, 90th percentile) beyond which a carried frame
+# becomes the keyframe itself: DIS's ultrafast preset is reliable over short distances.
+REANCHOR_MOTION = 6.0
 # Coverage above this counts as styled when a layer becomes a keyframe.
 _DEFINED = 1e-3
 
@@ -52,6 +55,10 @@ class _Key:
     config: object
     plan: object
     size: tuple[int, ...]
+
+    @property
+    def settings(self) -> tuple[object, object, tuple[int, ...]]:
+        return self.config, self.plan, self.size
 
     def fits(self, analysis: FrameAnalysis) -> bool:
         return (
@@ -106,6 +113,7 @@ class LiveStylizer:
         self._key: _Key | None = None
         self._segmented: tuple[FrameAnalysis, np.ndarray] | None = None  # and its gray
         self._style_lock = threading.Lock()  # one stylization at a time (stabilizer state)
+        self._key_lock = threading.Lock()
         self._condition = threading.Condition()
         self._pending: tuple[FrameAnalysis, np.ndarray] | None = None
         self._error: BaseException | None = None
@@ -189,7 +197,8 @@ class LiveStylizer:
         with self._style_lock:
             layer = self.pipeline.style_layer(analysis)
         key = _keyframe(analysis, layer, gray)
-        self._key = key
+        with self._key_lock:
+            self._key = key
         self.stylizations += 1
         self.style_seconds.append(time.perf_counter() - started)
         return layer
@@ -208,9 +217,17 @@ class LiveStylizer:
         else:
             person = analysis.person.float().cpu().numpy()
             person = cv2.resize(person, flow_size, interpolation=cv2.INTER_AREA)
-        color = propagate(keyframe, gray, person, self._flows)
-        color = to_image(torch.from_numpy(color).to(small.device)).to(small.dtype)
-        return torch.cat([color * coverage, coverage[None]])
+        moved, motion = propagate(keyframe, gray, person, self._flows)
+        color = to_image(torch.from_numpy(moved).to(small.device)).to(small.dtype)
+        layer = torch.cat([color * coverage, coverage[None]])
+        if motion > REANCHOR_MOTION:
+            # Far from the stylization (the style runs seldom, the picture moves a lot):
+            # carry on from this frame, so flow keeps spanning short distances.
+            anchored = _Key(Keyframe.build(moved, person, gray), layer, *key.settings)
+            with self._key_lock:
+                if self._key is key:  # not if a fresh stylization arrived meanwhile
+                    self._key = anchored
+        return layer
 
     def _style_loop(self) -> None:
         _lower_thread_priority(STYLE_THREAD_NICE)

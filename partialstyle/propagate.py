@@ -163,12 +163,14 @@ class Keyframe:
 
 def propagate(
     key: Keyframe, gray: np.ndarray, person: np.ndarray, flows: FlowEstimator
-) -> np.ndarray:
+) -> tuple[np.ndarray, float]:
     """The keyframe's styled colour carried onto the frame whose flow-size gray is `gray`.
 
     person: the current frame's person mask at flow size (float32). Returns the styled
-    colour (uint8 h×w×3 at processing size), defined everywhere.
+    colour (uint8 h×w×3 at processing size), defined everywhere, and how far things moved
+    since the keyframe (90th percentile of the flow's length, in flow-size pixels).
     """
+    motion = 0.0
     if np.array_equal(gray, key.gray):  # nothing moved: no flow, no resampling
         color, key_person = key.color.copy(), key.person
         valid = np.ones(person.shape, np.float32)
@@ -176,6 +178,7 @@ def propagate(
         backward = flows(gray, key.gray)
         forward = flows(key.gray, gray)
         valid = round_trip_valid(backward, forward)
+        motion = float(np.percentile(np.hypot(backward[..., 0], backward[..., 1]), 90))
         color = warp(key.color, backward)
         key_person = warp(key.person, backward)
     # Occluded: the styled pixel comes from another region (the wall a person uncovered
@@ -188,4 +191,4 @@ def propagate(
         np.ones((2 * _OUTLINE_REACH + 1, 2 * _OUTLINE_REACH + 1), np.uint8),
     )
     valid = same_region & ((valid > 0.5) | (outline == 0))
-    return fill_holes(color, valid.astype(np.float32), person)
+    return fill_holes(color, valid.astype(np.float32), person), motion

@@ -38,7 +38,7 @@ def test_a_pure_translation_is_reproduced(astronaut):
     gray_before, gray_after = flow_gray(before), flow_gray(after)
     person = np.zeros(gray_after.shape, np.float32)
     key = Keyframe.build(before, np.zeros((HEIGHT, WIDTH), np.float32), gray_before)
-    moved = propagate(key, gray_after, person, FlowEstimator())
+    moved, _ = propagate(key, gray_after, person, FlowEstimator())
     inner = (slice(16, HEIGHT - 16), slice(16, WIDTH - 24))
     error = np.abs(moved[inner].astype(float) - after[inner]).mean()
     unmoved = np.abs(before[inner].astype(float) - after[inner]).mean()
@@ -55,7 +55,7 @@ def test_what_the_person_uncovers_takes_the_wall_not_the_person(wall):
     coded = np.where(person_before[..., None] > 0.5, [255, 0, 0], [0, 0, 255]).astype(np.uint8)
     key = Keyframe.build(coded, person_before, flow_gray(before))
     size = flow_size(HEIGHT, WIDTH)
-    moved = propagate(key, flow_gray(after), small(person_after, *size), FlowEstimator())
+    moved, _ = propagate(key, flow_gray(after), small(person_after, *size), FlowEstimator())
     red = (moved[..., 0] > 128) & (moved[..., 2] < 128)
     blue = (moved[..., 2] > 128) & (moved[..., 0] < 128)
     # Away from the edges (the mask is soft there): the person red, the wall blue.
