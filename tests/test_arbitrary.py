@@ -1,7 +1,7 @@
 """The torch port of the arbitrary-style networks against onnxruntime on the original int8 files.
 
 Reference: onnxruntime at ORT_ENABLE_BASIC. The default session level is wrong on AVX2-only CPUs
-(int16 saturation in its fused u8 QLinearConv), see /work/shared/docs/arbitrary-style.md section 7.
+(int16 saturation in its fused u8 QLinearConv), see docs/arbitrary-style.md §7 (shared notes).
 Tolerances: the port runs in float while the graph quantises every activation to int8, so outputs
 differ by the quantisation noise. Measured on skimage pictures (3 styles x 3 photos): style vector
 mean abs 0.008-0.013 (max 0.041, cosine >= 0.9998); transformer at 384x384 with the reference

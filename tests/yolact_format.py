@@ -1,7 +1,7 @@
 """Writes random-weight checkpoints in the official YOLACT file format, for tests.
 
 The key list comes from fixtures/yolact_checkpoint_format.json: the shared specification of
-every key and shape of each official config (/work/shared/yolact/checkpoint_format.json,
+every key and shape of each official config (the shared notes' yolact/checkpoint_format.json,
 minified), not from partialstyle's own model, so loading these files tests the model against
 an independent description of the official one.
 """
