@@ -1,3 +1,3 @@
-from partialstyle.cli import main
+from partialstyle.commands.cli import main
 
 raise SystemExit(main())

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from partialstyle.bench import flicker_benchmark, stage_benchmarks, time_interleaved
+from partialstyle.commands.bench import flicker_benchmark, stage_benchmarks, time_interleaved
 
 
 def test_time_interleaved_reports_every_contender():

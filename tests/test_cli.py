@@ -21,12 +21,13 @@ import skimage.data
 import torch
 from PIL import Image
 
-from partialstyle import cli, models_cache, modelstore
-from partialstyle.cli import main
+from partialstyle import models_cache, modelstore
+from partialstyle.commands import restyle
+from partialstyle.commands.cli import main
+from partialstyle.commands.video import VideoTiming, output_timing
 from partialstyle.device import set_threads
 from partialstyle.errors import ModelMissingError
 from partialstyle.io import jpeg_is_complete, png_is_complete, read_image
-from partialstyle.video import VideoTiming, output_timing
 
 
 @pytest.fixture()
@@ -359,7 +360,7 @@ def no_work(monkeypatch):
     def fail(*args, **kwargs):
         pytest.fail("the command started work before checking its paths")
 
-    monkeypatch.setattr(cli, "_pipeline_from_args", fail)
+    monkeypatch.setattr(restyle, "pipeline_from_args", fail)
 
 
 @pytest.mark.usefixtures("no_work")

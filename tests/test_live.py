@@ -144,7 +144,7 @@ def test_the_background_thread_refreshes_the_style(default_models, moving_clip):
 def test_video_style_every_carries_the_style_along(default_models, tmp_path, moving_clip, capsys):
     """`partialstyle video --style-every 4`: the live path from the command line, with the
     person styled on every frame and the wall (style none) kept."""
-    from partialstyle.cli import main
+    from partialstyle.commands.cli import main
     from partialstyle.obs.sample_clip import write_clip
 
     clip = write_clip(tmp_path / "moving.avi", moving_clip, WIDTH, HEIGHT, 30)

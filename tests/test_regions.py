@@ -10,7 +10,7 @@ import pytest
 import torch
 from yolact_format import random_state_dict
 
-from partialstyle.cli import main
+from partialstyle.commands.cli import main
 from partialstyle.config import PipelineConfig
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan, region_kind

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 
-def add_obs_commands(subparsers: argparse._SubParsersAction) -> None:
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add `obs` with `setup` and `demo` to the CLI; each sets `run(args)`."""
     obs = subparsers.add_parser("obs", help="use partialstyle in OBS Studio")
     commands = obs.add_subparsers(dest="obs_command", required=True)

@@ -1,0 +1,43 @@
+"""`partialstyle styles`: every style by name, or a contact sheet of them on one photo."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_styles(args: argparse.Namespace) -> None:
+    from partialstyle.modelstore import johnson_names
+    from partialstyle.style.names import MULTISTYLE_NAMES
+
+    if args.sheet is None:
+        print("none")
+        for index, name in enumerate(MULTISTYLE_NAMES):
+            print(f"multistyle:{index:<3} multistyle:{name}")
+        print("blends: multistyle:3=0.5,12=0.5 (weights are normalised)")
+        for name in johnson_names():
+            print(f"johnson:{name}")
+        print("johnson:<file.pth>  (more with `partialstyle models fetch johnson`)")
+        print("arbitrary:<picture>  (any picture's style)")
+        return
+    from partialstyle.commands.sheet import contact_sheet
+    from partialstyle.device import resolve_device
+    from partialstyle.io import check_output_path, read_frame, write_image
+
+    check_output_path(args.sheet)
+    photo = read_frame(args.photo or Path(__file__).parents[1] / "data" / "astronaut.jpg")
+    pictures = [str(path) for path in args.picture or []]
+    write_image(args.sheet, contact_sheet(photo, resolve_device(args.device), pictures=pictures))
+    print(f"wrote {args.sheet}")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """`styles`."""
+    styles = commands.add_parser("styles", help="list styles, or draw a contact sheet")
+    styles.add_argument("--sheet", type=Path, help="write a contact sheet PNG")
+    styles.add_argument("--photo", type=Path, help="photo for the sheet (default: astronaut)")
+    styles.add_argument(
+        "--picture", type=Path, action="append", help="add arbitrary:<picture> to the sheet"
+    )
+    styles.add_argument("--device", default="auto")
+    styles.set_defaults(run=cmd_styles)
