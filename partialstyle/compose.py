@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import torch
 
-# ITU-R BT.601 luma weights (what JPEG's YCbCr uses).
-_LUMA = (0.299, 0.587, 0.114)
-
-
-def luminance(image: torch.Tensor) -> torch.Tensor:
-    return _LUMA[0] * image[0] + _LUMA[1] * image[1] + _LUMA[2] * image[2]
+from partialstyle.layers import luminance
 
 
 def preserve_colors(stylized: torch.Tensor, original: torch.Tensor) -> torch.Tensor:

@@ -13,15 +13,15 @@ import torch.nn.functional as F
 from partialstyle import modelstore
 from partialstyle.errors import ModelMissingError
 from partialstyle.style import fused_norm
+from partialstyle.style.fast_conv import blocked_weight, subpixel_weight
 from partialstyle.style.multistyle import (
     NUM_STYLES,
     STATISTICS_PRIOR_PIXELS,
     MultiStyleNet,
     SpatialCIN,
-    blocked_weight,
-    subpixel_weight,
 )
 from partialstyle.style.multistyle_convert import ConversionError, convert_multistyle
+from partialstyle.style.multistyle_fast import FastMultiStyleNet
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,19 @@ def weights_path(default_models) -> Path:
 
 
 @pytest.fixture(scope="module")
-def net(weights_path: Path) -> MultiStyleNet:
+def net(weights_path: Path) -> FastMultiStyleNet:
+    """The fast inference network, as the pipeline loads it (exact fp32)."""
     return MultiStyleNet.load(weights_path, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def reference(weights_path: Path) -> MultiStyleNet:
+    """The plain reference network with the same weights."""
+    from safetensors.torch import load_file
+
+    network = MultiStyleNet()
+    network.load_state_dict(load_file(str(weights_path)), strict=True)
+    return network.eval()
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +81,14 @@ def run_onnx(session, image: torch.Tensor, mix: torch.Tensor) -> np.ndarray:
     return out[..., :h, :w]
 
 
+@pytest.mark.parametrize("network", ["reference", "net"])
 @pytest.mark.parametrize("size", [(160, 160), (123, 77)])
 @pytest.mark.parametrize("mix", [{7: 1.0}, {3: 0.25, 12: 0.5, 20: 0.25}])
-def test_matches_onnxruntime(net, session, size, mix) -> None:
+def test_matches_onnxruntime(request, network, session, size, mix) -> None:
+    """The reference network and the fast one built from its weights, both against onnxruntime."""
     image, weights = photo(*size), style_mix(mix)
     with torch.inference_mode():
-        ours = net(image, weights)
+        ours = request.getfixturevalue(network)(image, weights)
     assert ours.shape == image.shape
     reference = run_onnx(session, image, weights)
     assert np.abs(ours.numpy() - reference).max() <= 1e-4
@@ -252,9 +265,9 @@ def test_blocked_conv_equals_the_conv(block, kernel) -> None:
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_inference_path_matches_plain_instance_norm(net, fused) -> None:
+def test_inference_path_matches_plain_instance_norm(net, reference, fused) -> None:
     """The fused kernel, or the batch-norm, region-difference and skipped-box tricks, against
-    plain autograd ops."""
+    the reference network's plain ops."""
     image = photo(96, 128)
     weights = torch.cat([style_mix({2: 1.0}), style_mix({17: 0.5, 4: 0.5})])
     masks = torch.zeros(1, 2, 96, 128)
@@ -265,8 +278,8 @@ def test_inference_path_matches_plain_instance_norm(net, fused) -> None:
     with torch.inference_mode(), contextlib.nullcontext() if fused else fused_norm.disabled():
         fast = net(image, weights, masks)
         swapped = net(image, weights.flip(0), masks.flip(1))
-    with torch.enable_grad():
-        plain = net(image.clone().requires_grad_(), weights, masks).detach()
+    with torch.inference_mode():
+        plain = reference(image, weights, masks)
     assert (fast - plain).abs().max() <= 1e-4
     assert (swapped - plain).abs().max() <= 1e-4
     # The boxed region really changed the picture there (it is not all the second style).

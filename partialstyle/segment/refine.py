@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from partialstyle.filters import gaussian_blur, guided_filter, guided_upsample
+from partialstyle.layers import luminance
 
 # Width of the soft threshold: probabilities within ±_THRESHOLD_BAND/2 of the threshold ramp.
 _THRESHOLD_BAND = 0.2
@@ -39,7 +40,7 @@ def refine_mask(
     """
     mask = soft_threshold(probability, threshold)[None, None]
     if edge_refine:
-        gray = (0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2])[None, None]
+        gray = luminance(image)[None, None]
         # The segmenter's own resolution is ~1/3 of a 720p frame; a radius of about 1% of
         # the height covers that blockiness.
         radius = max(2, round(image.shape[-2] / 100))

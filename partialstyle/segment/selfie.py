@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from partialstyle.errors import ModelMissingError
+from partialstyle.layers import tf_same_padding
 from partialstyle.segment.mediapipe_resize import mediapipe_input
 
 # variant name -> network input size (height, width), as MediaPipe's graphs feed the two models.
@@ -26,12 +27,6 @@ VARIANTS: dict[str, tuple[int, int]] = {
     "selfie": (256, 256),
     "selfie-landscape": (144, 256),
 }
-
-
-def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow's SAME padding along one axis, as (before, after); the odd pixel goes after."""
-    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 class TFSameConv2d(nn.Conv2d):

@@ -26,18 +26,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 from partialstyle.errors import ModelMissingError
+from partialstyle.layers import pad_to_multiple, tf_same_pad
 from partialstyle.style import fused_norm
-from partialstyle.style.johnson import pad_to_multiple
-from partialstyle.style.multistyle import (
-    PRECISIONS,
-    blocked_weight,
-    fused_region_norm,
-    merge_repeated_styles,
-    native_bf16,
-    prepackable,
-    region_statistics,
-    subpixel_weight,
-)
+from partialstyle.style.fast_conv import PackedConv, compute_dtype
+from partialstyle.style.fused_norm import fused_region_norm
+from partialstyle.style.multistyle import merge_repeated_styles, region_statistics
 
 STYLE_DIM = 100
 STYLE_IMAGE_SIZE = 256
@@ -67,15 +60,6 @@ MOBILENET_V2_BLOCKS: tuple[tuple[int, int, int], ...] = (
     (6, 160, 1),
     (6, 320, 1),
 )
-
-
-def tf_same_pad(x: torch.Tensor, kernel_size: int, stride: int) -> torch.Tensor:
-    """Zero-pad like TensorFlow's SAME, as the model was trained: an odd pixel goes bottom/right."""
-    pads = []
-    for size in (x.shape[-1], x.shape[-2]):
-        total = max((-(-size // stride) - 1) * stride + kernel_size - size, 0)
-        pads += [total // 2, total - total // 2]
-    return F.pad(x, pads)
 
 
 class SameConv(nn.Conv2d):
@@ -248,51 +232,6 @@ def _blend(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return torch.einsum("nrhw,nrc->nchw", weights, values)
 
 
-class PackedConv:
-    """A conv for the fast inference path: weight and bias cast once to the compute dtype,
-    the weight packed by oneDNN for the last input shape (see multistyle.ConvCIN), and
-    ReLU as oneDNN's post-op. With ``upsample`` it computes "nearest x2, reflect pad 1,
-    3x3 conv" at low resolution from a replicate-padded input (``subpixel_weight``); with
-    ``block`` > 1 it runs on block x block pixel groups (``blocked_weight``)."""
-
-    def __init__(
-        self, conv: nn.Conv2d, dtype: torch.dtype, upsample: bool = False, block: int = 1
-    ) -> None:
-        weight, bias = conv.weight.detach(), conv.bias
-        if upsample:
-            weight = subpixel_weight(weight)
-        elif block > 1:
-            weight = blocked_weight(weight, block)
-            bias = None if bias is None else bias.repeat_interleave(block * block)
-        self.weight = weight.to(dtype).contiguous()
-        self.bias = None if bias is None else bias.detach().to(dtype)
-        self.stride = list(conv.stride)
-        self.upsample = upsample
-        self.block = block
-        self._packed: tuple[tuple, torch.Tensor] | None = None
-
-    def __call__(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-        if self.block > 1:
-            x = F.pixel_unshuffle(x, self.block)
-        if prepackable(x):
-            key = (tuple(x.shape), x.dtype)
-            if self._packed is None or self._packed[0] != key:
-                blocked = torch._C._nn.mkldnn_reorder_conv2d_weight(
-                    self.weight.to_mkldnn(), [0, 0], self.stride, [1, 1], 1, list(x.shape)
-                )
-                self._packed = (key, blocked)
-            attr = "relu" if relu else "none"
-            y = torch.ops.mkldnn._convolution_pointwise(
-                x, self._packed[1], self.bias, [0, 0], self.stride, [1, 1], 1, attr, [], ""
-            )
-        else:
-            y = F.conv2d(x, self.weight, self.bias, self.stride)
-            y = y.relu_() if relu else y
-        if self.upsample or self.block > 1:
-            y = F.pixel_shuffle(y, 2 if self.upsample else self.block)
-        return y
-
-
 class ArbitraryTransformer(nn.Module):
     """Magenta's width-0.25 style network: 3 contracting convs (unconditioned), then 5 residual
     blocks and 3 expanding convs, all 13 normalised by the style. Fully convolutional."""
@@ -323,11 +262,7 @@ class ArbitraryTransformer(nn.Module):
     def set_precision(self, precision: str = "auto") -> None:
         """The fast path's precision: "fp32", "bf16" (activations and conv weights; norm
         statistics and style heads stay fp32) or "auto" (bf16 on CPUs with native bf16)."""
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        if precision == "auto":
-            precision = "bf16" if native_bf16(next(self.parameters()).device) else "fp32"
-        self.compute_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        self.compute_dtype = compute_dtype(precision, next(self.parameters()).device)
         self._fast_convs = None
 
     def _convs(self) -> dict[str, PackedConv]:
@@ -353,7 +288,7 @@ class ArbitraryTransformer(nn.Module):
     ) -> torch.Tensor:
         """``forward`` without fake_quant, on CPU: convs in ``compute_dtype`` on channels-last
         activations, each normalisation (with ReLU, residual and the next conv's padding) one
-        fused kernel call (``multistyle.fused_region_norm``). Same definition as ``forward``.
+        fused kernel call (``fused_norm.fused_region_norm``). Same definition as ``forward``.
         """
         if image.shape[0] > 1:
             masks = [None] * image.shape[0] if weights is None else weights.split(1)
@@ -366,7 +301,7 @@ class ArbitraryTransformer(nn.Module):
         convs = self._convs()
         levels = {}  # masks of every region but the base (the largest), per width
         base = None
-        if weights is not None:  # one pass (see multistyle.MaskPyramid)
+        if weights is not None:  # one pass (see multistyle_fast.MaskPyramid)
             chosen, *pyramid = kernels.mask_pyramid(weights.float().contiguous())
             base = int(chosen)
             levels = {m.shape[-1]: m for m in pyramid}

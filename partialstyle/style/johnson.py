@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from partialstyle.errors import ModelMissingError
+from partialstyle.layers import pad_to_multiple
 
 # The network halves the frame twice and doubles it twice, so sides must be multiples of 4; its
 # deepest reflection pad (1 px at a quarter of the size) needs at least 2 px there.
@@ -144,19 +145,3 @@ class TransformerNet(nn.Module):
             )
         net.load_state_dict(state, strict=True)
         return net.to(device).eval()
-
-
-def pad_to_multiple(image: torch.Tensor, multiple: int, min_side: int) -> torch.Tensor:
-    """Pad bottom/right so both sides are multiples of ``multiple`` and at least ``min_side``.
-
-    Reflection keeps the border statistics natural; it needs the pad to be smaller than the side,
-    so tiny images fall back to repeating the edge.
-    """
-    height, width = image.shape[-2:]
-    target_h = max(min_side, -(-height // multiple) * multiple)
-    target_w = max(min_side, -(-width // multiple) * multiple)
-    pad_h, pad_w = target_h - height, target_w - width
-    if pad_h == 0 and pad_w == 0:
-        return image
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    return F.pad(image, (0, pad_w, 0, pad_h), mode=mode)

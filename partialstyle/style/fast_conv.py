@@ -1,0 +1,153 @@
+"""Convolutions for the style networks' fast inference paths, and their precision policy.
+
+Two rewrites change a conv's shape, not its result (tests check both against the plain conv):
+``subpixel_weight`` runs "nearest x2 upsample, pad, 3x3 conv" at the input's resolution, and
+``blocked_weight`` runs a few-channel conv on pixel blocks. ``PackedConv`` keeps oneDNN's own
+copy of the weight, so a video's frames pay for the weight's reorder once.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# Internal oneDNN ops (the ones torch.compile's CPU freezing uses); F.conv2d stands in
+# should a torch build lack them.
+_HAS_PACKED_CONV = hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight") and hasattr(
+    torch.ops.mkldnn, "_convolution_pointwise"
+)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether this CPU runs bf16 convolutions natively (AVX-512 BF16 or AMX)."""
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def compute_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype a fast network computes in: "fp32", "bf16", or "auto" (bf16 where the CPU
+    has native bf16, fp32 on any other device). ValueError for any other precision."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        precision = "bf16" if native_bf16(device) else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def prepackable(x: Tensor) -> bool:
+    """Whether the oneDNN prepacked conv applies: CPU inference in fp32 or bf16."""
+    return (
+        x.device.type == "cpu"
+        and x.dtype in (torch.float32, torch.bfloat16)
+        and torch.backends.mkldnn.is_available()
+        and _HAS_PACKED_CONV
+        and not (torch.is_grad_enabled() and x.requires_grad)
+    )
+
+
+def subpixel_weight(weight: Tensor) -> Tensor:
+    """3x3 kernel for "nearest x2 upsample, reflect pad 1, 3x3 conv" run at low resolution.
+
+    Reflect-padding the upsampled image by 1 repeats its outer pixels, which are copies of
+    the low-res border: it equals replicate-padding the low-res image by 1, then upsampling.
+    Each output phase (row parity p, column parity q) then sees only a 2x2 low-res
+    neighbourhood, with the 3x3 taps that land on the same low-res pixel summed. The four
+    phase kernels, zero-extended to 3x3 and stacked as output channels in pixel_shuffle's
+    order, make one conv on the replicate-padded low-res input; pixel_shuffle(., 2)
+    interleaves the phases. Same FLOPs as the source's conv, but no upsampled
+    intermediate and 4x wider, 4x smaller outputs, which oneDNN runs much faster.
+    """
+    out_channels, in_channels = weight.shape[:2]
+    # taps[p][a, i]: kernel row i lands on padded low-res row a for output row phase p.
+    taps = weight.new_tensor(
+        [[[1, 0, 0], [0, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 1, 0], [0, 0, 1]]],
+        dtype=torch.float32,
+    )
+    phases = torch.einsum("pai,ocij,qbj->opqcab", taps, weight.float(), taps)
+    return phases.reshape(4 * out_channels, in_channels, 3, 3).to(weight.dtype)
+
+
+def blocked_weight(weight: Tensor, block: int) -> Tensor:
+    """The kernel of a stride-1 conv rewritten for s x s pixel blocks (s = ``block``).
+
+    conv(x, w) == pixel_shuffle(conv(pixel_unshuffle(x, s), blocked_weight(w, s)), s) for
+    an input whose sides are multiples of s. Output phase (a, b) of a block takes input
+    phase (p, q) of block offset (i, j) through tap (s*i + p - a, s*j + q - b) when that
+    lies in the kernel. A k x k kernel becomes (k+s-2)//s + 1 square; for the last 4->3 9x9
+    conv at s = 2 that is 16->12 channels and 5x5: 1.2x the FLOPs in a shape oneDNN runs
+    about 3x faster than 4 input and 3 output channels.
+    """
+    k = weight.shape[-1]
+    size = (k + block - 2) // block + 1
+    # taps[a, p, i, d]: output phase a, input phase p and block offset i meet kernel tap d.
+    taps = weight.new_zeros(block, block, size, k, dtype=torch.float32)
+    for a in range(block):
+        for p in range(block):
+            for i in range(size):
+                if 0 <= block * i + p - a < k:
+                    taps[a, p, i, block * i + p - a] = 1.0
+    blocks = torch.einsum("apid,bqje,ocde->oabcpqij", taps, taps, weight.float())
+    out_channels, in_channels = weight.shape[:2]
+    shape = (out_channels * block * block, in_channels * block * block, size, size)
+    return blocks.reshape(shape).to(weight.dtype)
+
+
+class PackedConv:
+    """A conv on an already padded input, for inference: weight and bias cast once to
+    ``dtype``, the weight packed by oneDNN for the last input shape, ReLU as oneDNN's post-op.
+
+    With ``upsample`` it computes "nearest x2, reflect pad 1, 3x3 conv" at low resolution
+    from a replicate-padded input (``subpixel_weight``); with ``block`` > 1 it runs on
+    block x block pixel groups (``blocked_weight``).
+
+    F.conv2d makes oneDNN reorder the weight into its blocked layout on every call: a tiny
+    job, but one more parallel region per conv, and on a busy machine each one waits for
+    every thread to be scheduled (18 reorders cost ~65 ms per frame with 2 threads in one
+    measurement). The copy here is made from the weights as they are now: whoever changes
+    them makes a new ``PackedConv``.
+    """
+
+    def __init__(
+        self, conv: torch.nn.Conv2d, dtype: torch.dtype, upsample: bool = False, block: int = 1
+    ) -> None:
+        weight, bias = conv.weight.detach(), conv.bias
+        if upsample:
+            weight = subpixel_weight(weight)
+        elif block > 1:
+            weight = blocked_weight(weight, block)
+            bias = None if bias is None else bias.repeat_interleave(block * block)
+        self.weight = weight.to(dtype).contiguous()
+        self.bias = None if bias is None else bias.detach().to(dtype)
+        self.stride = list(conv.stride)
+        self.upsample = upsample
+        self.block = block
+        self._packed: tuple[tuple, Tensor] | None = None
+
+    def __call__(self, x: Tensor, relu: bool = False) -> Tensor:
+        if self.block > 1:
+            x = F.pixel_unshuffle(x, self.block)
+        if prepackable(x):
+            key = (tuple(x.shape), x.dtype)
+            if self._packed is None or self._packed[0] != key:
+                blocked = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                    self.weight.to(x.dtype).to_mkldnn(),
+                    [0, 0],
+                    self.stride,
+                    [1, 1],
+                    1,
+                    list(x.shape),
+                )
+                self._packed = (key, blocked)
+            attr = "relu" if relu else "none"
+            y = torch.ops.mkldnn._convolution_pointwise(
+                x, self._packed[1], self.bias, [0, 0], self.stride, [1, 1], 1, attr, [], ""
+            )
+        else:
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            y = F.conv2d(x, self.weight.to(x.dtype), bias, self.stride)
+            y = y.relu_() if relu else y
+        if self.upsample or self.block > 1:
+            y = F.pixel_shuffle(y, 2 if self.upsample else self.block)
+        return y
