@@ -12,7 +12,7 @@ import sys
 import threading
 
 from partialstyle.commands import doctor, models, obs, restyle, segment, styles
-from partialstyle.errors import PartialStyleError
+from partialstyle.errors import PartialStyleError, one_line
 
 EXIT_USAGE = 2
 
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (PartialStyleError, ValueError, OSError) as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"partialstyle: error: {message}", file=sys.stderr)
+        print(f"partialstyle: error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("partialstyle: interrupted", file=sys.stderr)

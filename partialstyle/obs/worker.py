@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from partialstyle.errors import one_line
+
 
 class Processor(Protocol):
     """What the worker drives (the filter's is `partialstyle.obs.remote.RemoteProcessor`, a
@@ -235,7 +237,7 @@ class FrameWorker:
         if self._stopping:  # closing the processor made it fail: not an error
             return
         self._result = None
-        message = str(error) or type(error).__name__
+        message = one_line(error)
         if message != self.error:
             self.error = message
             self._on_error(message)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from partialstyle.errors import ModelMissingError, PartialStyleError
+from partialstyle.errors import ModelMissingError, PartialStyleError, one_line
 
 from .config import CONFIGS, YolactConfig
 from .model import Yolact
@@ -33,7 +33,7 @@ def read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
-        reason = _first_sentence(str(error)) or type(error).__name__
+        reason = one_line(error, sentence=True)
         raise ModelMissingError(
             f"{path} is not a readable PyTorch checkpoint ({reason}); "
             "the download may be truncated: delete it and run `partialstyle models fetch` again"
@@ -66,11 +66,6 @@ def fill_batchnorm_counters(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         if counter not in filled and (version is None or version < 2):
             filled[counter] = torch.tensor(0, dtype=torch.long)
     return filled
-
-
-def _first_sentence(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[0].split(". ")[0].rstrip(".")[:200] if lines else ""
 
 
 def apply_official_key_rules(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
