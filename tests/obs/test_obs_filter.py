@@ -116,6 +116,16 @@ def input_frame(session: ObsSession, source: str = CAMERA, name: str = FILTER, *
     return frame
 
 
+@pytest.fixture(autouse=True)
+def filter_as_the_session_has_it(obs_session: ObsSession):
+    """Each test leaves the filter as it found it (enabled, the session's settings), even when
+    it fails midway: one failure must not show up again as the next tests' failures."""
+    yield
+    client = obs_session.client
+    client.set_source_filter_settings(CAMERA, FILTER, EXACT)
+    client.set_source_filter_enabled(CAMERA, FILTER, True)
+
+
 @pytest.fixture(scope="module")
 def styled(obs_session: ObsSession) -> dict:
     """The filter on the camera with two styles; the input frame, mask and references."""
