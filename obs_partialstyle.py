@@ -135,7 +135,7 @@ def load(configured: str) -> None:
     try:
         environment.activate()
         from partialstyle.obs import filter as partialstyle_filter
-        from partialstyle.obs.remote import venv_python
+        from partialstyle.obs.launch import venv_python
 
         python = venv_python(environment.venv)
     except Exception as error:
@@ -154,14 +154,14 @@ def load(configured: str) -> None:
 
 def check_device_and_models(python: Path) -> None:
     """Asks the environment's Python (it imports torch: seconds, and never inside OBS)."""
-    from partialstyle.obs.remote import check_environment
+    from partialstyle.obs.launch import check_environment
 
     found = check_environment(python)
-    if "error" in found:
-        status.device = status.models = f"could not check: {found['error']}"
+    if found.error is not None:
+        status.device = status.models = f"could not check: {found.error}"
         return
-    status.device = f"{found['device']} (the 'auto' device setting)"
-    missing = found["missing"]
+    status.device = f"{found.device} (the 'auto' device setting)"
+    missing = found.missing
     status.models = (
         f"missing {', '.join(missing)}: run `partialstyle models prepare`" if missing else "ready"
     )

@@ -1,7 +1,7 @@
 """The inference process: the core Pipeline for every OBS filter instance, outside OBS.
 
 OBS starts one per OBS process, with the project environment's own Python
-(`partialstyle.obs.remote`):
+(`partialstyle.obs.launch`):
 
     python -m partialstyle.obs.inference_server --parent <OBS pid> --nice 10
 
@@ -41,8 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from partialstyle.errors import one_line
 from partialstyle.obs import messages
-from partialstyle.obs.messages import Message, one_line
+from partialstyle.obs.messages import Message
 
 PARENT_CHECK_SECONDS = 1.0
 MAX_SEGMENT_EVERY = 3
@@ -99,7 +100,7 @@ class ClientSession:
                 self.pipeline = pipeline
                 self.live = LiveStylizer(pipeline)
                 self.live.min_style_interval = self.style_pause
-                self.send(messages.ready(self.client))
+                self.send(messages.Ready(self.client))
             else:
                 self.pipeline.configure(config, plan)
                 self.pipeline.load()  # a new segmenter or style model loads now, not mid-frame
@@ -107,7 +108,7 @@ class ClientSession:
         except Exception as error:
             self.build_error = one_line(error)
             if self.pipeline is None:
-                self.send(messages.error(self.client, self.build_error))
+                self.send(messages.Error(self.client, self.build_error))
 
     def pace(self, pause: float, frame_interval: float) -> None:
         self.style_pause = max(0.0, float(pause))
@@ -138,27 +139,27 @@ class ClientSession:
             current = self.slots[role] = FrameSlot(Path(path), width, height, create=False)
         return current
 
-    def frame(self, message: Message) -> None:
-        number = message.get("id")
+    def frame(self, message: messages.Frame) -> None:
+        number = message.id
         if self.closed:
             return  # the client has left: nobody waits for the answer
         if self.pipeline is None or self.build_error is not None:
             error = self.build_error or "no settings yet"
-            self.send(messages.error(self.client, error, number))
+            self.send(messages.Error(self.client, error, number))
             return
         try:
-            width, height = int(message["width"]), int(message["height"])
-            source = self.slot("input", message["input"], width, height)
-            target = self.slot("output", message["output"], width, height)
+            width, height = int(message.width), int(message.height)
+            source = self.slot("input", message.input, width, height)
+            target = self.slot("output", message.output, width, height)
             started = time.perf_counter()
             target.array[...] = self.live.process(source.array)
             seconds = time.perf_counter() - started
         except Exception as error:
-            self.send(messages.error(self.client, one_line(error), number))
+            self.send(messages.Error(self.client, one_line(error), number))
             return
         self.adapt_segmentation()
         stylizations = self.live.stylizations
-        self.send(messages.result(self.client, number, seconds, stylizations))
+        self.send(messages.Result(self.client, number, seconds, stylizations))
 
     def close(self) -> None:
         self.closed = True
@@ -176,7 +177,7 @@ class Turn:
 
     session: ClientSession
     values: dict[str, Any] | None
-    frame: Message | None
+    frame: messages.Frame | None
 
 
 class Service:
@@ -191,7 +192,7 @@ class Service:
         self.send = send
         self.sessions: dict[int, ClientSession] = {}
         self.settings: dict[int, dict[str, Any]] = {}  # the newest unapplied, per client
-        self.waiting: dict[int, Message] = {}  # the newest frame, per client
+        self.waiting: dict[int, messages.Frame] = {}  # the newest frame, per client
         self.turns: deque[int] = deque()  # round-robin order of the clients
         self.busy: set[int] = set()  # clients a thread is working for
         self._condition = threading.Condition()
@@ -207,25 +208,24 @@ class Service:
         """Messages that arrived together (a client's newer settings or frame replaces an
         older one still waiting)."""
         for message in batch:
-            op, client = message.get("op"), message.get("client")
+            client = getattr(message, "client", None)
             if not isinstance(client, int):
                 continue
             with self._condition:
-                if op == "settings":
+                if isinstance(message, messages.Settings):
                     if client not in self.sessions:
                         self.sessions[client] = ClientSession(client, self.send)
                         self.turns.append(client)
-                    self.settings[client] = dict(message.get("values") or {})
+                    self.settings[client] = dict(message.values or {})
                 elif client not in self.sessions:
-                    if op == "frame":  # a client that has left (or never came)
-                        self.send(messages.error(client, "unknown client", message.get("id")))
-                elif op == "pace":
-                    pause = message.get("style_pause", 0.0)
-                    self.sessions[client].pace(pause, message.get("frame_interval", 0.0))
-                elif op == "frame":
+                    if isinstance(message, messages.Frame):  # a client that left (or never came)
+                        self.send(messages.Error(client, "unknown client", message.id))
+                elif isinstance(message, messages.Pace):
+                    self.sessions[client].pace(message.style_pause, message.frame_interval)
+                elif isinstance(message, messages.Frame):
                     self.waiting[client] = message
                 self._condition.notify()
-            if op == "bye":
+            if isinstance(message, messages.Bye):
                 self.drop(client)
 
     def drop(self, client: int) -> None:
@@ -317,24 +317,24 @@ def serve(parent: int, messages_out: IO[bytes]) -> None:
             batch = take_messages(inbox)
             if not batch and not parent_alive(parent):
                 return
-            if any(message is None or message.get("op") == "quit" for message in batch):
+            if any(message is None or isinstance(message, messages.Quit) for message in batch):
                 return
             service.handle(batch)  # type: ignore[arg-type]
     finally:
         service.close()
 
 
-def check(python_version: str) -> dict[str, Any]:
+def check(python_version: str) -> messages.Environment:
     """What the script's status shows: torch device, models ready, Python version."""
     from partialstyle import modelstore
     from partialstyle.device import resolve_device
 
     models = {name: modelstore.model_status(name) for name in MODELS}
-    return {
-        "python": python_version,
-        "device": resolve_device("auto").type,
-        "missing": [name for name, state in models.items() if state != "ready"],
-    }
+    return messages.Environment(
+        python=python_version,
+        device=resolve_device("auto").type,
+        missing=tuple(name for name, state in models.items() if state != "ready"),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             found = check(version)
         except Exception as error:
-            found = {"python": version, "error": one_line(error)}
+            found = messages.Environment(python=version, error=one_line(error))
         messages_out.write(messages.encode(found))
         messages_out.flush()
         return 0

@@ -3,109 +3,141 @@
 One inference process serves every filter instance in OBS; each instance is a *client* with
 a number that every message carries. OBS writes to the process's stdin:
 
-    {"op": "settings", "client": c, "values": {...}}   a client's settings (the first one
-                                                        registers the client)
-    {"op": "pace", "client": c, "style_pause": s, "frame_interval": t}
-    {"op": "frame", "client": c, "id": n, "input": path, "output": path, "width": w, "height": h}
-    {"op": "bye", "client": c}                          the client is gone
-    {"op": "quit"}
+    Settings   a client's settings (the first one registers the client)
+    Pace       the shortest pause between style runs, and OBS's frame interval
+    Frame      a frame waits in the client's input slot; the result goes to its output slot
+    Bye        the client is gone
+    Quit       end the process
 
 and the process answers on stdout:
 
-    {"op": "ready", "client": c}                        its first settings are loaded
-    {"op": "error", "client": c, "message": m}          its first settings failed
-    {"op": "result", "client": c, "id": n, "seconds": s, "stylizations": k}
-    {"op": "error", "client": c, "id": n, "message": m} this frame failed (also: bad settings)
+    Ready      the client's first settings are loaded
+    Result     a frame is done: the process's own seconds, style runs so far
+    Error      a frame failed (`id` set) or the client's first settings did (`id` None)
 
-Messages are plain dicts (cheap to build, and what `json` gives back); the functions below are
-the only places that build them, and `read_messages` is the one reader for both ends. Nothing
-here imports torch or numpy.
+`python -m partialstyle.obs.inference_server --check` prints one `Environment` instead.
+
+Each message is a frozen dataclass; on the wire it is one JSON object per line whose "op"
+names the class (`{"op": "frame", "client": 1, "id": 7, ...}`). `encode` and `decode` are
+the only translations and `read_messages` the one reader, used by both ends. Nothing here
+imports torch or numpy.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable
-from typing import IO, Any
-
-Message = dict[str, Any]
-
-
-def settings(client: int, values: dict[str, Any]) -> Message:
-    return {"op": "settings", "client": client, "values": values}
+from dataclasses import dataclass
+from typing import IO, Any, ClassVar
 
 
-def pace(client: int, style_pause: float, frame_interval: float) -> Message:
-    return {
-        "op": "pace",
-        "client": client,
-        "style_pause": style_pause,
-        "frame_interval": frame_interval,
-    }
+@dataclass(frozen=True)
+class Settings:
+    op: ClassVar[str] = "settings"
+    client: int
+    values: dict[str, Any]
 
 
-def frame(
-    client: int, number: int, input_path: str, output_path: str, width: int, height: int
-) -> Message:
-    return {
-        "op": "frame",
-        "client": client,
-        "id": number,
-        "input": input_path,
-        "output": output_path,
-        "width": width,
-        "height": height,
-    }
+@dataclass(frozen=True)
+class Pace:
+    op: ClassVar[str] = "pace"
+    client: int
+    style_pause: float
+    frame_interval: float
 
 
-def bye(client: int) -> Message:
-    return {"op": "bye", "client": client}
+@dataclass(frozen=True)
+class Frame:
+    op: ClassVar[str] = "frame"
+    client: int
+    id: int
+    input: str
+    output: str
+    width: int
+    height: int
 
 
-def quit_service() -> Message:
-    return {"op": "quit"}
+@dataclass(frozen=True)
+class Bye:
+    op: ClassVar[str] = "bye"
+    client: int
 
 
-def ready(client: int) -> Message:
-    return {"op": "ready", "client": client}
+@dataclass(frozen=True)
+class Quit:
+    op: ClassVar[str] = "quit"
 
 
-def error(client: int, message: str, number: int | None = None) -> Message:
-    """A failure; with `number`, of that frame, without, of the client's first settings."""
-    reply: Message = {"op": "error", "client": client, "message": message}
-    if number is not None:
-        reply["id"] = number
-    return reply
+@dataclass(frozen=True)
+class Ready:
+    op: ClassVar[str] = "ready"
+    client: int
 
 
-def result(client: int, number: int, seconds: float, stylizations: int) -> Message:
-    return {
-        "op": "result",
-        "client": client,
-        "id": number,
-        "seconds": seconds,
-        "stylizations": stylizations,
-    }
+@dataclass(frozen=True)
+class Result:
+    op: ClassVar[str] = "result"
+    client: int
+    id: int
+    seconds: float
+    stylizations: int
 
 
-def one_line(failure: BaseException) -> str:
-    """An exception as the one line that reaches the user."""
-    text = str(failure).strip() or type(failure).__name__
-    return " ".join(text.split())
+@dataclass(frozen=True)
+class Error:
+    """A failure: of frame `id`, or with `id` None of the client's first settings."""
+
+    op: ClassVar[str] = "error"
+    client: int
+    message: str
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the script's status shows about the project environment: its Python version,
+    torch's device and the default models that are not ready, or why it could not tell."""
+
+    op: ClassVar[str] = "environment"
+    python: str = ""
+    device: str = ""
+    missing: tuple[str, ...] = ()
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "missing", tuple(self.missing))  # JSON gives a list
+
+
+Message = Settings | Pace | Frame | Bye | Quit | Ready | Result | Error | Environment
+_BY_OP: dict[str, type[Message]] = {
+    kind.op: kind for kind in (Settings, Pace, Frame, Bye, Quit, Ready, Result, Error, Environment)
+}
 
 
 def encode(message: Message) -> bytes:
-    return (json.dumps(message) + "\n").encode()
+    fields = {field.name: getattr(message, field.name) for field in dataclasses.fields(message)}
+    return (json.dumps({"op": message.op, **fields}) + "\n").encode()
+
+
+def decode(line: bytes | str) -> Message | None:
+    """The message on one line, or None if the line is not one (not JSON, an unknown op,
+    missing or extra fields)."""
+    with contextlib.suppress(ValueError, TypeError, AttributeError):
+        fields = json.loads(line)
+        kind = _BY_OP.get(fields.pop("op", None))
+        if kind is not None:
+            return kind(**fields)
+    return None
 
 
 def read_messages(stream: IO[bytes], deliver: Callable[[Message | None], None]) -> None:
     """Every message on `stream` to `deliver`, then None when the stream ends (the other end
-    closed it or died). Lines that are not JSON objects are skipped."""
+    closed it or died). Lines that are not messages are skipped."""
     with contextlib.suppress(OSError, ValueError):
         for line in stream:
-            with contextlib.suppress(ValueError):
-                message = json.loads(line)
-                if isinstance(message, dict):
-                    deliver(message)
+            message = decode(line)
+            if message is not None:
+                deliver(message)
     deliver(None)

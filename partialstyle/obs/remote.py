@@ -18,16 +18,12 @@ when the last client closes, within a few seconds whatever state it is in.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import itertools
-import json
 import os
 import queue
 import subprocess
-import sys
 import threading
-import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,85 +35,16 @@ import numpy as np
 
 from partialstyle.obs import messages
 from partialstyle.obs.frame_slots import FrameSlot
+from partialstyle.obs.launch import QUIT_TIMEOUT, start_server, stop_process
 from partialstyle.obs.messages import Message
 
-SERVER_MODULE = "partialstyle.obs.inference_server"
 START_TIMEOUT = 300.0  # importing torch and loading models on a slow, busy machine
 FRAME_TIMEOUT = 60.0
-QUIT_TIMEOUT = 3.0
-# Windows has no nice values; this creation flag is its equivalent of nice 10.
-BELOW_NORMAL_PRIORITY_CLASS = 0x00004000
 
 
-def venv_python(venv: Path) -> Path:
-    """The interpreter of a virtual environment (bin/python or Scripts/python.exe)."""
-    for candidate in (venv / "bin" / "python", venv / "Scripts" / "python.exe"):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"{venv} has no bin/python or Scripts/python.exe")
-
-
-def child_environment() -> dict[str, str]:
-    """OBS's environment minus what would point the child at OBS's own Python."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-# Every child still running, so that Python's exit (OBS quitting) can end them.
-_children: weakref.WeakSet[subprocess.Popen] = weakref.WeakSet()
-
-
-def start_server(python: Path, arguments: list[str]) -> subprocess.Popen:
-    flags = BELOW_NORMAL_PRIORITY_CLASS if sys.platform == "win32" else 0
-    process = subprocess.Popen(
-        [str(python), "-m", SERVER_MODULE, *arguments],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=child_environment(),
-        creationflags=flags,
-    )
-    _children.add(process)
-    return process
-
-
-def stop_process(process: subprocess.Popen, grace: float = QUIT_TIMEOUT) -> None:
-    """Close its stdin (the child's cue to quit), then terminate, then kill; always reaped."""
-    with contextlib.suppress(OSError, ValueError):
-        process.stdin.close()
-    for action in (None, process.terminate, process.kill):
-        if action is not None:
-            with contextlib.suppress(OSError):
-                action()
-        try:
-            process.wait(grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-    process.wait()  # after SIGKILL this returns at once
-
-
-@atexit.register
-def _stop_children() -> None:
-    for process in list(_children):
-        if process.poll() is None:
-            stop_process(process, 1.0)
-
-
-def check_environment(python: Path, timeout: float = 180.0) -> dict[str, Any]:
-    """Run the server's --check in `python`: device, missing models, Python version."""
-    process = start_server(python, ["--check"])
-    try:
-        output, errors = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        stop_process(process, 0.5)
-        return {"error": f"no answer from {python} in {timeout:.0f} s"}
-    for line in output.decode("utf-8", "replace").splitlines():
-        with contextlib.suppress(ValueError):
-            return json.loads(line)
-    tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
-    return {"error": f"{python} failed: {tail[0]}"}
+def _failure(reply: Message, otherwise: str) -> str:
+    """What went wrong, as the process said it (an `Error`), else `otherwise`."""
+    return reply.message if isinstance(reply, messages.Error) else otherwise
 
 
 class ChildExited(RuntimeError):
@@ -178,11 +105,11 @@ class InferenceService:
         """`client` is done with `child`; the last client's leaving ends the process."""
         with self._lock:
             child.inboxes.pop(client, None)
-            self._write(child, messages.bye(client))
+            self._write(child, messages.Bye(client))
             last = child is self._child and not child.inboxes
             if last:
                 self._child = None
-                self._write(child, messages.quit_service())
+                self._write(child, messages.Quit())
         if last:
             stop_process(child.process)
 
@@ -225,7 +152,7 @@ class InferenceService:
             for inbox in inboxes:
                 inbox.put(None)
             return
-        inbox = child.inboxes.get(message.get("client"))
+        inbox = child.inboxes.get(getattr(message, "client", None))
         if inbox is not None:
             inbox.put(message)
 
@@ -292,7 +219,7 @@ class RemoteProcessor:
         with self._lock:
             self._values = dict(settings)
             if self._child is not None:
-                self.service.send(self._child, messages.settings(self.client, self._values))
+                self.service.send(self._child, messages.Settings(self.client, self._values))
 
     def pace(self, pause: float, frame_interval: float) -> None:
         """The shortest pause between two style runs in the child (see obs.pacing), and
@@ -301,7 +228,7 @@ class RemoteProcessor:
             if (pause, frame_interval) != self._pace:
                 self._pace = (pause, frame_interval)
                 if self._child is not None:
-                    message = messages.pace(self.client, pause, frame_interval)
+                    message = messages.Pace(self.client, pause, frame_interval)
                     self.service.send(self._child, message)
 
     def close(self) -> None:
@@ -333,15 +260,15 @@ class RemoteProcessor:
             if self._closed:
                 raise RuntimeError("closed")
             first = [
-                messages.settings(self.client, self._values),
-                messages.pace(self.client, *self._pace),
+                messages.Settings(self.client, self._values),
+                messages.Pace(self.client, *self._pace),
             ]
             child, inbox = self.service.attach(self.client, first)
             self._child, self._inbox = child, inbox
         reply = self._receive(inbox, timeout, child)
-        if reply["op"] != "ready":
+        if not isinstance(reply, messages.Ready):
             self._leave(child)
-            raise RuntimeError(reply.get("message", "the inference process did not start"))
+            raise RuntimeError(_failure(reply, "the inference process did not start"))
 
     def process(self, frame: np.ndarray) -> np.ndarray:
         """Restyle one H×W×4 frame in the child; raises RuntimeError with its one-line error.
@@ -374,17 +301,17 @@ class RemoteProcessor:
         source, target = slots
         source.array[...] = frame
         self._frames += 1
-        message = messages.frame(
+        message = messages.Frame(
             self.client, self._frames, str(source.path), str(target.path), width, height
         )
         self.service.send(child, message)
         reply = self._receive(inbox, FRAME_TIMEOUT, child)
-        while reply.get("id") != self._frames:
+        while getattr(reply, "id", None) != self._frames:
             reply = self._receive(inbox, FRAME_TIMEOUT, child)
-        if reply["op"] != "result":
-            raise RuntimeError(reply.get("message", f"unexpected answer {reply['op']!r}"))
-        self.seconds = float(reply.get("seconds", 0.0))
-        self.stylizations = int(reply.get("stylizations", self.stylizations))
+        if not isinstance(reply, messages.Result):
+            raise RuntimeError(_failure(reply, f"unexpected answer {reply.op!r}"))
+        self.seconds = float(reply.seconds)
+        self.stylizations = int(reply.stylizations)
         return target.array.copy()
 
     # -- internals -----------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from partialstyle.obs.remote import InferenceService, RemoteProcessor, venv_python
+from partialstyle.obs.launch import venv_python
+from partialstyle.obs.remote import InferenceService, RemoteProcessor
 from partialstyle.obs.sample_clip import sample_frame
 
 PYTHON = venv_python(Path(sys.prefix))

@@ -28,12 +28,8 @@ import pytest
 from partialstyle.obs import messages, settings
 from partialstyle.obs.frame_slots import slot_folder
 from partialstyle.obs.inference_server import Service
-from partialstyle.obs.remote import (
-    InferenceService,
-    RemoteProcessor,
-    check_environment,
-    venv_python,
-)
+from partialstyle.obs.launch import check_environment, venv_python
+from partialstyle.obs.remote import InferenceService, RemoteProcessor
 from partialstyle.obs.sample_clip import sample_frame
 
 pytestmark = pytest.mark.slow
@@ -308,18 +304,18 @@ def test_work_is_taken_in_turn_and_the_newest_of_each_client_wins():
     sent: list[messages.Message] = []
     service = Service(send=sent.append)
 
-    def frame(client: int, number: int) -> messages.Message:
-        return messages.frame(client, number, "in", "out", 4, 4)
+    def frame(client: int, number: int) -> messages.Frame:
+        return messages.Frame(client, number, "in", "out", 4, 4)
 
     def taken() -> tuple[int, object, object] | None:
         turn = service.next_turn()
         if turn is None:
             return None
         values = None if turn.values is None else turn.values["person_style"]
-        return turn.session.client, values, None if turn.frame is None else turn.frame["id"]
+        return turn.session.client, values, None if turn.frame is None else turn.frame.id
 
-    service.handle([messages.settings(client, {"person_style": "a"}) for client in (1, 2, 3)])
-    service.handle([messages.settings(2, {"person_style": "b"}), frame(2, 1)])
+    service.handle([messages.Settings(client, {"person_style": "a"}) for client in (1, 2, 3)])
+    service.handle([messages.Settings(2, {"person_style": "b"}), frame(2, 1)])
     assert [taken(), taken(), taken(), taken()] == [
         (1, "a", None),
         (2, "b", 1),
@@ -338,13 +334,13 @@ def test_work_is_taken_in_turn_and_the_newest_of_each_client_wins():
     assert [taken(), taken()] == [(3, None, 2), None]
     service.busy.clear()
     assert taken() == (1, None, 5)
-    service.handle([messages.bye(2), frame(2, 3)])  # a client that left gets an error
+    service.handle([messages.Bye(2), frame(2, 3)])  # a client that left gets an error
     assert 2 not in service.sessions and taken() is None
-    assert sent == [messages.error(2, "unknown client", 3)]
+    assert sent == [messages.Error(2, "unknown client", 3)]
 
 
 def test_environment_check_reports_device_and_models(default_models):
     found = check_environment(PYTHON)
-    assert found["device"] in ("cpu", "cuda", "mps")
-    assert found["missing"] == []
-    assert found["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert found.device in ("cpu", "cuda", "mps")
+    assert found.missing == ()
+    assert found.python == f"{sys.version_info.major}.{sys.version_info.minor}"
