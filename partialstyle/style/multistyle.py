@@ -139,8 +139,14 @@ def apply_affine(x: Tensor, rows: Tensor, masks: Tensor | None) -> Tensor:
     rows = rows.to(x.dtype)
     if masks is None:
         return torch.addcmul(rows[0, channels:, None, None], x, rows[0, :channels, None, None])
-    maps = torch.einsum("nrhw,nrc->nchw", masks, rows)
+    maps = blend_region_rows(rows, masks)
     return torch.addcmul(maps[:, channels:], x, maps[:, :channels])
+
+
+def blend_region_rows(rows: Tensor, masks: Tensor) -> Tensor:
+    """Per-image region rows [N,R,C] -> [N,C,h,w], each pixel the mask-weighted blend of its
+    image's rows (``masks`` [N,R,h,w])."""
+    return torch.einsum("nrhw,nrc->nchw", masks, rows)
 
 
 def resize_masks(masks: Tensor, size: torch.Size | tuple[int, int]) -> Tensor:

@@ -1,0 +1,97 @@
+"""The arbitrary-style transformer for CPU inference: ``arbitrary.ArbitraryTransformer``'s float
+network, rearranged for speed and tested equal to it (``tests/test_arbitrary.py``).
+
+Convs run on weights cast once to the compute dtype and packed by oneDNN
+(``fast_conv.PackedConv``; the upsampling ones at low resolution, the full-resolution 9x9 ones on
+2x2 pixel blocks) over channels-last activations; each normalisation, with the ReLU or residual
+add after it and the next conv's padding, is one call of the fused kernel (``fused_norm``).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from partialstyle.style.fast_conv import PackedConv
+from partialstyle.style.fused_norm import fused_region_norm
+
+if TYPE_CHECKING:
+    from partialstyle.style.arbitrary import ArbitraryTransformer, StyledConv
+
+# Full-resolution 9x9 convs with few channels run on 2x2 pixel blocks.
+BLOCKED_CONVS = {"contract0": 2, "expand2": 2}
+
+
+class FastArbitraryTransformer:
+    """The packed convs of one ``ArbitraryTransformer`` in one dtype, and the fast forward.
+
+    Made from the network's weights as they are; whoever changes them or the precision makes
+    a new one (``ArbitraryTransformer.set_precision`` does).
+    """
+
+    def __init__(self, net: ArbitraryTransformer, dtype: torch.dtype) -> None:
+        self.net = net
+        self.dtype = dtype
+        convs = {}
+        for i, conv in enumerate(net.contract):
+            block = BLOCKED_CONVS.get(f"contract{i}", 1)
+            convs[f"contract{i}"] = PackedConv(conv, dtype, block=block)
+        for i, (first, second) in enumerate(net.residual):
+            convs[f"residual{i}a"] = PackedConv(first.conv, dtype)
+            convs[f"residual{i}b"] = PackedConv(second.conv, dtype)
+        for i, layer in enumerate(net.expand):
+            block = BLOCKED_CONVS.get(f"expand{i}", 1)
+            convs[f"expand{i}"] = PackedConv(
+                layer.conv, dtype, upsample=layer.upsample, block=block
+            )
+        self.convs = convs
+
+    def __call__(
+        self,
+        kernels: ModuleType,
+        image: torch.Tensor,
+        styles: torch.Tensor,
+        weights: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """``ArbitraryTransformer.forward`` (float) with the fused kernels ``kernels``."""
+        if image.shape[0] > 1:
+            masks = [None] * image.shape[0] if weights is None else weights.split(1)
+            return torch.cat(
+                [
+                    self(kernels, one, styles, mask)
+                    for one, mask in zip(image.split(1), masks, strict=True)
+                ]
+            )
+        convs, net = self.convs, self.net
+        levels = {}  # masks of every region but the base (the largest), per width
+        base = None
+        if weights is not None:  # one pass (see multistyle_fast.MaskPyramid)
+            chosen, *pyramid = kernels.mask_pyramid(weights.float().contiguous())
+            base = int(chosen)
+            levels = {m.shape[-1]: m for m in pyramid}
+        styles = styles.float()
+
+        def norm(layer: StyledConv, y: torch.Tensor, **fused) -> torch.Tensor:
+            masks = levels.get(y.shape[-1]) if weights is not None else None
+            gamma, beta = layer.gamma(styles), layer.beta(styles)
+            return fused_region_norm(kernels, y, gamma, beta, masks, base, layer.eps, **fused)
+
+        x = F.pad(image, (4,) * 4, mode="reflect")
+        x = x.to(self.dtype, memory_format=torch.channels_last)
+        for i in range(len(net.contract)):
+            x = F.pad(convs[f"contract{i}"](x, relu=True), (1,) * 4, mode="reflect")
+        last = len(net.residual) - 1
+        for i, (first, second) in enumerate(net.residual):
+            inner = x[..., 1:-1, 1:-1]
+            hidden = norm(first, convs[f"residual{i}a"](x), relu=True, out_pad=1)
+            mode = "replicate" if i == last else "reflect"  # the upsampling conv wants replicate
+            x = norm(
+                second, convs[f"residual{i}b"](hidden), residual=inner, out_pad=1, pad_mode=mode
+            )
+        x = norm(net.expand[0], convs["expand0"](x), relu=True, out_pad=1, pad_mode="replicate")
+        x = norm(net.expand[1], convs["expand1"](x), relu=True, out_pad=4)
+        x = norm(net.expand[2], convs["expand2"](x))
+        return x.float().sigmoid_()
