@@ -47,18 +47,19 @@ _DEFINED = 1e-3
 
 @dataclass(frozen=True, eq=False)
 class _Key:
-    """A keyframe, the stylized layer it came from, and the settings and frame size it
-    was made with."""
+    """A keyframe, the stylized layer it came from, and the settings, frame size and frame
+    time it was made with."""
 
     keyframe: Keyframe
     layer: torch.Tensor
     config: object
     plan: object
     size: tuple[int, ...]
+    time: float
 
     @property
-    def settings(self) -> tuple[object, object, tuple[int, ...]]:
-        return self.config, self.plan, self.size
+    def settings(self) -> tuple[object, object, tuple[int, ...], float]:
+        return self.config, self.plan, self.size, self.time
 
     def fits(self, analysis: FrameAnalysis) -> bool:
         return (
@@ -77,7 +78,7 @@ def _keyframe(analysis: FrameAnalysis, layer: torch.Tensor, gray: np.ndarray) ->
     person = analysis.person if analysis.person is not None else torch.zeros_like(coverage)
     keyframe = Keyframe.build(_uint8(color), person.float().cpu().numpy(), gray)
     size = tuple(analysis.small.shape)
-    return _Key(keyframe, layer, analysis.config, analysis.plan, size)
+    return _Key(keyframe, layer, analysis.config, analysis.plan, size, analysis.time)
 
 
 def _warp_mask(mask: torch.Tensor, flow: np.ndarray) -> torch.Tensor:
@@ -112,7 +113,6 @@ class LiveStylizer:
         self._flows = FlowEstimator()
         self._key: _Key | None = None
         self._segmented: tuple[FrameAnalysis, np.ndarray] | None = None  # and its gray
-        self._style_lock = threading.Lock()  # one stylization at a time (stabilizer state)
         self._key_lock = threading.Lock()
         self._condition = threading.Condition()
         self._pending: tuple[FrameAnalysis, np.ndarray] | None = None
@@ -193,12 +193,17 @@ class LiveStylizer:
         return analysis
 
     def _stylize(self, analysis: FrameAnalysis, gray: np.ndarray) -> torch.Tensor:
+        """Run the networks on `analysis`; its stylization becomes the keyframe unless a
+        newer frame's already has. The frame thread and the style thread may both be here:
+        a settings change is styled in line at once, not after the nicer style thread's
+        run (which, on a busy CPU, can take seconds), so no lock is held around the
+        networks (the pipeline guards its own temporal state)."""
         started = time.perf_counter()
-        with self._style_lock:
-            layer = self.pipeline.style_layer(analysis)
+        layer = self.pipeline.style_layer(analysis)
         key = _keyframe(analysis, layer, gray)
         with self._key_lock:
-            self._key = key
+            if self._key is None or self._key.time <= key.time:
+                self._key = key
         self.stylizations += 1
         self.style_seconds.append(time.perf_counter() - started)
         return layer
@@ -245,8 +250,12 @@ class LiveStylizer:
                 continue
             with self._condition:
                 pending, self._pending = self._pending, None
-            if pending is None:
-                continue
+            pipeline = self.pipeline
+            if pending is None or (pending[0].config, pending[0].plan) != (
+                pipeline.config,
+                pipeline.plan,
+            ):
+                continue  # no frame, or settings that have changed since: styled in line
             last_start = time.perf_counter()
             try:
                 with torch.inference_mode():

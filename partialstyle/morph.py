@@ -41,6 +41,10 @@ class StyleMorph:
             self._transitions[region] = _Transition(spec, spec, now - duration)
             return [(spec, 1.0)]
         if current.new != spec:
+            if now < current.start:
+                # A frame older than the newest change (live video styles frames from two
+                # threads): it shows its own style and does not undo the change.
+                return [(spec, 1.0)]
             current = _Transition(current.new, spec, now)
             self._transitions[region] = current
         if duration <= 0 or now - current.start >= duration or current.old == current.new:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -139,6 +142,51 @@ def test_the_background_thread_refreshes_the_style(default_models, moving_clip):
         assert stylizer.frames == 3 * len(moving_clip)
     finally:
         stylizer.close()
+
+
+def test_a_style_change_does_not_wait_for_the_style_thread(default_models, moving_clip):
+    """A settings change is styled in line even while the style thread is inside a (slow)
+    run of the networks, and that run's late, old-style result does not come back: in OBS
+    on a busy CPU the style thread, at the lowest priority, can take seconds for one run."""
+    stylizer = live(0, StylePlan.from_specs("multistyle:8", "none"))
+    pipeline = stylizer.pipeline
+    inside, release = threading.Event(), threading.Event()
+    style_layer = pipeline.style_layer
+
+    def held_in_the_style_thread(analysis):
+        if threading.current_thread().name == "partialstyle-style":
+            inside.set()
+            release.wait(60)
+        return style_layer(analysis)
+
+    pipeline.style_layer = held_in_the_style_thread
+    first, second, third = moving_clip[0], moving_clip[1], moving_clip[2]
+    new_plan = StylePlan.from_specs("multistyle:2", "none")
+    try:
+        stylizer.process(first)  # in line: the first frame
+        stylizer.process(second)  # carried; the style thread takes this frame
+        assert inside.wait(60)
+        pipeline.configure(plan=new_plan)
+        done = []
+        frame_thread = threading.Thread(target=lambda: done.append(stylizer.process(third)))
+        frame_thread.start()
+        frame_thread.join(60)
+        assert done, "the new style waited for the style thread"
+        release.set()
+        old_style_done = stylizer.stylizations + 1  # the held run, finishing now
+        deadline = time.monotonic() + 60
+        while stylizer.stylizations < old_style_done and time.monotonic() < deadline:
+            time.sleep(0.05)
+        after = stylizer.process(third)
+    finally:
+        release.set()
+        stylizer.close()
+    expected = Pipeline(PipelineConfig(), new_plan).process(third)
+    old = Pipeline(PipelineConfig(), StylePlan.from_specs("multistyle:8", "none")).process(third)
+    assert np.array_equal(done[0], expected)
+    assert (
+        np.abs(after.astype(int) - expected).mean() < 0.2 * np.abs(after.astype(int) - old).mean()
+    )
 
 
 def test_video_style_every_carries_the_style_along(default_models, tmp_path, moving_clip, capsys):
