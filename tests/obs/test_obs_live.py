@@ -76,9 +76,14 @@ def analyse(recorded: list[np.ndarray], clip: list[np.ndarray]) -> dict:
         tag is not None and styled_person(frame, clip[tag])
         for frame, tag in zip(recorded, tags, strict=True)
     ]
+    assert True in styled, f"no styled frame in the recording ({len(recorded)} frames)"
     first_styled = styled.index(True)
     # The clock: with the filter off, the recording shows the clip's current frame.
     offsets = [(tag - k) % COUNT for k, tag in enumerate(tags[:first_styled]) if tag is not None]
+    assert offsets, (
+        f"no tagged frame before the first styled one (frame {first_styled} of "
+        f"{len(recorded)}; tags read in {sum(t is not None for t in tags)} frames)"
+    )
     offset = int(np.bincount(offsets).argmax())
     start = first_styled + FPS  # one second after the first styled frame
     window = range(start, len(recorded))
@@ -112,8 +117,15 @@ def test_output_follows_a_moving_person_frame_by_frame(obs_session, record_prope
     client.set_input_settings(CAMERA, {"local_file": str(path)}, True)
     client.set_source_filter_settings(CAMERA, FILTER, LIVE_SETTINGS, False)
     try:
+        # The media source has switched to the tagged clip (its frames carry numbers) ...
         session.wait_for(
-            lambda: session.filter_stats().get(FILTER, {}).get("processed_fps", 0) > 5,
+            lambda: read_tag(session.screenshot()) is not None, 30, what="the tagged clip playing"
+        )
+        # ... and the filter styles it (the statistics are per second: wait for a fresh one).
+        results = session.filter_stats().get(FILTER, {}).get("results", 0)
+        session.wait_for(
+            lambda: session.filter_stats().get(FILTER, {}).get("results", 0) > results + 10
+            and session.filter_stats()[FILTER].get("processed_fps", 0) > 5,
             60,
             what="styled frames from the moving clip",
         )
