@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from partialstyle.style.spec import StyleSpec
@@ -96,6 +97,34 @@ class StylePlan:
     def needs_mask(self) -> bool:
         """A mask matters only when the regions differ; one style everywhere needs no segmenter."""
         return self.person != self.background or self.needs_instances
+
+
+@dataclass(frozen=True)
+class RegionRequest:
+    """A region's look as the user wrote it, in the CLI's options or the OBS filter's settings:
+    the region's name, its style spec text, strength and color setting, and `source`, what
+    the user set the style with, which its errors name ("person 2 style"; empty: unnamed)."""
+
+    region: str
+    style: str
+    strength: float = 1.0
+    preserve_colors: bool = False
+    source: str = ""
+
+
+def plan_from_requests(requests: Iterable[RegionRequest]) -> StylePlan:
+    """The plan the CLI and the OBS filter build from what their users wrote; a later request
+    for the same region wins. ValueError names the source of a style that does not parse."""
+    regions: dict[str, RegionStyle] = {}
+    for request in requests:
+        try:
+            style = StyleSpec.parse(request.style)
+        except ValueError as error:
+            if not request.source:
+                raise
+            raise ValueError(f"{request.source}: {error}") from None
+        regions[request.region] = RegionStyle(style, request.strength, request.preserve_colors)
+    return StylePlan.from_regions(regions)
 
 
 def region_kind(name: str) -> tuple[str, int]:

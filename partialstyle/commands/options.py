@@ -101,8 +101,7 @@ def pipeline_from_args(
     """The pipeline that the style options describe."""
     from partialstyle.config import LIVE, PipelineConfig
     from partialstyle.pipeline import Pipeline
-    from partialstyle.plan import RegionStyle, StylePlan
-    from partialstyle.style.spec import StyleSpec
+    from partialstyle.plan import RegionRequest, plan_from_requests
 
     if args.style and (args.person_style or args.background_style):
         raise PartialStyleError("use --style alone, or --person-style/--background-style")
@@ -122,16 +121,17 @@ def pipeline_from_args(
             "(list styles with `partialstyle styles`)"
         )
 
-    def region(spec: str, strength: float | None) -> RegionStyle:
+    def request(region: str, spec: str, strength: float | None) -> RegionRequest:
         chosen = args.strength if strength is None else strength
-        return RegionStyle(StyleSpec.parse(spec), chosen, args.preserve_colors)
+        return RegionRequest(region, spec, chosen, args.preserve_colors)
 
-    regions = {
-        "person": region(person, args.person_strength),
-        "background": region(background, args.background_strength),
-    }
-    regions.update({name: region(spec, None) for name, spec in extra.items()})
-    plan = StylePlan.from_regions(regions)
+    plan = plan_from_requests(
+        [
+            request("person", person, args.person_strength),
+            request("background", background, args.background_strength),
+            *(request(name, spec, None) for name, spec in extra.items()),
+        ]
+    )
     if args.live:
         args.process_height, args.upsample = LIVE.process_height, LIVE.upsample
     config = PipelineConfig(

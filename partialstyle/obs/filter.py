@@ -33,7 +33,10 @@ REPORT_EVERY = 1.0
 # CPU memory right away (Mesa's software renderers do).
 SYNCHRONOUS_STAGE_SECONDS = 0.0005
 # A result older than this is not drawn: the source shows live until results come again.
+# While a frame is in progress (a busy CPU, not a failure) the last result is held longer:
+# a styled background that hides a room should not flash the room on a hiccup.
 STALE_SECONDS = 1.0
+STALE_WHILE_BUSY_SECONDS = 4.0
 # The inference process runs at this nice value so OBS's own threads get the CPU first.
 INFERENCE_NICE = 10
 
@@ -82,7 +85,7 @@ class FilterInstance:
         self.graphics_thread: int | None = None  # learnt in video_tick
         self._runtime = runtime
         self._logged: set[str] = set()
-        self.values = settings.read(data)
+        self.values = properties.read(data)
         self.pacer = StylePacer(_style_floor(self.values))
         self._stage_seconds = 0.0  # running mean of GpuFrames.stage
         self._own_frames = 0  # frames of OBS's own render seen while the worker was ready
@@ -112,7 +115,7 @@ class FilterInstance:
 
     def update(self, data: int | None) -> None:
         """New settings: the frame in progress is dropped; the next frame uses them."""
-        values, self.problems = settings.keep_valid_styles(settings.read(data), self.values)
+        values, self.problems = settings.keep_valid_styles(properties.read(data), self.values)
         for problem in self.problems:
             self._log_once(libobs.LOG_WARNING, f"{properties.source_label(self.source)}: {problem}")
         if settings.same_effect(values, self.values):
@@ -180,7 +183,8 @@ class FilterInstance:
             step = self._timed("upload", step)
         # A result that stopped coming (the inference process stalls or restarts) would
         # freeze the picture: show the live source instead.
-        stale = time.monotonic() - gpu.uploaded_at > STALE_SECONDS
+        limit = STALE_WHILE_BUSY_SECONDS if self.worker.busy else STALE_SECONDS
+        stale = time.monotonic() - gpu.uploaded_at > limit
         if not usable or gpu.uploaded == 0 or stale:
             return False
         gpu.draw()
@@ -314,11 +318,11 @@ class FilterType:
         instance.destroy()
 
     def get_defaults(self, data: int | None) -> None:
-        settings.write_defaults(data)
+        properties.write_defaults(data)
 
     def get_properties(self, instance: FilterInstance | None) -> int:
         status = instance.status() if instance is not None else "Not running yet."
-        return settings.build_properties(status)
+        return properties.build(status)
 
     def update(self, instance: FilterInstance, data: int | None) -> None:
         instance.update(data)

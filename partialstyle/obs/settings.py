@@ -3,8 +3,10 @@
 The keys are a public API: users set them live with obs-websocket `SetSourceFilterSettings`.
 Style values are the CLI's spec strings. The properties dialog (`partialstyle.obs.properties`)
 adds a few keys of its own, listed in `DIALOG_ONLY`: a picture chooser and a typed style per
-region, which write the region's style key once the choice is valid. Nothing here imports
-torch or talks to libobs: OBS's UI thread builds the dialog, and the tests run without OBS.
+region, which write the region's style key once the choice is valid; that module also reads,
+writes and draws the settings through libobs. Nothing here imports torch or talks to libobs:
+OBS's UI thread uses it, and the tests run without OBS. The style plan is built with
+`partialstyle.plan.plan_from_requests`, as the CLI builds its own.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from partialstyle import modelstore
-from partialstyle.plan import RegionStyle, StylePlan
+from partialstyle.plan import RegionRequest, StylePlan, plan_from_requests
 from partialstyle.segment.classes import COCO_CLASSES
 from partialstyle.style.names import MULTISTYLE_NAMES
 from partialstyle.style.spec import StyleSpec
@@ -216,9 +218,14 @@ def style_label(spec: str) -> str:
     return f"Picture: {name}"
 
 
+def without_label(text: str) -> str:
+    """A style as typed or picked in the dialog without the trailing '(name)' a list shows."""
+    return re.sub(r"\s*\([^)]*\)\s*$", "", text)
+
+
 def parse_style(text: str) -> StyleSpec:
     """A spec string as typed or picked in the dialog (a trailing '(name)' is ignored)."""
-    return StyleSpec.parse(re.sub(r"\s*\([^)]*\)\s*$", "", text))
+    return StyleSpec.parse(without_label(text))
 
 
 def person_override(text: str) -> StyleSpec | None:
@@ -344,31 +351,31 @@ def typed_hint(region: str, values: dict[str, Any]) -> str | None:
     return f"Not applied: {problem}" if problem else "Press Enter to apply this style."
 
 
-def _style(merged: dict[str, Any], key: str, label: str) -> StyleSpec:
-    try:
-        return parse_style(str(merged[key]))
-    except ValueError as error:
-        raise ValueError(f"{label}: {error}") from None
-
-
 def to_plan(values: dict[str, Any]) -> StylePlan:
     """The style plan the settings describe; ValueError names the bad setting."""
     merged = {**DEFAULTS, **values}
-    regions: dict[str, RegionStyle] = {}
-    for region in ("person", "background"):
-        regions[region] = RegionStyle(
-            _style(merged, f"{region}_style", f"{region} style"),
+    person, background = (
+        RegionRequest(
+            region,
+            without_label(str(merged[f"{region}_style"])),
             float(merged[f"{region}_strength"]),
             bool(merged[f"{region}_preserve_colors"]),
+            source=f"{region} style",
         )
+        for region in ("person", "background")
+    )
+    requests = [person, background]
     for number in range(1, PEOPLE + 1):
-        try:
-            style = person_override(str(merged[f"person{number}_style"]))
-        except ValueError as error:
-            raise ValueError(f"person {number} style: {error}") from None
-        if style is not None:
-            regions[f"person:{number}"] = RegionStyle(
-                style, regions["person"].strength, regions["person"].preserve_colors
+        text = str(merged[f"person{number}_style"]).strip()
+        if text and text != SAME_AS_PEOPLE:  # empty: this person keeps the Person style
+            requests.append(
+                RegionRequest(
+                    f"person:{number}",
+                    without_label(text),
+                    person.strength,
+                    person.preserve_colors,
+                    source=f"person {number} style",
+                )
             )
     coco_name = str(merged["class_region"]).strip()
     if coco_name:
@@ -377,10 +384,10 @@ def to_plan(values: dict[str, Any]) -> StylePlan:
                 f"object class {coco_name!r} is not a COCO class other than person "
                 "(e.g. cat, dog, laptop)"
             )
-        regions[f"class:{coco_name}"] = RegionStyle(
-            _style(merged, "class_style", "object style"), float(merged["class_strength"])
-        )
-    return StylePlan.from_regions(regions)
+        style = without_label(str(merged["class_style"]))
+        strength = float(merged["class_strength"])
+        requests.append(RegionRequest(f"class:{coco_name}", style, strength, source="object style"))
+    return plan_from_requests(requests)
 
 
 def to_pipeline(values: dict[str, Any]) -> tuple[PipelineConfig, StylePlan]:
@@ -418,26 +425,3 @@ def cycle_style(current: str, step: int, choices: tuple[str, ...] | None = None)
     except ValueError:  # a blend, a picture or something unparsable: start from the ends
         index = -1 if step > 0 else 0
     return choices[(index + step) % len(choices)]
-
-
-# -- the properties dialog (ctypes, in partialstyle.obs.properties) ----------------------------
-
-
-def read(data: int | None) -> dict[str, Any]:
-    """The filter's settings (obs_data_t*) as a plain dict with the defaults' types."""
-    from partialstyle.obs import properties
-
-    return properties.read(data)
-
-
-def write_defaults(data: int | None) -> None:
-    from partialstyle.obs import properties
-
-    properties.write_defaults(data)
-
-
-def build_properties(status: str) -> int:
-    """The properties dialog (obs_properties_t*); see `partialstyle.obs.properties.build`."""
-    from partialstyle.obs import properties
-
-    return properties.build(status)
