@@ -11,21 +11,22 @@ from partialstyle.errors import PartialStyleError
 MAX_TOP_K = 100
 
 
-def fraction(text: str) -> float:
+def _parse(text: str, convert: type[float] | type[int], what: str) -> float:
     try:
-        value = float(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def fraction(text: str) -> float:
+    value = _parse(text, float, "a number")
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
     return value
 
 
 def top_k(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _parse(text, int, "a whole number")
     if not 1 <= value <= MAX_TOP_K:
         raise argparse.ArgumentTypeError(f"{value} is outside 1..{MAX_TOP_K}")
     return value
@@ -33,10 +34,7 @@ def top_k(text: str) -> int:
 
 def thread_count(text: str) -> int:
     """--threads: 1 up to the machine's CPU count (torch crashes on absurd counts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    value = _parse(text, int, "a whole number")
     available = os.cpu_count() or 1
     if not 1 <= value <= available:
         raise argparse.ArgumentTypeError(
