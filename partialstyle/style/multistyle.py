@@ -169,6 +169,8 @@ class ConvCIN(nn.Module):
     With ``upsample`` the input is first enlarged x2 by nearest neighbour.
     """
 
+    norm_layer: type[SpatialCIN] = SpatialCIN
+
     def __init__(
         self,
         in_channels: int,
@@ -183,7 +185,7 @@ class ConvCIN(nn.Module):
         self.upsample = upsample
         self.relu = relu
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, bias=False)
-        self.norm = SpatialCIN(out_channels)
+        self.norm = self.norm_layer(out_channels)
 
     def forward(
         self, x: Tensor, style_weights: Tensor, region_masks: Tensor | None = None
@@ -198,10 +200,12 @@ class ConvCIN(nn.Module):
 class ResidualBlock(nn.Module):
     """x + CIN(conv(ReLU(CIN(conv(x))))): the second norm has no ReLU."""
 
+    conv_layer: type[ConvCIN] = ConvCIN
+
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.first = ConvCIN(channels, channels, 3)
-        self.second = ConvCIN(channels, channels, 3, relu=False)
+        self.first = self.conv_layer(channels, channels, 3)
+        self.second = self.conv_layer(channels, channels, 3, relu=False)
 
     def forward(
         self, x: Tensor, style_weights: Tensor, region_masks: Tensor | None = None
@@ -211,19 +215,27 @@ class ResidualBlock(nn.Module):
 
 
 class MultiStyleNet(nn.Module):
-    """The 26-style transformer: image in [0,1] -> stylized image in [0,1], any size."""
+    """The 26-style transformer: image in [0,1] -> stylized image in [0,1], any size.
+
+    ``conv_layer`` and ``residual_block`` are the layer types, so the fast network
+    (``multistyle_fast``) is this one with faster layers and the same parameter names.
+    """
+
+    conv_layer: type[ConvCIN] = ConvCIN
+    residual_block: type[ResidualBlock] = ResidualBlock
 
     def __init__(self, num_residual_blocks: int = 6) -> None:
         super().__init__()
+        conv = self.conv_layer
         self.contract = nn.ModuleList(
-            [ConvCIN(3, 32, 9), ConvCIN(32, 32, 3, stride=2), ConvCIN(32, 32, 3, stride=2)]
+            [conv(3, 32, 9), conv(32, 32, 3, stride=2), conv(32, 32, 3, stride=2)]
         )
-        self.res = nn.ModuleList(ResidualBlock(32) for _ in range(num_residual_blocks))
+        self.res = nn.ModuleList(self.residual_block(32) for _ in range(num_residual_blocks))
         self.expand = nn.ModuleList(
             [
-                ConvCIN(32, 8, 3, upsample=True),
-                ConvCIN(8, 4, 3, upsample=True),
-                ConvCIN(4, 3, 9, relu=False),
+                conv(32, 8, 3, upsample=True),
+                conv(8, 4, 3, upsample=True),
+                conv(4, 3, 9, relu=False),
             ]
         )
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from partialstyle.layers import pad_to_multiple
 from partialstyle.style import fused_norm
@@ -25,7 +25,9 @@ from partialstyle.style.fast_conv import PackedConv, compute_dtype
 from partialstyle.style.multistyle import (
     MIN_SIDE,
     SIZE_MULTIPLE,
+    ConvCIN,
     MultiStyleNet,
+    ResidualBlock,
     check_inputs,
     merge_repeated_styles,
 )
@@ -76,8 +78,8 @@ def _with_base(others: Tensor, base: int) -> Tensor:
     return torch.cat([others[:, :base], rest, others[:, base:]], dim=1)
 
 
-class FastConvCIN(nn.Module):
-    """``multistyle.ConvCIN`` on an input the previous layer already padded.
+class FastConvCIN(ConvCIN):
+    """``ConvCIN`` on an input the previous layer already padded.
 
     ``pad`` and ``pad_mode`` tell the previous layer's norm how to pad its output (see
     ``FastSpatialCIN`` ``out_pad``). With ``upsample`` the conv runs at the input's
@@ -85,24 +87,12 @@ class FastConvCIN(nn.Module):
     ``space_to_depth`` s > 1 on s x s pixel blocks (``blocked_weight``).
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: int,
-        stride: int = 1,
-        upsample: bool = False,
-        relu: bool = True,
-        space_to_depth: int = 1,
-    ) -> None:
-        super().__init__()
-        self.pad = kernel_size // 2
-        self.pad_mode = "replicate" if upsample else "reflect"
-        self.upsample = upsample
-        self.space_to_depth = space_to_depth
-        self.relu = relu
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, bias=False)
-        self.norm = FastSpatialCIN(out_channels)
+    norm_layer = FastSpatialCIN
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pad_mode = "replicate" if self.upsample else "reflect"
+        self.space_to_depth = 1
         # The packed conv of the current weight; dropped when weights are loaded in place
         # or the precision changes, and remade when the weight's storage moved.
         self._packed: tuple[int, PackedConv] | None = None
@@ -146,13 +136,13 @@ class FastConvCIN(nn.Module):
         )
 
 
-class FastResidualBlock(nn.Module):
-    """``multistyle.ResidualBlock``: the second norm adds the block's input and pads."""
+class FastResidualBlock(ResidualBlock):
+    """``ResidualBlock``: the second norm adds the block's input and pads."""
+
+    conv_layer = FastConvCIN
 
     def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.first = FastConvCIN(channels, channels, 3)
-        self.second = FastConvCIN(channels, channels, 3, relu=False)
+        super().__init__(channels)
         self.pad = self.first.pad
         self.pad_mode = self.first.pad_mode
 
@@ -172,8 +162,10 @@ class FastResidualBlock(nn.Module):
         )
 
 
-class FastMultiStyleNet(nn.Module):
-    """``MultiStyleNet`` for inference: same weights (same state dict keys), same results.
+class FastMultiStyleNet(MultiStyleNet):
+    """``MultiStyleNet`` for inference: same layers and weights (same state dict keys),
+    same results, laid out for speed (the way torchvision's quantizable models subclass
+    the float ones).
 
     Inference runs in ``compute_dtype`` (fp32 or bf16, see ``optimize_for_inference``):
     the image is cast once on the way in, activations stay in that dtype and the
@@ -181,24 +173,14 @@ class FastMultiStyleNet(nn.Module):
     dtype. One instance holds no per-call state, so threads may share it.
     """
 
+    conv_layer = FastConvCIN
+    residual_block = FastResidualBlock
+
     def __init__(self, num_residual_blocks: int = 6) -> None:
-        super().__init__()
+        super().__init__(num_residual_blocks)
         self.compute_dtype = torch.float32
-        self.contract = nn.ModuleList(
-            [
-                FastConvCIN(3, 32, 9),
-                FastConvCIN(32, 32, 3, stride=2),
-                FastConvCIN(32, 32, 3, stride=2),
-            ]
-        )
-        self.res = nn.ModuleList(FastResidualBlock(32) for _ in range(num_residual_blocks))
-        self.expand = nn.ModuleList(
-            [
-                FastConvCIN(32, 8, 3, upsample=True),
-                FastConvCIN(8, 4, 3, upsample=True),
-                FastConvCIN(4, 3, 9, relu=False, space_to_depth=2),
-            ]
-        )
+        # The last 4->3 9x9 conv at full resolution runs on 2x2 pixel blocks.
+        self.expand[-1].space_to_depth = 2
 
     @classmethod
     def from_reference(cls, net: MultiStyleNet, precision: str = "auto") -> FastMultiStyleNet:
