@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from partialstyle.errors import ModelMissingError
+from partialstyle.errors import ModelMissingError, one_line
 from partialstyle.layers import tf_same_padding
 from partialstyle.segment.mediapipe_resize import mediapipe_input
 
@@ -200,9 +200,7 @@ class SelfieSegmenter(nn.Module):
             model = cls(variant)
             model.load_state_dict(load_file(str(path)), strict=True)
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            reason = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
+            reason = one_line(error)
             raise ModelMissingError(
                 f"selfie segmentation model {path} is unreadable or incompatible ({reason[:200]}); "
                 f"delete it and {prepare}"

@@ -31,6 +31,7 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
+from partialstyle.errors import one_line
 from partialstyle.style.multistyle import STATISTICS_PRIOR_PIXELS
 
 _log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def _build() -> None:
         _module = _load()  # built: this only imports it
         _state = "ready"
     except Exception as exc:  # no compiler, no headers, a failed build: plain ops stay
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = one_line(exc)
         _state = f"failed: {reason[:200]}"
         _log.info("fused normalisation kernel unavailable (%s); using plain torch ops", _state)
 
@@ -208,4 +209,4 @@ if __name__ == "__main__":  # the build child (see _build): errors go to its std
     try:
         _load()
     except Exception as exc:
-        sys.exit(f"fused normalisation kernel build failed: {str(exc).splitlines()[0]}")
+        sys.exit(f"fused normalisation kernel build failed: {one_line(exc)}")
