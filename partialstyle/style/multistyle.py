@@ -287,19 +287,33 @@ class MultiStyleNet(nn.Module):
         ``share_repeated_styles`` is False (for a region that shares the frame with pixels
         this network does not paint, see ``stylize``).
         """
-        check_inputs(image, style_weights, region_masks)
-        if region_masks is not None and share_repeated_styles:
-            style_weights, region_masks = merge_repeated_styles(style_weights, region_masks)
-            if style_weights.shape[0] == 1:
-                region_masks = None
-        masks = None
-        if region_masks is not None:
-            masks = pad_to_multiple(region_masks.float(), SIZE_MULTIPLE, MIN_SIDE)
+        style_weights, masks = regions_to_paint(
+            image, style_weights, region_masks, share_repeated_styles
+        )
         height, width = image.shape[-2:]
         x = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
         for layer in [*self.contract, *self.res, *self.expand]:
             x = layer(x, style_weights, masks)
         return torch.sigmoid(x[..., :height, :width])
+
+
+def regions_to_paint(
+    image: Tensor,
+    style_weights: Tensor,
+    region_masks: Tensor | None,
+    share_repeated_styles: bool = True,
+) -> tuple[Tensor, Tensor | None]:
+    """The style rows and region masks the layers see: inputs checked, regions with the same
+    mix merged (unless ``share_repeated_styles`` is False), masks in fp32 padded like the
+    image, or None when merging left one region (a plain forward)."""
+    check_inputs(image, style_weights, region_masks)
+    if region_masks is not None and share_repeated_styles:
+        style_weights, region_masks = merge_repeated_styles(style_weights, region_masks)
+        if style_weights.shape[0] == 1:
+            region_masks = None
+    if region_masks is None:
+        return style_weights, None
+    return style_weights, pad_to_multiple(region_masks.float(), SIZE_MULTIPLE, MIN_SIDE)
 
 
 def merge_repeated_styles(styles: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:

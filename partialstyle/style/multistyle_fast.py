@@ -28,8 +28,7 @@ from partialstyle.style.multistyle import (
     ConvCIN,
     MultiStyleNet,
     ResidualBlock,
-    check_inputs,
-    merge_repeated_styles,
+    regions_to_paint,
 )
 from partialstyle.style.region_norm import FastSpatialCIN, RegionSupport
 
@@ -214,16 +213,11 @@ class FastMultiStyleNet(MultiStyleNet):
         share_repeated_styles: bool = True,
     ) -> Tensor:
         """``MultiStyleNet.forward``: stylize ``image`` [N,3,H,W] in [0,1]."""
-        check_inputs(image, style_weights, region_masks)
-        if region_masks is not None and share_repeated_styles:
-            style_weights, region_masks = merge_repeated_styles(style_weights, region_masks)
-            if style_weights.shape[0] == 1:
-                region_masks = None
+        style_weights, padded_masks = regions_to_paint(
+            image, style_weights, region_masks, share_repeated_styles
+        )
         dtype = self.compute_dtype
-        masks = None
-        if region_masks is not None:
-            padded_masks = pad_to_multiple(region_masks.float(), SIZE_MULTIPLE, MIN_SIDE)
-            masks = MaskPyramid.build(padded_masks, dtype)
+        masks = None if padded_masks is None else MaskPyramid.build(padded_masks, dtype)
         height, width = image.shape[-2:]
         x = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
         x = F.pad(x, [self.contract[0].pad] * 4, mode="reflect")
