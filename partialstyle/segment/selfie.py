@@ -68,8 +68,10 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(x)
 
 
-class InvertedResidual(nn.Module):
-    """1x1 expand, depthwise, optional squeeze-excite, linear 1x1 project; residual when it fits."""
+class MobileNetV3Block(nn.Module):
+    """MobileNet-v3's inverted residual: 1x1 expand, depthwise (any kernel), each with the given
+    activation, optional squeeze-excite, linear 1x1 project; residual when it fits. (The
+    arbitrary-style predictor's ``MobileNetV2Block`` has ReLU6, 3x3 and no squeeze-excite.)"""
 
     def __init__(
         self,
@@ -149,17 +151,17 @@ class SelfieSegmenter(nn.Module):
         self.input_size = VARIANTS[variant]
         relu, hswish = nn.ReLU, nn.Hardswish
         self.stem = TFSameConv2d(3, 16, 3, stride=2)
-        self.stage1 = InvertedResidual(16, 16, 16, 3, 2, relu, se_reduced=8)
+        self.stage1 = MobileNetV3Block(16, 16, 16, 3, 2, relu, se_reduced=8)
         self.stage2 = nn.Sequential(
-            InvertedResidual(16, 72, 24, 3, 2, relu),
-            InvertedResidual(24, 88, 24, 3, 1, relu),
+            MobileNetV3Block(16, 72, 24, 3, 2, relu),
+            MobileNetV3Block(24, 88, 24, 3, 1, relu),
         )
         self.stage3 = nn.Sequential(
-            InvertedResidual(24, 96, 32, 5, 2, hswish, se_reduced=24),
-            InvertedResidual(32, 128, 32, 5, 1, hswish, se_reduced=32),
-            InvertedResidual(32, 128, 32, 5, 1, hswish, se_reduced=32),
-            InvertedResidual(32, 96, 32, 5, 1, hswish, se_reduced=24),
-            InvertedResidual(32, 96, 32, 5, 1, hswish, se_reduced=24),
+            MobileNetV3Block(24, 96, 32, 5, 2, hswish, se_reduced=24),
+            MobileNetV3Block(32, 128, 32, 5, 1, hswish, se_reduced=32),
+            MobileNetV3Block(32, 128, 32, 5, 1, hswish, se_reduced=32),
+            MobileNetV3Block(32, 96, 32, 5, 1, hswish, se_reduced=24),
+            MobileNetV3Block(32, 96, 32, 5, 1, hswish, se_reduced=24),
         )
         self.head = GatedHead(32, 128)
         self.decode3 = DecoderStage(128, 24)

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from partialstyle.errors import PartialStyleError
-from partialstyle.segment.selfie import VARIANTS, DecoderStage, InvertedResidual, SelfieSegmenter
+from partialstyle.segment.selfie import VARIANTS, DecoderStage, MobileNetV3Block, SelfieSegmenter
 
 _OP_NAMES = {code: name for name, code in vars(tflite.BuiltinOperator).items() if name.isupper()}
 _SAME, _VALID = tflite.Padding.SAME, tflite.Padding.VALID
@@ -250,7 +250,7 @@ class SelfieGraphWalker:
         g = self.unary("RELU", self.conv(g, module.reduce, f"{prefix}.reduce"))
         return self.unary("LOGISTIC", self.conv(g, module.expand, f"{prefix}.expand"))
 
-    def inverted_residual(self, x: int, block: InvertedResidual, prefix: str) -> int:
+    def inverted_residual(self, x: int, block: MobileNetV3Block, prefix: str) -> int:
         act = "RELU" if isinstance(block.expand_act, nn.ReLU) else "HARD_SWISH"
         y = self.unary(act, self.conv(x, block.expand, f"{prefix}.expand"))
         y = self.unary(act, self.conv(y, block.depthwise, f"{prefix}.depthwise"))
