@@ -22,7 +22,6 @@ from partialstyle.device import resolve_device, set_threads
 from partialstyle.errors import ModelMissingError
 from partialstyle.filters import guided_upsample
 from partialstyle.frames import check_frame, processing_size, resize_image, to_image, to_uint8
-from partialstyle.models_cache import load_johnson, load_model, load_yolact, yolact_path
 from partialstyle.morph import StyleMorph
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.segment.instances import (
@@ -37,6 +36,7 @@ from partialstyle.segment.refine import PersonMask, refine_mask
 from partialstyle.stabilize import OutputStabilizer
 from partialstyle.style.spec import StyleSpec
 from partialstyle.stylize import Look, StyleVectors, stylize
+from partialstyle.weights.model_cache import load_johnson, load_model, load_yolact, yolact_path
 
 # Edge-aware upsampling window (processing pixels) and regularisation, tuned on real photos
 # by the quality numbers `partialstyle bench` reports.

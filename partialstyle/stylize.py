@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from partialstyle.errors import PartialStyleError
-from partialstyle.models_cache import load_johnson, load_model
+from partialstyle.weights.model_cache import load_johnson, load_model
 
 # A Johnson region whose bounding box covers less than this share of the frame runs on a crop.
 _CROP_BELOW = 0.6

@@ -14,13 +14,13 @@ from skip_policy import (  # noqa: F401
     pytest_terminal_summary,
 )
 
-from partialstyle import modelstore
+from partialstyle import weights
 
 
 @pytest.fixture(scope="session")
 def default_models() -> None:
     """The default models, prepared (fetched and converted) if this machine lacks them."""
-    modelstore.prepare(log=lambda line: None)
+    weights.prepare(log=lambda line: None)
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,11 @@ import pytest
 import torch
 from PIL import Image
 
-from partialstyle import modelstore
 from partialstyle.errors import ModelMissingError, PartialStyleError
 from partialstyle.style import fused_norm
 from partialstyle.style.arbitrary import ArbitraryStyle
-from partialstyle.style.arbitrary_convert import convert_arbitrary
+from partialstyle.weights.convert_arbitrary import convert_arbitrary
+from partialstyle.weights.prepare import source_file
 
 ort = pytest.importorskip("onnxruntime")
 skimage_data = pytest.importorskip("skimage.data")
@@ -40,7 +40,7 @@ def _source_files() -> tuple[Path, Path, str]:
         folder = Path(spec.origin).parent / "models"
         return folder / "arbitrary_predict.onnx", folder / "arbitrary_transform.onnx", ""
     try:
-        predict, transform = (modelstore.source_file("arbitrary", index) for index in (0, 1))
+        predict, transform = (source_file("arbitrary", index) for index in (0, 1))
     except PartialStyleError as error:
         return Path(), Path(), str(error)
     return predict, transform, ""

@@ -21,13 +21,13 @@ import skimage.data
 import torch
 from PIL import Image
 
-from partialstyle import models_cache, modelstore
 from partialstyle.commands import restyle
 from partialstyle.commands.cli import main
 from partialstyle.commands.video import VideoTiming, output_timing
 from partialstyle.device import set_threads
 from partialstyle.errors import ModelMissingError
 from partialstyle.io import jpeg_is_complete, png_is_complete, read_image
+from partialstyle.weights import files as weight_files
 
 
 @pytest.fixture()
@@ -142,8 +142,6 @@ def test_unreadable_image_is_one_line(tmp_path, capsys):
 
 def test_missing_model_names_file_and_fix(photo, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PARTIALSTYLE_MODELS", str(tmp_path / "empty"))
-    monkeypatch.setattr(modelstore, "_checked", set())
-    monkeypatch.setattr(models_cache, "_loaded", {})  # as in a fresh process
     code = main(["image", str(photo), str(tmp_path / "o.png"), "--style", "multistyle:1"])
     assert code == 2
     line = _error_line(capsys)
@@ -155,13 +153,12 @@ def test_corrupt_model_is_detected(tmp_path, monkeypatch, capsys):
     copy = tmp_path / "models"
     copy.mkdir()
     for name in ("multistyle26", "selfie", "selfie-landscape"):
-        shutil.copy(modelstore.models_dir() / modelstore.entry(name).file, copy)
+        shutil.copy(weight_files.models_dir() / weight_files.entry(name).file, copy)
     monkeypatch.setenv("PARTIALSTYLE_MODELS", str(copy))
-    monkeypatch.setattr(modelstore, "_checked", set())
     data = bytearray((copy / "selfie.safetensors").read_bytes())
     data[len(data) // 2] ^= 0xFF
     (copy / "selfie.safetensors").write_bytes(bytes(data))
-    assert modelstore.verify()["selfie"] == "corrupt"
+    assert weight_files.verify()["selfie"] == "corrupt"
     assert main(["models", "verify"]) == 2
     assert "partialstyle models prepare" in capsys.readouterr().err
 
@@ -169,11 +166,11 @@ def test_corrupt_model_is_detected(tmp_path, monkeypatch, capsys):
 @pytest.mark.usefixtures("default_models")
 def test_models_prepare_is_quick_when_ready(capsys):
     assert main(["models", "prepare"]) == 0
-    assert capsys.readouterr().out.count(": ready") == len(modelstore.manifest())
+    assert capsys.readouterr().out.count(": ready") == len(weight_files.manifest())
 
 
 def test_manifest_records_sources_and_checksums():
-    data = json.loads(modelstore.manifest_path().read_text())["models"]
+    data = json.loads(weight_files.manifest_path().read_text())["models"]
     for model in data.values():
         assert all(len(source["sha256"]) == 64 for source in model["sources"])
         assert len(model["converted_sha256"]) == 64
@@ -516,14 +513,13 @@ def test_threads_are_bounded_by_the_machine(photo, tmp_path, capsys):
 
 def test_models_prepare_refuses_a_folder_where_a_model_goes(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PARTIALSTYLE_MODELS", str(tmp_path))
-    monkeypatch.setattr(modelstore, "_checked", set())
     (tmp_path / "selfie.safetensors").mkdir()
     assert main(["models", "prepare", "selfie"]) == 2
     line = _error_line(capsys)
     assert "selfie.safetensors is in the way" in line and "partialstyle models prepare" in line
-    assert modelstore.verify(["selfie"]) == {"selfie": "corrupt"}
+    assert weight_files.verify(["selfie"]) == {"selfie": "corrupt"}
     with pytest.raises(ModelMissingError, match="is not a file; remove it"):
-        modelstore.model_path("selfie")
+        weight_files.model_path("selfie")
     models_file = tmp_path / "models-file"
     models_file.write_text("not a folder")
     monkeypatch.setenv("PARTIALSTYLE_MODELS", str(models_file))
@@ -550,7 +546,6 @@ def test_video_input_problems_name_the_input(photo, tmp_path, capsys):
 
 def test_doctor_fails_and_names_the_fix_when_models_are_missing(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PARTIALSTYLE_MODELS", str(tmp_path / "empty"))
-    monkeypatch.setattr(modelstore, "_checked", set())
     assert main(["doctor"]) == 2
     captured = capsys.readouterr()
     assert "multistyle26     missing" in captured.out
@@ -561,23 +556,23 @@ def test_doctor_fails_and_names_the_fix_when_models_are_missing(tmp_path, monkey
 
 @pytest.fixture()
 def fresh_manifest():
-    modelstore.manifest.cache_clear()
+    weight_files.manifest.cache_clear()
     yield
-    modelstore.manifest.cache_clear()
+    weight_files.manifest.cache_clear()
 
 
 @pytest.mark.usefixtures("fresh_manifest")
 def test_damaged_manifest_is_named(tmp_path, monkeypatch, capsys):
     damaged = tmp_path / "manifest.json"
-    monkeypatch.setattr(modelstore, "manifest_path", lambda: damaged)
+    monkeypatch.setattr(weight_files, "manifest_path", lambda: damaged)
     for text in ('{"models":\n', '{"models": {"selfie": {"sources": 3}}}', ""):
         damaged.write_text(text)
-        modelstore.manifest.cache_clear()
+        weight_files.manifest.cache_clear()
         assert main(["models", "list"]) == 2
         line = _error_line(capsys)
         assert f"the model manifest {damaged} is damaged" in line and "git checkout" in line
     damaged.unlink()
-    modelstore.manifest.cache_clear()
+    weight_files.manifest.cache_clear()
     assert main(["models", "verify"]) == 2
     assert f"cannot read the model manifest {damaged}" in _error_line(capsys)
 

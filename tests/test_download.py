@@ -9,10 +9,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from partialstyle.download import download
 from partialstyle.errors import PartialStyleError
-from partialstyle.segment.yolact import CONFIGS, fetch_yolact
-from partialstyle.segment.yolact import fetch as yolact_fetch
+from partialstyle.segment.yolact import CONFIGS
+from partialstyle.weights import fetch_yolact as yolact_fetch
+from partialstyle.weights.fetch_yolact import fetch_yolact
+from partialstyle.weights.http_download import download
 
 
 class _FileHandler(BaseHTTPRequestHandler):

@@ -11,7 +11,7 @@ from johnson_format import write_published_style_checkpoint
 
 from partialstyle.errors import PartialStyleError
 from partialstyle.style.johnson import TransformerNet
-from partialstyle.style.johnson_fetch import fetch_johnson
+from partialstyle.weights.fetch_johnson import fetch_johnson
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

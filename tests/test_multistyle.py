@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from partialstyle import modelstore
 from partialstyle.errors import ModelMissingError
 from partialstyle.style import fused_norm
 from partialstyle.style.fast_conv import blocked_weight, subpixel_weight
@@ -20,20 +19,22 @@ from partialstyle.style.multistyle import (
     MultiStyleNet,
     SpatialCIN,
 )
-from partialstyle.style.multistyle_convert import ConversionError, convert_multistyle
 from partialstyle.style.multistyle_fast import FastMultiStyleNet
+from partialstyle.weights.convert_multistyle import ConversionError, convert_multistyle
+from partialstyle.weights.files import model_path
+from partialstyle.weights.prepare import source_file
 
 
 @pytest.fixture(scope="module")
 def onnx_path(default_models) -> Path:
     """The source ONNX model from the model store (fetched if this machine lacks it)."""
-    return modelstore.source_file("multistyle26")
+    return source_file("multistyle26")
 
 
 @pytest.fixture(scope="module")
 def weights_path(default_models) -> Path:
     """The converted weights from the model store."""
-    return modelstore.model_path("multistyle26")
+    return model_path("multistyle26")
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from partialstyle import models_cache
 from partialstyle.config import PipelineConfig
 from partialstyle.pipeline import Pipeline, choose_segmenter
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.style.spec import StyleSpec
+from partialstyle.weights.model_cache import default_cache
 
 pytestmark = pytest.mark.usefixtures("default_models")
 
@@ -125,11 +125,11 @@ def test_preserve_colors_keeps_chroma(astronaut):
 def test_live_switch_uses_new_plan_without_reloading(astronaut_wide):
     pipeline = _pipeline("multistyle:1", "multistyle:2", process_height=180)
     first = pipeline.process(astronaut_wide)
-    loaded = dict(models_cache._loaded)
+    loaded = default_cache.loaded()
     pipeline.configure(plan=StylePlan.from_specs("multistyle:20", "multistyle:2"))
     second = pipeline.process(astronaut_wide)
     assert _difference(first, second).mean() > 5
-    assert all(models_cache._loaded[key] is model for key, model in loaded.items())
+    assert all(default_cache.loaded()[key] is model for key, model in loaded.items())
 
 
 def test_temporal_smoothing_follows_slowly(astronaut_wide):

@@ -117,7 +117,7 @@ def test_regions_normalise_apart_and_a_speck_falls_back_to_the_whole_image() -> 
 
 def test_one_style_everywhere_ignores_the_regions(default_models, fused_kernels) -> None:
     """Regions given the same style share statistics: a plain forward, exactly."""
-    from partialstyle.models_cache import load_model
+    from partialstyle.weights.model_cache import load_model
 
     net = load_model("multistyle26", torch.device("cpu"))
     image = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
@@ -274,8 +274,8 @@ def test_fast_network_stays_close_to_exact_fp32(fused_kernels, astronaut_wide) -
     frame with the real person mask: within 0.003 mean (0-1 scale) of exact fp32."""
     from safetensors.torch import load_file
 
-    from partialstyle.modelstore import model_path
     from partialstyle.style.multistyle import MultiStyleNet
+    from partialstyle.weights.files import model_path
 
     image = torch.from_numpy(astronaut_wide).permute(2, 0, 1)[None].float() / 255
     person = torch.from_numpy(Pipeline().person_mask(astronaut_wide))

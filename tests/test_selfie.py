@@ -20,7 +20,6 @@ import tflite
 import torch
 from safetensors.torch import load_file, save_file
 
-from partialstyle import modelstore
 from partialstyle.errors import ModelMissingError, PartialStyleError
 from partialstyle.segment.mediapipe_resize import mediapipe_input
 from partialstyle.segment.selfie import (
@@ -29,7 +28,9 @@ from partialstyle.segment.selfie import (
     segment_person,
     tf_same_padding,
 )
-from partialstyle.segment.selfie_convert import convert_selfie
+from partialstyle.weights.convert_selfie import convert_selfie
+from partialstyle.weights.files import model_path
+from partialstyle.weights.prepare import package_wheel, source_file
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "selfie"
@@ -39,13 +40,13 @@ REFERENCES = json.loads((FIXTURES / "cases.json").read_text())
 @pytest.fixture(scope="module")
 def selfie_sources(default_models: None) -> dict[str, Path]:
     """The two original .tflite files, as the model store extracted them from MediaPipe's wheel."""
-    return {variant: modelstore.source_file(variant) for variant in VARIANTS}
+    return {variant: source_file(variant) for variant in VARIANTS}
 
 
 @pytest.fixture(scope="module")
 def selfie_weights(default_models: None) -> dict[str, Path]:
     """Our converted weights, from the model store."""
-    return {variant: modelstore.model_path(variant) for variant in VARIANTS}
+    return {variant: model_path(variant) for variant in VARIANTS}
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +180,7 @@ def test_conversion_is_deterministic(
 
 def test_convert_rejects_other_tflite_models(tmp_path: Path, default_models: None) -> None:
     other = tmp_path / "face_detection_short_range.tflite"
-    with zipfile.ZipFile(modelstore.package_wheel("selfie")) as wheel:
+    with zipfile.ZipFile(package_wheel("selfie")) as wheel:
         other.write_bytes(
             wheel.read("mediapipe/modules/face_detection/face_detection_short_range.tflite")
         )

@@ -14,10 +14,10 @@ from johnson_format import write_published_style_checkpoint
 
 from partialstyle.config import PipelineConfig
 from partialstyle.errors import ModelMissingError
-from partialstyle.models_cache import load_johnson
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.style.spec import StyleSpec
+from partialstyle.weights.model_cache import load_johnson
 
 pytestmark = pytest.mark.usefixtures("default_models")
 

@@ -24,10 +24,10 @@ from partialstyle.commands.bench_report import print_results
 from partialstyle.config import LIVE, PipelineConfig
 from partialstyle.device import resolve_device, set_threads
 from partialstyle.io import read_image
-from partialstyle.models_cache import load_model
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import StylePlan
 from partialstyle.style import fused_norm
+from partialstyle.weights.model_cache import load_model
 
 SIZES = ((360, 640), (720, 1280))
 _SETTLE_SECONDS = 0.05
@@ -78,7 +78,7 @@ def _onnxruntime_style(threads: int) -> Callable[[np.ndarray], object] | None:
         import onnxruntime
     except ImportError:
         return None
-    from partialstyle.modelstore import source_file
+    from partialstyle.weights.prepare import source_file
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
@@ -180,8 +180,8 @@ def style_kind_benchmarks(device: torch.device, repeats: int) -> dict:
     Johnson networks are timed with the fetched ones when present, otherwise with a network of
     the same architecture and random weights (the arithmetic, and so the time, is the same).
     """
-    from partialstyle.modelstore import johnson_names
     from partialstyle.style.johnson import TransformerNet
+    from partialstyle.weights.files import johnson_names
 
     frame = webcam_frame(360, 640)
     calls = {}
@@ -217,8 +217,8 @@ def yolact_benchmarks(device: torch.device, repeats: int) -> dict:
     random weights, which costs the same arithmetic (timing only; denormals flushed so random
     values do not slow the CPU down).
     """
-    from partialstyle.modelstore import models_dir
     from partialstyle.segment.yolact import CONFIGS, Yolact, YolactSegmenter, load_yolact
+    from partialstyle.weights.files import models_dir
 
     frame = torch.from_numpy(webcam_frame(360, 640)).to(device)
     segmenters, sources = {}, {}

@@ -51,7 +51,7 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     import torch
     import torchvision
 
-    from partialstyle import __version__, modelstore
+    from partialstyle import __version__, weights
     from partialstyle.device import resolve_device
 
     obs_python = obs_embedded_python()
@@ -60,12 +60,12 @@ def cmd_doctor(args: argparse.Namespace) -> None:
     print(f"torch          {torch.__version__}, torchvision {torchvision.__version__}")
     print(f"numpy          {np.__version__}, opencv {cv2.__version__}")
     print(f"device         {resolve_device('auto')} ({torch.get_num_threads()} CPU threads)")
-    print(f"models         {modelstore.models_dir()}")
-    statuses = modelstore.verify()
+    print(f"models         {weights.models_dir()}")
+    statuses = weights.verify()
     for name, status in statuses.items():
         print(f"  {name:16} {status}")
     if statuses.get("multistyle26") == "ready":
-        from partialstyle.models_cache import load_model
+        from partialstyle.weights.model_cache import load_model
 
         network = load_model("multistyle26", resolve_device("auto"))
         precision = "bfloat16" if network.compute_dtype == torch.bfloat16 else "float32"
@@ -88,9 +88,7 @@ def cmd_doctor(args: argparse.Namespace) -> None:
         )
     broken = [f"{name} {status}" for name, status in statuses.items() if status != "ready"]
     if broken:
-        raise PartialStyleError(
-            f"models not ready ({', '.join(broken)}); {modelstore.PREPARE_HINT}"
-        )
+        raise PartialStyleError(f"models not ready ({', '.join(broken)}); {weights.PREPARE_HINT}")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

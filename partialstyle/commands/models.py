@@ -9,18 +9,18 @@ from partialstyle.errors import PartialStyleError
 
 
 def cmd_models(args: argparse.Namespace) -> None:
-    from partialstyle import modelstore
+    from partialstyle import weights
 
     names = args.names or None
     if args.action == "fetch":
         _fetch(names or [])
         return
     if args.action == "prepare":
-        modelstore.prepare(names)
+        weights.prepare(names)
         return
-    statuses = modelstore.verify(names)
+    statuses = weights.verify(names)
     for name, status in statuses.items():
-        model = modelstore.entry(name)
+        model = weights.entry(name)
         if args.action == "list":
             print(
                 f"{name:18} {status:8} {model.description} [{model.package} {model.version}, "
@@ -29,25 +29,25 @@ def cmd_models(args: argparse.Namespace) -> None:
         else:
             print(f"{name:18} {status}")
     if args.action == "verify" and any(status != "ready" for status in statuses.values()):
-        raise PartialStyleError(f"some models are not ready; {modelstore.PREPARE_HINT}")
+        raise PartialStyleError(f"some models are not ready; {weights.PREPARE_HINT}")
 
 
 def _fetch(names: list[str]) -> None:
     """Weights that live on other hosts: downloaded on request, never by install."""
-    from partialstyle import modelstore
+    from partialstyle import weights
 
     if not names:
         raise PartialStyleError("name what to fetch: `partialstyle models fetch johnson`")
     for name in names:
         if name == "johnson":
-            from partialstyle.style.johnson_fetch import fetch_johnson
+            from partialstyle.weights.fetch_johnson import fetch_johnson
 
-            for path in fetch_johnson(modelstore.models_dir() / "johnson"):
+            for path in fetch_johnson(weights.models_dir() / "johnson"):
                 print(f"johnson:{path.stem} -> {path}")
         elif name.startswith("yolact"):
-            from partialstyle.segment.yolact import fetch_yolact
+            from partialstyle.weights.fetch_yolact import fetch_yolact
 
-            path = fetch_yolact(name.replace("-", "_"), modelstore.models_dir() / "yolact")
+            path = fetch_yolact(name.replace("-", "_"), weights.models_dir() / "yolact")
             print(f"{name} -> {path}")
         else:
             raise PartialStyleError(
@@ -58,7 +58,7 @@ def _fetch(names: list[str]) -> None:
 
 
 def cmd_train_style(args: argparse.Namespace) -> None:
-    from partialstyle import modelstore
+    from partialstyle import weights
     from partialstyle.style.train_style import train_style
 
     if not args.style_image.is_file():
@@ -66,7 +66,7 @@ def cmd_train_style(args: argparse.Namespace) -> None:
     if not args.dataset.is_dir():
         raise PartialStyleError(f"dataset folder {args.dataset} does not exist")
     name = args.name or args.style_image.stem
-    out = modelstore.models_dir() / "johnson" / f"{name}.pth"
+    out = weights.models_dir() / "johnson" / f"{name}.pth"
     train_style(
         args.style_image,
         args.dataset,

@@ -18,8 +18,8 @@ def cmd_mask(args: argparse.Namespace) -> None:
     from partialstyle.config import PipelineConfig
     from partialstyle.device import resolve_device
     from partialstyle.io import check_output_path, read_frame, write_image
-    from partialstyle.models_cache import load_model
     from partialstyle.pipeline import choose_segmenter
+    from partialstyle.weights.model_cache import load_model
 
     if args.output.suffix.lower() != ".png":
         raise PartialStyleError(
@@ -50,11 +50,11 @@ def cmd_segment(args: argparse.Namespace) -> None:
     from partialstyle.config import PipelineConfig
     from partialstyle.device import resolve_device
     from partialstyle.io import read_frame, write_atomically, write_image
-    from partialstyle.models_cache import load_model, load_yolact, yolact_path
     from partialstyle.pipeline import choose_segmenter
     from partialstyle.segment.classes import COCO_CLASSES
     from partialstyle.segment.instances import selfie_people
     from partialstyle.segment.selfie import segment_person
+    from partialstyle.weights.model_cache import load_model, load_yolact, yolact_path
 
     PipelineConfig(
         segmenter=args.segmenter, device=args.device, score_threshold=args.score_threshold

@@ -10,10 +10,10 @@ import torch
 
 from partialstyle.config import PipelineConfig
 from partialstyle.frames import resize_image, to_image, to_uint8
-from partialstyle.modelstore import johnson_names
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import StylePlan
 from partialstyle.style.names import MULTISTYLE_NAMES, multistyle_label
+from partialstyle.weights.files import johnson_names
 
 _LABEL_HEIGHT = 22
 _GAP = 6

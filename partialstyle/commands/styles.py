@@ -7,8 +7,8 @@ from pathlib import Path
 
 
 def cmd_styles(args: argparse.Namespace) -> None:
-    from partialstyle.modelstore import johnson_names
     from partialstyle.style.names import MULTISTYLE_NAMES
+    from partialstyle.weights.files import johnson_names
 
     if args.sheet is None:
         print("none")

@@ -6,7 +6,7 @@ OBS starts one per OBS process, with the project environment's own Python
     python -m partialstyle.obs.inference_server --parent <OBS pid> --nice 10
 
 so torch, its thread pools and the models never live inside OBS, and the models are loaded
-once however many filters there are (`partialstyle.models_cache` is per process). Every
+once however many filters there are (`partialstyle.weights.model_cache` is per process). Every
 filter instance is a client with its own settings, its own `Pipeline` and `LiveStylizer`
 (temporal state), and its own pair of `FrameSlot` files; the messages are in
 `partialstyle.obs.messages`. fd 1 is pointed at stderr right away, so a stray print cannot
@@ -326,10 +326,10 @@ def serve(parent: int, messages_out: IO[bytes]) -> None:
 
 def check(python_version: str) -> messages.Environment:
     """What the script's status shows: torch device, models ready, Python version."""
-    from partialstyle import modelstore
+    from partialstyle import weights
     from partialstyle.device import resolve_device
 
-    models = {name: modelstore.model_status(name) for name in MODELS}
+    models = {name: weights.model_status(name) for name in MODELS}
     return messages.Environment(
         python=python_version,
         device=resolve_device("auto").type,

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from partialstyle import modelstore
 from partialstyle.plan import RegionRequest, StylePlan, plan_from_requests
 from partialstyle.segment.classes import COCO_CLASSES
 from partialstyle.style.names import MULTISTYLE_NAMES
 from partialstyle.style.spec import StyleSpec
+from partialstyle.weights.files import johnson_names, models_dir
 
 if TYPE_CHECKING:
     from partialstyle.config import PipelineConfig
@@ -191,7 +191,7 @@ def style_choices() -> tuple[str, ...]:
     """What the style lists and the style hotkeys offer: none, the 26 multistyle styles and
     every Johnson network installed now (pictures come from each region's picture chooser)."""
     multistyle = tuple(f"multistyle:{index}" for index in range(len(MULTISTYLE_NAMES)))
-    return ("none", *multistyle, *(f"johnson:{name}" for name in modelstore.johnson_names()))
+    return ("none", *multistyle, *(f"johnson:{name}" for name in johnson_names()))
 
 
 def style_label(spec: str) -> str:
@@ -263,11 +263,11 @@ def style_problem(text: str, empty_allowed: bool = False) -> str | None:
     if source.endswith((".pth", ".model", ".pt")) or "/" in source or "\\" in source:
         network = Path(source).expanduser()
         return None if network.is_file() else f"Johnson network {network} does not exist"
-    installed = modelstore.johnson_names()
+    installed = johnson_names()
     if source in installed:
         return None
     return (
-        f"no Johnson network {source!r} in {modelstore.models_dir() / 'johnson'} "
+        f"no Johnson network {source!r} in {models_dir() / 'johnson'} "
         f"(installed: {', '.join(installed) or 'none'}); run `partialstyle models fetch johnson`"
     )
 

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from partialstyle import modelstore
 from partialstyle.config import SEGMENTERS, PipelineConfig
 from partialstyle.obs import settings
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.segment.classes import COCO_CLASSES
 from partialstyle.style.spec import StyleSpec
+from partialstyle.weights.files import johnson_names, models_dir
 
 
 def test_defaults_make_a_valid_live_pipeline():
@@ -110,12 +110,12 @@ def test_lists_offer_every_choice_of_the_core():
     assert set(settings.CLASS_CHOICES) == set(COCO_CLASSES) - {"person"}
     choices = settings.style_choices()
     assert choices[:27] == ("none", *(f"multistyle:{i}" for i in range(26)))
-    assert choices[27:] == tuple(f"johnson:{name}" for name in modelstore.johnson_names())
+    assert choices[27:] == tuple(f"johnson:{name}" for name in johnson_names())
 
 
 def test_johnson_networks_in_the_model_folder_are_listed(tmp_path, monkeypatch):
     monkeypatch.setenv("PARTIALSTYLE_MODELS", str(tmp_path))
-    assert modelstore.models_dir() == tmp_path
+    assert models_dir() == tmp_path
     (tmp_path / "johnson").mkdir()
     for name in ("udnie", "candy"):
         (tmp_path / "johnson" / f"{name}.pth").write_bytes(b"")

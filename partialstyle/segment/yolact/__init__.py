@@ -3,6 +3,7 @@
 Typical use::
 
     segmenter = YolactSegmenter.load(fetch_yolact("yolact_base", models_dir), "cpu")
+    # fetch_yolact: partialstyle.weights.fetch_yolact
     detections = segmenter.detect(rgb_uint8_hwc)
     people = detections.masks[detections.class_ids == COCO_CLASSES.index("person")]
 """
@@ -10,18 +11,15 @@ Typical use::
 from .checkpoint import identify_config, load_yolact
 from .config import COCO_CLASSES, CONFIGS, YolactConfig
 from .detect import Detections
-from .fetch import OFFICIAL_WEIGHTS, fetch_yolact
 from .model import Yolact, YolactSegmenter
 
 __all__ = [
     "COCO_CLASSES",
     "CONFIGS",
-    "OFFICIAL_WEIGHTS",
     "Detections",
     "Yolact",
     "YolactConfig",
     "YolactSegmenter",
-    "fetch_yolact",
     "identify_config",
     "load_yolact",
 ]

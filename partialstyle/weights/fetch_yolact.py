@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from partialstyle.download import download
 from partialstyle.errors import PartialStyleError
+from partialstyle.weights.http_download import download
 
 _HUB = "https://huggingface.co/dbolya"
 

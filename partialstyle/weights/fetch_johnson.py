@@ -6,9 +6,9 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from partialstyle.download import download
 from partialstyle.errors import PartialStyleError
 from partialstyle.style.johnson import TransformerNet
+from partialstyle.weights.http_download import download
 
 # The archive fast_neural_style/download_saved_models.py fetches; it holds saved_models/*.pth.
 SAVED_MODELS_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"

@@ -20,8 +20,8 @@ from onnx import numpy_helper
 from safetensors.torch import save_file
 
 from partialstyle.errors import ModelMissingError, PartialStyleError
-from partialstyle.modelstore import sha256_of
 from partialstyle.style.arbitrary import FORMAT_NAME, ArbitraryStyle
+from partialstyle.weights.files import sha256_of
 
 # ONNX weight-name prefix -> our module path, filled with the numbers in the ONNX name (the
 # predictor's are already 0-based block indices; the transformer's 1-based ones are shifted down).
