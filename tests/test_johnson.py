@@ -5,7 +5,7 @@ import torch
 from johnson_format import published_layout, write_published_style_checkpoint
 
 from partialstyle.errors import ModelMissingError
-from partialstyle.style.johnson import TransformerNet
+from partialstyle.weights.load import load_weights
 
 
 @pytest.fixture(scope="module")
@@ -14,7 +14,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_published_layout_loads_strictly_and_drops_only_legacy_stats(checkpoint):
-    net = TransformerNet.load(checkpoint, "cpu")
+    net = load_weights("johnson", checkpoint, "cpu")
     saved = torch.load(checkpoint, weights_only=True)
     loaded = net.state_dict()
     legacy = {k for k, _ in published_layout() if k.endswith(("running_mean", "running_var"))}
@@ -26,7 +26,7 @@ def test_published_layout_loads_strictly_and_drops_only_legacy_stats(checkpoint)
 
 @pytest.mark.parametrize("size", [(64, 64), (37, 50), (5, 3)])
 def test_any_size_maps_to_same_size_in_unit_range(checkpoint, size):
-    net = TransformerNet.load(checkpoint, "cpu")
+    net = load_weights("johnson", checkpoint, "cpu")
     image = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         out = net(image)
@@ -36,7 +36,7 @@ def test_any_size_maps_to_same_size_in_unit_range(checkpoint, size):
 
 
 def test_forward_scales_to_the_checkpoints_pixel_range(checkpoint):
-    net = TransformerNet.load(checkpoint, "cpu")
+    net = load_weights("johnson", checkpoint, "cpu")
     image = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         expected = (net.raw(image * 255) / 255).clamp(0, 1)
@@ -45,7 +45,7 @@ def test_forward_scales_to_the_checkpoints_pixel_range(checkpoint):
 
 def test_missing_file_is_one_clear_line(tmp_path):
     with pytest.raises(ModelMissingError, match="does not exist") as info:
-        TransformerNet.load(tmp_path / "nope.pth")
+        load_weights("johnson", tmp_path / "nope.pth")
     assert "\n" not in str(info.value)
 
 
@@ -53,7 +53,7 @@ def test_foreign_file_is_rejected(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"this is not a checkpoint")
     with pytest.raises(ModelMissingError, match="not a readable PyTorch checkpoint"):
-        TransformerNet.load(junk)
+        load_weights("johnson", junk)
 
 
 def test_mismatched_checkpoint_names_the_problem(tmp_path, checkpoint):
@@ -64,7 +64,7 @@ def test_mismatched_checkpoint_names_the_problem(tmp_path, checkpoint):
     bad = tmp_path / "bad.pth"
     torch.save(state, bad)
     with pytest.raises(ModelMissingError) as info:
-        TransformerNet.load(bad)
+        load_weights("johnson", bad)
     message = str(info.value)
     assert "\n" not in message
     for part in ("deconv3.conv2d.bias", "extra.weight", "conv1.conv2d.weight"):

@@ -10,8 +10,8 @@ import pytest
 from johnson_format import write_published_style_checkpoint
 
 from partialstyle.errors import PartialStyleError
-from partialstyle.style.johnson import TransformerNet
 from partialstyle.weights.fetch_johnson import fetch_johnson
+from partialstyle.weights.load import load_weights
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -52,7 +52,7 @@ def test_fetch_extracts_loadable_checkpoints(server, tmp_path):
     assert [p.name for p in paths] == [f"{n}.pth" for n in names]
     assert not (dest / "saved_models.zip").exists()
     for path in paths:
-        TransformerNet.load(path)
+        load_weights("johnson", path)
     # a second call finds them in place and needs no server
     (root / "saved_models.zip").unlink()
     assert fetch_johnson(dest, url=f"{base}/saved_models.zip") == paths

@@ -30,6 +30,7 @@ from partialstyle.segment.selfie import (
 )
 from partialstyle.weights.convert_selfie import convert_selfie
 from partialstyle.weights.files import model_path
+from partialstyle.weights.load import load_weights
 from partialstyle.weights.prepare import package_wheel, source_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +52,7 @@ def selfie_weights(default_models: None) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def models(selfie_weights: dict[str, Path]) -> dict[str, SelfieSegmenter]:
-    return {variant: SelfieSegmenter.load(path) for variant, path in selfie_weights.items()}
+    return {variant: load_weights(variant, path) for variant, path in selfie_weights.items()}
 
 
 def photo(name: str) -> np.ndarray:
@@ -173,7 +174,7 @@ def test_conversion_is_deterministic(
     convert_selfie(selfie_sources[variant], first)
     convert_selfie(selfie_sources[variant], second)
     assert first.read_bytes() == second.read_bytes()
-    model = SelfieSegmenter.load(first)
+    model = load_weights(variant, first)
     assert model.variant == variant
     assert sum(p.numel() for p in model.parameters()) > 100_000
 
@@ -234,7 +235,7 @@ def test_convert_checks_the_graph_structure(
 def test_missing_model_file_names_the_fix(tmp_path: Path) -> None:
     missing = tmp_path / "selfie.safetensors"
     with pytest.raises(ModelMissingError) as error:
-        SelfieSegmenter.load(missing)
+        load_weights("selfie", missing)
     message = str(error.value)
     assert str(missing) in message and "partialstyle models prepare" in message
     assert "\n" not in message
@@ -253,7 +254,7 @@ def test_corrupt_model_file_is_one_clear_line(
     save_file(load_file(str(selfie_weights["selfie"])), str(no_variant))
     for path in (corrupt, truncated, incompatible, no_variant):
         with pytest.raises(ModelMissingError) as error:
-            SelfieSegmenter.load(path)
+            load_weights("selfie", path)
         message = str(error.value)
         assert str(path) in message and "partialstyle models prepare" in message
         assert "\n" not in message

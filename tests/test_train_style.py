@@ -18,6 +18,7 @@ from partialstyle.style.train_style import (
     read_rgb,
     train_style,
 )
+from partialstyle.weights.load import load_weights
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -48,7 +49,7 @@ def _loss(checkpoint, vgg, photos, style) -> float:
     loss = PerceptualLoss(VGGFeatures(vgg), style_pixels, content_weight=1e5, style_weight=1e10)
     batch = torch.stack(list(ImageFolderFlat(photos, 64)))
     with torch.no_grad():
-        content, style_part = loss(TransformerNet.load(checkpoint).raw(batch), batch)
+        content, style_part = loss(load_weights("johnson", checkpoint).raw(batch), batch)
     return float(content + style_part)
 
 

@@ -25,14 +25,12 @@ from partialstyle.segment.yolact import (
     Yolact,
     YolactSegmenter,
     identify_config,
-    load_yolact,
 )
 from partialstyle.segment.yolact.backbone import ModulatedDeformConv3x3
 from partialstyle.segment.yolact.checkpoint import (
     apply_official_key_rules,
     config_from_file_name,
     expected_shapes,
-    read_state_dict,
 )
 from partialstyle.segment.yolact.config import ASPECT_RATIOS, RGB_MEAN, RGB_STD
 from partialstyle.segment.yolact.detect import (
@@ -43,10 +41,18 @@ from partialstyle.segment.yolact.detect import (
     postprocess,
 )
 from partialstyle.segment.yolact.priors import make_priors
+from partialstyle.weights.load import load_weights, read_state_dict
+from partialstyle.weights.registry import WEIGHTS
 
 ALL_CONFIGS = list(CONFIGS)
+YOLACT = WEIGHTS["yolact"]
 RESNET101_CONFIGS = ("yolact_base", "yolact_im700", "yolact_plus_base")
 PERSON_LOGIT_BIAS = 6.0
+
+
+def yolact_segmenter(path) -> YolactSegmenter:
+    """A segmenter on the CPU for the checkpoint at `path`, loaded by the weights registry."""
+    return YolactSegmenter(load_weights("yolact", path), torch.device("cpu"))
 
 
 def _slow_if_resnet101(names):
@@ -88,7 +94,7 @@ def test_model_has_exactly_the_official_keys_shapes_and_order(config_name):
 @pytest.mark.parametrize("config_name", _slow_if_resnet101(ALL_CONFIGS))
 def test_official_file_loads_strictly_with_every_tensor(config_name, official_file):
     path = official_file(config_name)
-    model = load_yolact(path)
+    model = load_weights("yolact", path)
     assert model.config.name == config_name
     saved = torch.load(path, map_location="cpu", weights_only=True)
     loaded = model.state_dict()
@@ -110,7 +116,7 @@ def test_legacy_torch_save_format_loads(tmp_path):
     path = write_checkpoint("yolact_darknet53", tmp_path, legacy_format=True)
     with open(path, "rb") as f:
         assert not f.read(4).startswith(b"PK")
-    assert load_yolact(path).config.name == "yolact_darknet53"
+    assert load_weights("yolact", path).config.name == "yolact_darknet53"
 
 
 @pytest.mark.parametrize(
@@ -170,7 +176,7 @@ def test_file_matching_no_config_says_what_was_found_and_expected(tmp_path):
     path = tmp_path / "segmenter.pth"
     torch.save({"encoder.conv.weight": torch.zeros(8, 3, 3, 3)}, path)
     with pytest.raises(PartialStyleError) as error:
-        YolactSegmenter.load(path)
+        yolact_segmenter(path)
     message = str(error.value)
     assert "matches no YOLACT config" in message
     assert "1 tensors, e.g. encoder.conv.weight" in message
@@ -183,7 +189,7 @@ def test_one_missing_or_reshaped_tensor_is_refused(tmp_path):
     del state_dict["prediction_layers.0.mask_layer.bias"]
     torch.save(state_dict, tmp_path / "yolact_resnet50_54_800000.pth")
     with pytest.raises(PartialStyleError, match=r"1 missing keys \(e\.g\. prediction_layers"):
-        load_yolact(tmp_path / "yolact_resnet50_54_800000.pth")
+        load_weights("yolact", tmp_path / "yolact_resnet50_54_800000.pth")
 
     state_dict = random_state_dict("yolact_resnet50")
     state_dict["semantic_seg_conv.bias"] = torch.zeros(81)
@@ -191,7 +197,7 @@ def test_one_missing_or_reshaped_tensor_is_refused(tmp_path):
     with pytest.raises(
         PartialStyleError, match=r"semantic_seg_conv.bias is \[81\], expected \[80\]"
     ):
-        load_yolact(tmp_path / "yolact_resnet50_1_1.pth")
+        load_weights("yolact", tmp_path / "yolact_resnet50_1_1.pth")
 
 
 def test_extra_unknown_key_is_refused_but_official_leftovers_are_dropped(tmp_path):
@@ -200,12 +206,15 @@ def test_extra_unknown_key_is_refused_but_official_leftovers_are_dropped(tmp_pat
     state_dict["backbone.layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
     state_dict["fpn.downsample_layers.3.bias"] = torch.zeros(256)
     torch.save(state_dict, tmp_path / "yolact_resnet50_54_800000.pth")
-    assert load_yolact(tmp_path / "yolact_resnet50_54_800000.pth").config.name == "yolact_resnet50"
+    assert (
+        load_weights("yolact", tmp_path / "yolact_resnet50_54_800000.pth").config.name
+        == "yolact_resnet50"
+    )
 
     state_dict["prediction_layers.1.conf_layer.bias"] = torch.zeros(243)
     torch.save(state_dict, tmp_path / "yolact_resnet50_2_2.pth")
     with pytest.raises(PartialStyleError, match="1 unexpected keys"):
-        load_yolact(tmp_path / "yolact_resnet50_2_2.pth")
+        load_weights("yolact", tmp_path / "yolact_resnet50_2_2.pth")
 
 
 def test_files_without_batchnorm_counters_load_only_where_pytorch_allows(tmp_path):
@@ -215,7 +224,7 @@ def test_files_without_batchnorm_counters_load_only_where_pytorch_allows(tmp_pat
     state_dict = random_state_dict("yolact_darknet53")
     old = {key: state_dict[key] for key, _ in keys}
     torch.save(old, tmp_path / "yolact_darknet53_54_800000.pth")
-    model = load_yolact(tmp_path / "yolact_darknet53_54_800000.pth")
+    model = load_weights("yolact", tmp_path / "yolact_darknet53_54_800000.pth")
     assert model.backbone._preconv[1].num_batches_tracked.item() == 0
 
     # The same tensors in an OrderedDict whose metadata says BatchNorm version 2 (a file from a
@@ -226,7 +235,7 @@ def test_files_without_batchnorm_counters_load_only_where_pytorch_allows(tmp_pat
     newer._metadata = metadata
     torch.save(newer, tmp_path / "yolact_darknet53_1_1.pth")
     with pytest.raises(PartialStyleError, match=r"missing keys \(e\.g\. [\w.]*num_batches_tracked"):
-        load_yolact(tmp_path / "yolact_darknet53_1_1.pth")
+        load_weights("yolact", tmp_path / "yolact_darknet53_1_1.pth")
 
 
 @pytest.mark.parametrize("legacy_format", [False, True])
@@ -236,7 +245,7 @@ def test_truncated_file_is_a_one_line_error(tmp_path, legacy_format):
     with open(path, "r+b") as f:
         f.truncate(size // 2)
     with pytest.raises(ModelMissingError) as error:
-        YolactSegmenter.load(path)
+        yolact_segmenter(path)
     message = str(error.value)
     assert "not a readable PyTorch checkpoint" in message
     assert "partialstyle models fetch" in message
@@ -247,13 +256,13 @@ def test_non_checkpoint_files_are_refused(tmp_path):
     text = tmp_path / "yolact_base_54_800000.pth"
     text.write_text("<html>Not found</html>")
     with pytest.raises(ModelMissingError, match="not a readable PyTorch checkpoint"):
-        read_state_dict(text)
+        read_state_dict(YOLACT, text)
     wrapped = tmp_path / "wrapped.pth"
     torch.save({"model": {"a": torch.zeros(1)}}, wrapped)
     with pytest.raises(PartialStyleError, match="not a flat state_dict"):
-        read_state_dict(wrapped)
+        read_state_dict(YOLACT, wrapped)
     with pytest.raises(ModelMissingError, match="not found"):
-        read_state_dict(tmp_path / "absent.pth")
+        read_state_dict(YOLACT, tmp_path / "absent.pth")
 
 
 # --- priors ------------------------------------------------------------------------------
@@ -532,7 +541,7 @@ def test_forward_output_ranges_on_a_small_input(config_name):
 
 
 def test_preprocess_matches_the_official_bgr_normalisation(official_file):
-    segmenter = YolactSegmenter.load(official_file("yolact_resnet50"))
+    segmenter = yolact_segmenter(official_file("yolact_resnet50"))
     generator = torch.Generator().manual_seed(1)
     rgb = torch.randint(0, 256, (37, 53, 3), dtype=torch.uint8, generator=generator)
     # Official route: BGR image, resize, subtract/divide BGR statistics, then swap to RGB.
@@ -587,7 +596,7 @@ def _check_masks_stay_near_their_boxes(detections: Detections, prototype_size: i
 @pytest.mark.parametrize("config_name", ["yolact_resnet50", "yolact_darknet53"])
 def test_detect_on_a_photo_returns_well_formed_person_detections(config_name, official_file):
     image = _astronaut()
-    segmenter = YolactSegmenter.load(official_file(config_name), "cpu")
+    segmenter = yolact_segmenter(official_file(config_name))
     detections = segmenter.detect(image, score_threshold=0.3, top_k=15)
     _check_detections_format(detections, 512, 512, 15)
     # The file's person logit is biased up, so detections exist and are people; the scores
@@ -611,7 +620,7 @@ def test_detect_with_yolact_plus_rescoring(tmp_path):
     state_dict["maskiou_net.maskiou_net.10.bias"].fill_(0.8)
     path = tmp_path / "yolact_plus_resnet50_54_800000.pth"
     torch.save(state_dict, path)
-    segmenter = YolactSegmenter.load(path)
+    segmenter = yolact_segmenter(path)
     image = _astronaut()[::2, ::2].contiguous()  # smaller masks; the network input is 550 anyway
     rescored = segmenter.detect(image, score_threshold=0.3, top_k=15)
     _check_detections_format(rescored, 256, 256, 15)
@@ -629,7 +638,7 @@ def test_detect_with_yolact_plus_rescoring(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("config_name", RESNET101_CONFIGS)
 def test_detect_with_resnet101_configs(config_name, official_file):
-    segmenter = YolactSegmenter.load(official_file(config_name))
+    segmenter = yolact_segmenter(official_file(config_name))
     # A random mask-IoU head rescores (near) zero: keep every detection for YOLACT++.
     threshold = 0.0 if CONFIGS[config_name].use_maskiou else 0.3
     detections = segmenter.detect(_astronaut(), score_threshold=threshold)

@@ -20,8 +20,9 @@ from onnx import numpy_helper
 from safetensors.torch import save_file
 
 from partialstyle.errors import ModelMissingError, PartialStyleError
-from partialstyle.style.arbitrary import FORMAT_NAME, ArbitraryStyle
+from partialstyle.style.arbitrary import ArbitraryStyle
 from partialstyle.weights.files import sha256_of
+from partialstyle.weights.registry import ARBITRARY_FORMAT
 
 # ONNX weight-name prefix -> our module path, filled with the numbers in the ONNX name (the
 # predictor's are already 0-based block indices; the transformer's 1-based ones are shifted down).
@@ -65,7 +66,7 @@ def convert_arbitrary(predict_onnx: Path, transform_onnx: Path, dest: Path) -> N
             f"style models (missing {missing[:3]}, wrong shape {wrong[:3]})"
         )
     info = {
-        "format": FORMAT_NAME,
+        "format": ARBITRARY_FORMAT,
         "predict_onnx_sha256": sha256_of(predict_onnx),
         "transform_onnx_sha256": sha256_of(transform_onnx),
     }

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from partialstyle.style.multistyle import NUM_STYLES, MultiStyleNet
+from partialstyle.style.multistyle import MultiStyleNet
+from partialstyle.style.names import NUM_MULTISTYLE
 
 # (ONNX layer prefix, our module prefix, conv stride) in graph order.
 _LAYERS = (
@@ -112,8 +113,8 @@ def _check_graph(graph, initializers: dict[str, np.ndarray], onnx_path: Path) ->
             fail(f"conv {node.name} pads/dilates inside the conv")
         for param in ("gamma", "beta"):
             table = initializers.get(f"{onnx_name}.norm.{param}")
-            if table is None or table.shape != (NUM_STYLES, weight.shape[0]):
-                fail(f"{onnx_name}.norm.{param} is missing or not [{NUM_STYLES}, C]")
+            if table is None or table.shape != (NUM_MULTISTYLE, weight.shape[0]):
+                fail(f"{onnx_name}.norm.{param} is missing or not [{NUM_MULTISTYLE}, C]")
     for node in graph.node:
         if node.op_type == "Pad" and attrs[node.name].get("mode") != b"reflect":
             fail(f"pad {node.name} is not reflect padding")

@@ -7,8 +7,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from partialstyle.errors import PartialStyleError
-from partialstyle.style.johnson import TransformerNet
 from partialstyle.weights.http_download import download
+from partialstyle.weights.load import load_weights
 
 # The archive fast_neural_style/download_saved_models.py fetches; it holds saved_models/*.pth.
 SAVED_MODELS_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"
@@ -37,7 +37,7 @@ def fetch_johnson(dest_dir: Path, url: str = SAVED_MODELS_URL) -> list[Path]:
     if not extracted:
         raise PartialStyleError(f"{archive} holds no .pth checkpoints; is {url} the right address?")
     for path in extracted:
-        TransformerNet.load(path, "cpu")
+        load_weights("johnson", path)
     archive.unlink()
     return extracted
 

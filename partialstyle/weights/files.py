@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from partialstyle.errors import ModelMissingError, PartialStyleError
+from partialstyle.errors import ModelMissingError, PartialStyleError, one_line
 
 PREPARE_HINT = "run `partialstyle models prepare`"
 _PROJECT = Path(__file__).resolve().parents[2]  # the folder holding partialstyle/ and models/
@@ -70,7 +70,7 @@ def manifest() -> dict[str, ModelEntry]:
             f"cannot read the model manifest {path} ({error.strerror}); {_MANIFEST_FIX}"
         ) from None
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+        detail = one_line(error)
         raise PartialStyleError(
             f"the model manifest {path} is damaged ({type(error).__name__}: {detail}); "
             f"{_MANIFEST_FIX}"
@@ -113,17 +113,26 @@ def model_status(name: str) -> str:
     return "ready"
 
 
+MISSING = "is missing (not found: the file does not exist)"
+
+
+def weights_error(path: Path, problem: str, fix: str = PREPARE_HINT) -> ModelMissingError:
+    """The one error for a weight file that cannot be used: the file, what is wrong with it,
+    and the command that makes it (one line: the CLI prints it, OBS logs it)."""
+    return ModelMissingError(f"model file {path} {problem}; {fix}")
+
+
 def model_path(name: str) -> Path:
-    """The path of a ready model file, or a one-line ModelMissingError that says how to fix it."""
+    """The path of a ready model file, or the one-line error that says how to fix it."""
     model = entry(name)
     path = models_dir() / model.file
     status = model_status(name)
     if status == "missing":
-        raise ModelMissingError(f"model file {path} is missing; {PREPARE_HINT}")
+        raise weights_error(path, MISSING)
     if status == "corrupt" and not path.is_file():
-        raise ModelMissingError(f"model file {path} is not a file; remove it, then {PREPARE_HINT}")
+        raise weights_error(path, "is not a file", f"remove it, then {PREPARE_HINT}")
     if status == "corrupt":
-        raise ModelMissingError(f"model file {path} is corrupt (checksum mismatch); {PREPARE_HINT}")
+        raise weights_error(path, "is corrupt (checksum mismatch)")
     return path
 
 

@@ -16,25 +16,9 @@ from typing import Any
 
 import torch
 
-from partialstyle.errors import ModelMissingError
-from partialstyle.weights.files import entry, model_path, models_dir
-
-
-def _build(name: str, device: torch.device) -> torch.nn.Module:
-    path = model_path(name)
-    if name == "multistyle26":
-        from partialstyle.style.multistyle import MultiStyleNet
-
-        return MultiStyleNet.load(path, device)
-    if name == "arbitrary":
-        from partialstyle.style.arbitrary import ArbitraryStyle
-
-        return ArbitraryStyle.load(path, device)
-    if name in ("selfie", "selfie-landscape"):
-        from partialstyle.segment.selfie import SelfieSegmenter
-
-        return SelfieSegmenter.load(path, device)
-    raise KeyError(f"no loader for model {name!r}")
+from partialstyle.weights.files import MISSING, entry, models_dir, weights_error
+from partialstyle.weights.load import load_weights
+from partialstyle.weights.registry import JOHNSON_FIX, YOLACT_FIX
 
 
 class ModelCache:
@@ -70,22 +54,20 @@ class ModelCache:
         Kept by file path, so a different models folder (PARTIALSTYLE_MODELS) is a different
         network."""
         key = (str(models_dir() / entry(name).file), str(device))
-        return self._get(key, lambda: _build(name, device).eval())
+        return self._get(key, lambda: load_weights(name, device=device))
 
     def load_johnson(self, source: str, device: torch.device) -> torch.nn.Module:
         """A Johnson TransformerNet by name or file; a changed file is loaded again."""
-        from partialstyle.style.johnson import TransformerNet
-
         path = johnson_path(source).resolve()
         key = (f"johnson:{path}:{path.stat().st_mtime_ns}", str(device))
-        return self._get(key, lambda: TransformerNet.load(path, device).eval())
+        return self._get(key, lambda: load_weights("johnson", path, device))
 
     def load_yolact(self, path: Path, device: torch.device) -> Any:
         """A YolactSegmenter for the checkpoint at `path`."""
         from partialstyle.segment.yolact import YolactSegmenter
 
         key = (f"yolact:{Path(path).resolve()}", str(device))
-        return self._get(key, lambda: YolactSegmenter.load(path, device))
+        return self._get(key, lambda: YolactSegmenter(load_weights("yolact", path, device), device))
 
     @staticmethod
     def yolact_path(weights: str | None) -> Path | None:
@@ -96,15 +78,10 @@ def johnson_path(source: str) -> Path:
     """A Johnson network by name (models/johnson/<name>.pth) or by file path."""
     if source.endswith((".pth", ".model", ".pt")) or "/" in source or "\\" in source:
         path = Path(source).expanduser()
-        if not path.is_file():
-            raise ModelMissingError(f"Johnson style network {path} does not exist")
-        return path
-    path = models_dir() / "johnson" / f"{source}.pth"
+    else:
+        path = models_dir() / "johnson" / f"{source}.pth"
     if not path.is_file():
-        raise ModelMissingError(
-            f"Johnson style network {source!r} is not in {path.parent}; run "
-            "`partialstyle models fetch johnson` or train one with `partialstyle train-style`"
-        )
+        raise weights_error(path, MISSING, JOHNSON_FIX)
     return path
 
 
@@ -113,10 +90,7 @@ def yolact_path(weights: str | None) -> Path | None:
     if weights:
         path = Path(weights).expanduser()
         if not path.is_file():
-            raise ModelMissingError(
-                f"YOLACT weights {path} do not exist; "
-                "run `partialstyle models fetch yolact-resnet50`"
-            )
+            raise weights_error(path, MISSING, YOLACT_FIX)
         return path
     folder = models_dir() / "yolact"
     found = sorted(folder.glob("*.pth")) if folder.is_dir() else []
