@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from partialstyle.errors import one_line
 from partialstyle.weights.files import MISSING, model_path, weights_error
 from partialstyle.weights.registry import Weights, weights_named
 
@@ -60,14 +61,18 @@ def read_state_dict(weights: Weights, path: Path) -> tuple[dict[str, Tensor], di
                 state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
         except Exception as error:  # safetensors raises several types for damaged files
             raise weights_error(
-                path, f"is not a readable safetensors file ({_reason(error)})", weights.fix
+                path,
+                f"is not a readable safetensors file ({one_line(error, sentence=True)})",
+                weights.fix,
             ) from None
         return state, metadata
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a truncated or foreign file
         raise weights_error(
-            path, f"is not a readable PyTorch checkpoint ({_reason(error)})", weights.fix
+            path,
+            f"is not a readable PyTorch checkpoint ({one_line(error, sentence=True)})",
+            weights.fix,
         ) from None
     if not isinstance(state, dict) or not all(
         isinstance(key, str) and isinstance(value, Tensor) for key, value in state.items()
@@ -123,9 +128,3 @@ def _load_strictly(weights: Weights, network: nn.Module, state: dict, path: Path
     # A module built on the meta device (YOLACT) takes the file's tensors as they are.
     assign = any(parameter.is_meta for parameter in network.parameters())
     network.load_state_dict(state, strict=True, assign=assign)
-
-
-def _reason(error: Exception) -> str:
-    """The first line of an error, short enough for a one-line message."""
-    lines = str(error).strip().splitlines()
-    return lines[0].split(". ")[0].rstrip(".")[:200] if lines else type(error).__name__
