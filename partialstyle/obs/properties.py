@@ -151,26 +151,28 @@ def status_info_type(text: str) -> int:
     )
 
 
-def refresh_open_dialogs() -> None:
+def refresh_open_dialogs(shown: dict[int, str] | None = None) -> None:
     """Rebuild a filter's open properties dialog when its state changed since the last call.
 
     OBS's Filters window reloads the dialog on the filter's "update_properties" signal (queued
     to the UI thread). Measurements alone do not trigger it: a rebuild takes the keyboard
-    focus and ends a slider drag.
+    focus and ends a slider drag. `shown` keeps each filter's state as last seen (this
+    module's own record unless given).
     """
+    shown = _shown_state if shown is None else shown
     from partialstyle.obs import source_info
 
     runtime = source_info.current()
     if runtime is None:
         return
     instances = dict(runtime.instances)
-    for handle in list(_shown_state):
+    for handle in list(shown):
         if handle not in instances:
-            del _shown_state[handle]
+            del shown[handle]
     for handle, instance in instances.items():
         state = status_state(instance.status())
-        previous = _shown_state.get(handle)
-        _shown_state[handle] = state
+        previous = shown.get(handle)
+        shown[handle] = state
         if previous is not None and previous != state:
             lib().obs_source_update_properties(instance.source)
 

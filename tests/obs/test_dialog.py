@@ -210,23 +210,23 @@ def test_open_dialogs_reload_when_the_state_changes_not_the_numbers(monkeypatch)
     reloaded = []
     fake_lib = SimpleNamespace(obs_source_update_properties=reloaded.append)
     monkeypatch.setattr(properties, "lib", lambda: fake_lib)
-    monkeypatch.setattr(properties, "_shown_state", {})
+    shown: dict[int, str] = {}
     camera = FakeInstance(11, properties.status_text("loading", None, (), 0.0, 0.0))
     screen = FakeInstance(22, properties.status_text("ready", None, (), 2.0, 0.3))
     runtime = SimpleNamespace(instances={1: camera, 2: screen})
     monkeypatch.setattr(source_info, "current", lambda: runtime)
 
-    properties.refresh_open_dialogs()
+    properties.refresh_open_dialogs(shown)
     assert reloaded == []  # first sight: what the dialog was built with
     screen.text = properties.status_text("ready", None, (), 6.5, 0.4)
-    properties.refresh_open_dialogs()
+    properties.refresh_open_dialogs(shown)
     assert reloaded == []  # only the measurement changed
     camera.text = properties.status_text("ready", "multistyle id 99 is out of range", (), 0, 0)
-    properties.refresh_open_dialogs()
+    properties.refresh_open_dialogs(shown)
     assert reloaded == [11]
     camera.text = properties.status_text("ready", None, (), 2.0, 0.3)  # fixed
-    properties.refresh_open_dialogs()
+    properties.refresh_open_dialogs(shown)
     assert reloaded == [11, 11]
     del runtime.instances[2]
-    properties.refresh_open_dialogs()
-    assert set(properties._shown_state) == {1}
+    properties.refresh_open_dialogs(shown)
+    assert set(shown) == {1}
