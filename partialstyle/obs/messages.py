@@ -26,7 +26,6 @@ imports torch or numpy.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -117,8 +116,7 @@ _BY_OP: dict[str, type[Message]] = {
 
 
 def encode(message: Message) -> bytes:
-    fields = {field.name: getattr(message, field.name) for field in dataclasses.fields(message)}
-    return (json.dumps({"op": message.op, **fields}) + "\n").encode()
+    return (json.dumps({"op": message.op, **vars(message)}) + "\n").encode()
 
 
 def decode(line: bytes | str) -> Message | None:
