@@ -4,7 +4,7 @@ Inside OBS, a Python thread running torch would hold the GIL between torch's ope
 OBS's render callback (a ctypes thunk) needs the GIL every frame; torch's thread pools would
 also live inside OBS until it exits. So OBS only copies frames into shared memory and waits on
 a queue (the GIL is released while it waits); a child process (`inference_server`), started
-with the project environment's own Python at a lower CPU priority, does the work.
+with the project environment's own Python at a lower CPU priority (`launch`), does the work.
 
 There is one such process per OBS process (`InferenceService`), shared by every filter
 instance: the models are loaded once, and the process takes the sources' frames in turn.
