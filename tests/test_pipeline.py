@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from partialstyle.config import PipelineConfig
-from partialstyle.pipeline import Pipeline, choose_segmenter
+from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
+from partialstyle.segment.regions import choose_segmenter
 from partialstyle.style.spec import StyleSpec
 from partialstyle.weights.model_cache import default_cache
 

@@ -132,12 +132,7 @@ def test_pipeline_with_yolact_regions(yolact_weights, two_people):
     )
     config = PipelineConfig(segmenter="yolact", yolact_weights=str(yolact_weights))
     pipeline = Pipeline(config, plan)
-    masks, person = pipeline._region_masks(
-        torch.from_numpy(two_people),
-        torch.from_numpy(two_people).permute(2, 0, 1) / 255.0,
-        config,
-        plan,
-    )
+    masks = pipeline.region_masks(two_people).regions
     total = sum(masks.values())
     assert torch.allclose(total, torch.ones_like(total), atol=1e-5)  # a partition of the frame
     assert set(masks) <= {"person", "class:cat", "background"}

@@ -4,6 +4,7 @@ import pytest
 
 from partialstyle.config import PipelineConfig
 from partialstyle.plan import RegionStyle, StylePlan
+from partialstyle.style.kinds import KINDS, spec_help
 from partialstyle.style.names import MULTISTYLE_NAMES
 from partialstyle.style.spec import StyleSpec
 
@@ -58,3 +59,23 @@ def test_plan_and_config_validate():
         PipelineConfig(process_height=8)
     assert not StylePlan.from_specs("multistyle:2", "multistyle:2").needs_mask
     assert StylePlan.from_specs("multistyle:2", "none").needs_mask
+
+
+def test_every_kind_parses_what_it_offers_and_writes_it_back(tmp_path):
+    picture = tmp_path / "style.png"
+    picture.write_bytes(b"")
+    for kind in KINDS:
+        offered = [*kind.installed()]
+        if kind.picture_spec(str(picture)) is not None:
+            offered.append(kind.picture_spec(str(picture)))
+        for text in offered:
+            spec = StyleSpec.parse(text)
+            assert spec.style_kind is kind and str(spec) == text
+            assert StyleSpec.parse(str(spec)) == spec
+            assert kind.problem(spec) is None  # offered styles work now
+        assert kind.syntax in spec_help()
+    assert [kind.name for kind in KINDS].count("none") == 1
+    missing = StyleSpec.parse("arbitrary:/no/such/picture.png")
+    assert (
+        missing.style_kind.problem(missing) == "style picture /no/such/picture.png does not exist"
+    )

@@ -15,30 +15,27 @@ _MASK_FILE = re.compile(r"\d{3}-[A-Za-z_]+\.png")
 
 
 def cmd_mask(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
     from partialstyle.config import PipelineConfig
     from partialstyle.device import resolve_device
     from partialstyle.io import check_output_path, read_frame, write_image
-    from partialstyle.pipeline import choose_segmenter
-    from partialstyle.weights.model_cache import load_model
+    from partialstyle.segment.regions import RegionSegmenter
+    from partialstyle.weights.model_cache import default_cache
 
     if args.output.suffix.lower() != ".png":
         raise PartialStyleError(
             f"the mask is written as PNG; name the output {args.output.stem}.png"
         )
     check_output_path(args.output)
-    PipelineConfig(segmenter=args.segmenter, device=args.device)  # validates the choices
+    config = PipelineConfig(segmenter=args.segmenter, device=args.device)  # validates them
     frame = read_frame(args.input)
-    import numpy as np
-    import torch
-
-    from partialstyle.segment.selfie import segment_person
-
     device = resolve_device(args.device)
-    name = choose_segmenter(args.segmenter, *frame.shape[:2])
     with torch.inference_mode():
         rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
-        mask = segment_person(load_model(name, device), rgb).cpu().numpy()
-    write_image(args.output, (mask * 255.0 + 0.5).astype(np.uint8))
+        name, mask = RegionSegmenter(default_cache).person_probability(rgb, config)
+    write_image(args.output, (mask.cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
     print(f"wrote {args.output} (segmenter: {name})")
 
 
@@ -50,63 +47,39 @@ def cmd_segment(args: argparse.Namespace) -> None:
     from partialstyle.config import PipelineConfig
     from partialstyle.device import resolve_device
     from partialstyle.io import read_frame, write_atomically, write_image
-    from partialstyle.pipeline import choose_segmenter
     from partialstyle.segment.classes import COCO_CLASSES
-    from partialstyle.segment.instances import selfie_people
-    from partialstyle.segment.selfie import segment_person
-    from partialstyle.weights.model_cache import load_model, load_yolact, yolact_path
+    from partialstyle.segment.regions import RegionSegmenter
+    from partialstyle.weights.model_cache import default_cache
 
-    PipelineConfig(
-        segmenter=args.segmenter, device=args.device, score_threshold=args.score_threshold
+    config = PipelineConfig(
+        segmenter=args.segmenter,
+        device=args.device,
+        score_threshold=args.score_threshold,
+        yolact_weights=args.weights,
     )
     _check_segment_outputs(args.json, args.masks)
     frame = read_frame(args.input)
     device = resolve_device(args.device)
-    weights = yolact_path(args.weights) if args.segmenter in ("auto", "yolact") else None
-    ready = weights is not None and (device.type == "cuda" or args.segmenter == "yolact")
-    name = choose_segmenter(args.segmenter, *frame.shape[:2], ready)
-    if name == "yolact" and weights is None:
-        raise PartialStyleError(
-            "no YOLACT weights; run `partialstyle models fetch yolact-resnet50` or pass --weights"
-        )
     rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
-    found = []  # (class index, score, box, mask)
     with torch.inference_mode():
-        if name == "yolact":
-            detections = load_yolact(weights, device).detect(rgb, args.score_threshold, args.top_k)
-            for i in range(len(detections)):
-                x1, y1, x2, y2 = (int(v) for v in detections.boxes[i])
-                if x2 <= x1 or y2 <= y1:
-                    continue  # predicted wholly outside the image: nothing to show
-                found.append(
-                    (
-                        int(detections.class_ids[i]),
-                        float(detections.scores[i]),
-                        [int(v) for v in detections.boxes[i]],
-                        detections.masks[i].float(),
-                    )
-                )
-        else:
-            probability = segment_person(load_model(name, device), rgb)
-            for person in selfie_people(probability)[: args.top_k]:
-                score = float(probability[person.mask > 0].mean())
-                found.append((0, score, [int(v) for v in person.box], probability * person.mask))
+        name, found = RegionSegmenter(default_cache).detections(rgb, config, args.top_k)
     records = []
     if args.masks:
         args.masks.mkdir(exist_ok=True)
         for stale in args.masks.iterdir():  # an earlier run's masks would pass for this one's
             if _MASK_FILE.fullmatch(stale.name) and stale.is_file():
                 stale.unlink()
-    for index, (class_index, score, box, mask) in enumerate(found):
+    for index, detection in enumerate(found):
+        class_name = COCO_CLASSES[detection.class_index]
         record = {
-            "class": COCO_CLASSES[class_index],
-            "class_index": class_index,
-            "score": round(score, 5),
-            "box": box,
+            "class": class_name,
+            "class_index": detection.class_index,
+            "score": round(detection.score, 5),
+            "box": list(detection.box),
         }
         if args.masks:
-            path = args.masks / f"{index:03d}-{COCO_CLASSES[class_index].replace(' ', '_')}.png"
-            write_image(path, (mask.cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
+            path = args.masks / f"{index:03d}-{class_name.replace(' ', '_')}.png"
+            write_image(path, (detection.mask.cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
             record["mask"] = str(path)
         records.append(record)
     height, width = frame.shape[:2]

@@ -8,7 +8,7 @@ keeps each number on the same person while they move, so styles do not jump betw
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import torch
@@ -20,9 +20,10 @@ _MIN_PERSON_AREA = 0.004
 _SAME_PERSON_IOU = 0.3
 
 
-@dataclass
+@dataclass(frozen=True, eq=False)
 class Instance:
-    """One person or object: its class, its mask at processing size, its box (x1, y1, x2, y2)."""
+    """One person or object: its class, its mask at processing size, its box (x1, y1, x2, y2)
+    and, for people, the number `PeopleTracker` gave them (0: not numbered)."""
 
     class_name: str
     mask: torch.Tensor
@@ -84,6 +85,7 @@ class PeopleTracker:
         self._tracks.clear()
 
     def number(self, people: list[Instance]) -> list[Instance]:
+        """The same people, numbered."""
         pairs = sorted(
             (
                 (box_iou(person.box, box), index, number)
@@ -107,8 +109,7 @@ class PeopleTracker:
         free = (number for number in range(1, 10_000) if number not in used)
         for index in newcomers:
             taken[index] = next(free)
-        for index, person in enumerate(people):
-            person.number = taken[index]
+        people = [replace(person, number=taken[index]) for index, person in enumerate(people)]
         self._tracks = {person.number: person.box for person in people}
         return people
 

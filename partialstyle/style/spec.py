@@ -1,22 +1,19 @@
 """Style specs: the strings users type to pick a style ("none", "multistyle:7", blends).
 
 The same strings work in the CLI, the OBS filter's settings and obs-websocket scripts, so they
-are parsed in one place and turned into a frozen `StyleSpec`.
+are parsed in one place and turned into a frozen `StyleSpec`. Each kind (partialstyle.style.kinds)
+parses and writes its own part after the colon.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from partialstyle.style.names import MULTISTYLE_NAMES, NUM_MULTISTYLE
+from partialstyle.style.names import NUM_MULTISTYLE
 
-KINDS = ("none", "multistyle", "johnson", "arbitrary")
-
-_HELP = (
-    "use none, multistyle:<id or name>, a blend like multistyle:3=0.5,12=0.5, "
-    "johnson:<name or .pth file> or arbitrary:<picture file>"
-)
+if TYPE_CHECKING:
+    from partialstyle.style.kinds import StyleKind
 
 
 @dataclass(frozen=True)
@@ -35,24 +32,32 @@ class StyleSpec:
     @classmethod
     def parse(cls, text: str) -> StyleSpec:
         """Parse a spec string; raise ValueError with a one-line hint on anything malformed."""
+        # The kinds build specs, so they are imported when a spec is parsed.
+        from partialstyle.style.kinds import NONE, kind_named, spec_help
+
         text = text.strip()
-        if text in ("", "none"):
-            return cls("none")
-        kind, sep, body = text.partition(":")
-        kind = kind.strip().lower()
+        if text in ("", NONE.name):
+            return cls(NONE.name)
+        name, sep, body = text.partition(":")
+        name = name.strip().lower()
         if not sep:
-            raise ValueError(f"style {text!r} is missing its kind; {_HELP}")
-        if kind == "multistyle":
-            return cls("multistyle", _parse_multistyle_weights(body, text))
-        if kind in ("johnson", "arbitrary"):
-            if not body.strip():
-                raise ValueError(f"{kind} style {text!r} needs a name or file after the colon")
-            return cls(kind, source=body.strip())
-        raise ValueError(f"unknown style kind {kind!r} in {text!r}; {_HELP}")
+            raise ValueError(f"style {text!r} is missing its kind; {spec_help()}")
+        try:
+            kind = kind_named(name)
+        except KeyError:
+            raise ValueError(f"unknown style kind {name!r} in {text!r}; {spec_help()}") from None
+        return kind.parse(body, text)
+
+    @property
+    def style_kind(self) -> StyleKind:
+        """The `StyleKind` adapter that parses, loads and runs this spec."""
+        from partialstyle.style.kinds import kind_named
+
+        return kind_named(self.kind)
 
     @property
     def is_none(self) -> bool:
-        return self.kind == "none"
+        return not self.style_kind.restyles
 
     def weight_vector(self) -> list[float]:
         """The 26 mixing weights of a multistyle spec (they sum to 1)."""
@@ -62,51 +67,4 @@ class StyleSpec:
         return vector
 
     def __str__(self) -> str:
-        if self.kind == "none":
-            return "none"
-        if self.kind in ("johnson", "arbitrary"):
-            return f"{self.kind}:{self.source}"
-        if len(self.weights) == 1:
-            return f"multistyle:{self.weights[0][0]}"
-        return "multistyle:" + ",".join(f"{i}={w:g}" for i, w in self.weights)
-
-
-def multistyle_index(token: str) -> int:
-    """A style number (0-25) or one of the short names in `MULTISTYLE_NAMES`."""
-    token = token.strip().lower()
-    if token.isdigit():
-        index = int(token)
-        if not 0 <= index < NUM_MULTISTYLE:
-            raise ValueError(
-                f"multistyle id {index} is out of range; ids are 0 to {NUM_MULTISTYLE - 1}"
-            )
-        return index
-    if token in MULTISTYLE_NAMES:
-        return MULTISTYLE_NAMES.index(token)
-    raise ValueError(
-        f"unknown multistyle name {token!r}; run `partialstyle styles` to list names and ids"
-    )
-
-
-def _parse_multistyle_weights(body: str, text: str) -> tuple[tuple[int, float], ...]:
-    totals: dict[int, float] = {}
-    for part in body.split(","):
-        token, has_weight, weight_text = part.partition("=")
-        if not token.strip():
-            raise ValueError(f"empty style in {text!r}; {_HELP}")
-        try:
-            weight = float(weight_text) if has_weight else 1.0
-        except ValueError:
-            raise ValueError(f"bad weight {weight_text!r} in {text!r}; {_HELP}") from None
-        if not math.isfinite(weight):
-            raise ValueError(f"weight {weight_text.strip()!r} in {text!r} is not a finite number")
-        if weight < 0:
-            raise ValueError(f"negative weight in {text!r}; weights must be 0 or more")
-        index = multistyle_index(token)
-        totals[index] = totals.get(index, 0.0) + weight
-    total = sum(totals.values())
-    if not math.isfinite(total):
-        raise ValueError(f"the weights in {text!r} are too large; use weights like 0.5")
-    if total <= 0:
-        raise ValueError(f"the weights in {text!r} add up to 0; give at least one positive weight")
-    return tuple(sorted((index, weight / total) for index, weight in totals.items() if weight > 0))
+        return self.style_kind.text(self)
