@@ -177,36 +177,34 @@ def preset_benchmarks(device: torch.device, repeats: int, photos: list[np.ndarra
 def style_kind_benchmarks(device: torch.device, repeats: int) -> dict:
     """Whole-frame cost of each kind of style at 640×360 processing.
 
-    Johnson networks are timed with the fetched ones when present, otherwise with a network of
-    the same architecture and random weights (the arithmetic, and so the time, is the same).
+    Each kind times its own sample (`StyleKind.sample`): Johnson networks are timed with the
+    fetched ones when present, otherwise with a network of the same architecture and random
+    weights (the arithmetic, and so the time, is the same).
     """
-    from partialstyle.style.johnson import TransformerNet
-    from partialstyle.weights.files import johnson_names
+    from partialstyle.style.kinds import KINDS
 
     frame = webcam_frame(360, 640)
-    calls = {}
+    calls, notes = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         picture = Path(scratch) / "style.png"
         mirrored = np.ascontiguousarray(frame[:, ::-1])
         cv2.imwrite(str(picture), cv2.cvtColor(mirrored, cv2.COLOR_RGB2BGR))
-        johnson = johnson_names()[:1]
-        if not johnson:
-            random_net = Path(scratch) / "random-weights.pth"
-            torch.save(TransformerNet().state_dict(), random_net)
-            johnson = [str(random_net)]
-        specs = {"multistyle": "multistyle:19", "arbitrary": f"arbitrary:{picture}"}
-        specs["johnson"] = f"johnson:{johnson[0]}"
         config = PipelineConfig(device=str(device))
-        for kind, spec in specs.items():
+        for kind in KINDS:
+            sample = kind.sample(Path(scratch), str(picture))
+            if sample is None:
+                continue
+            spec, notes[kind.name] = sample
             pipeline = Pipeline(config, StylePlan.from_specs(spec, spec))
-            calls[kind] = lambda p=pipeline: p.process(frame)
+            calls[kind.name] = lambda p=pipeline: p.process(frame)
         with torch.inference_mode():
             timings = time_interleaved(calls, repeats)
     results = {
         kind: {"ms": round(ms, 1), "fps": round(1000.0 / ms, 2)} for kind, ms in timings.items()
     }
-    if not johnson_names():
-        results["johnson"]["weights"] = "random weights (timing only)"
+    for kind, note in notes.items():
+        if note:
+            results[kind]["weights"] = note
     return results
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import torch
@@ -12,18 +10,20 @@ from partialstyle.config import PipelineConfig
 from partialstyle.frames import resize_image, to_image, to_uint8
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import StylePlan
-from partialstyle.style.names import MULTISTYLE_NAMES, multistyle_label
-from partialstyle.weights.files import johnson_names
+from partialstyle.style.kinds import picture_spec, restyling_specs
+from partialstyle.style.spec import StyleSpec
 
 _LABEL_HEIGHT = 22
 _GAP = 6
 
 
 def sheet_styles(pictures: list[str]) -> list[tuple[str, str]]:
-    """(label, spec) of every style to show: multistyle, Johnson networks, given pictures."""
-    styles = [(multistyle_label(i), f"multistyle:{i}") for i in range(len(MULTISTYLE_NAMES))]
-    styles += [(f"johnson:{name}", f"johnson:{name}") for name in johnson_names()]
-    styles += [(f"arbitrary:{Path(p).name}", f"arbitrary:{p}") for p in pictures]
+    """(label, spec) of every style to show: each kind's installed styles (multistyle,
+    Johnson networks), then the given pictures."""
+    styles = []
+    for text in [*restyling_specs(), *(picture_spec(picture) for picture in pictures)]:
+        spec = StyleSpec.parse(text)
+        styles.append((spec.style_kind.tile_label(spec), text))
     return styles
 
 

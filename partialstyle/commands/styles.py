@@ -7,18 +7,12 @@ from pathlib import Path
 
 
 def cmd_styles(args: argparse.Namespace) -> None:
-    from partialstyle.style.names import MULTISTYLE_NAMES
-    from partialstyle.weights.files import johnson_names
+    from partialstyle.style.kinds import KINDS
 
     if args.sheet is None:
-        print("none")
-        for index, name in enumerate(MULTISTYLE_NAMES):
-            print(f"multistyle:{index:<3} multistyle:{name}")
-        print("blends: multistyle:3=0.5,12=0.5 (weights are normalised)")
-        for name in johnson_names():
-            print(f"johnson:{name}")
-        print("johnson:<file.pth>  (more with `partialstyle models fetch johnson`)")
-        print("arbitrary:<picture>  (any picture's style)")
+        for kind in KINDS:
+            for line in kind.listing():
+                print(line)
         return
     from partialstyle.commands.sheet import contact_sheet
     from partialstyle.device import resolve_device

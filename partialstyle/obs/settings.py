@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from partialstyle.plan import RegionRequest, StylePlan, plan_from_requests
 from partialstyle.segment.classes import COCO_CLASSES
-from partialstyle.style.names import MULTISTYLE_NAMES
+from partialstyle.style.kinds import KINDS, picture_spec
 from partialstyle.style.spec import StyleSpec
-from partialstyle.weights.files import johnson_names, models_dir
 
 if TYPE_CHECKING:
     from partialstyle.config import PipelineConfig
@@ -188,10 +186,10 @@ def falls_back(region: str) -> bool:
 
 
 def style_choices() -> tuple[str, ...]:
-    """What the style lists and the style hotkeys offer: none, the 26 multistyle styles and
-    every Johnson network installed now (pictures come from each region's picture chooser)."""
-    multistyle = tuple(f"multistyle:{index}" for index in range(len(MULTISTYLE_NAMES)))
-    return ("none", *multistyle, *(f"johnson:{name}" for name in johnson_names()))
+    """What the style lists and the style hotkeys offer: every kind's installed styles (none,
+    the 26 multistyle styles, every Johnson network installed now); pictures come from each
+    region's picture chooser."""
+    return tuple(spec for kind in KINDS for spec in kind.installed())
 
 
 def style_label(spec: str) -> str:
@@ -200,22 +198,7 @@ def style_label(spec: str) -> str:
         style = parse_style(spec)
     except ValueError:
         return f"Not valid: {spec}"
-    if style.is_none:
-        return "none (unstyled)"
-    if style.kind == "multistyle":
-        if len(style.weights) == 1:
-            index = style.weights[0][0]
-            return f"{MULTISTYLE_NAMES[index]} (multistyle:{index})"
-        parts = ", ".join(
-            f"{MULTISTYLE_NAMES[index]} {weight:.0%}" for index, weight in style.weights
-        )
-        return f"Blend: {parts}"
-    name = Path(style.source).name
-    if style.kind == "johnson":
-        return (
-            f"{Path(name).stem} (Johnson network)" if name == style.source else f"Johnson: {name}"
-        )
-    return f"Picture: {name}"
+    return style.style_kind.label(style)
 
 
 def without_label(text: str) -> str:
@@ -254,22 +237,7 @@ def style_problem(text: str, empty_allowed: bool = False) -> str | None:
         style = person_override(text) if empty_allowed else parse_style(text)
     except ValueError as error:
         return str(error)
-    if style is None or style.kind in ("none", "multistyle"):
-        return None
-    if style.kind == "arbitrary":
-        picture = Path(style.source).expanduser()
-        return None if picture.is_file() else f"style picture {picture} does not exist"
-    source = style.source
-    if source.endswith((".pth", ".model", ".pt")) or "/" in source or "\\" in source:
-        network = Path(source).expanduser()
-        return None if network.is_file() else f"Johnson network {network} does not exist"
-    installed = johnson_names()
-    if source in installed:
-        return None
-    return (
-        f"no Johnson network {source!r} in {models_dir() / 'johnson'} "
-        f"(installed: {', '.join(installed) or 'none'}); run `partialstyle models fetch johnson`"
-    )
+    return None if style is None else style.style_kind.problem(style)
 
 
 def keep_valid_styles(
@@ -305,7 +273,9 @@ def style_items(region: str, values: dict[str, Any]) -> list[tuple[str, str]]:
     items = [(SAME_AS_PEOPLE, "")] if falls_back(region) else []
     items += [(style_label(spec), spec) for spec in style_choices()]
     if picture:
-        items.append((f"Picture: {Path(picture).name}", f"arbitrary:{picture}"))
+        spec = picture_spec(picture)
+        style = StyleSpec.parse(spec)
+        items.append((style.style_kind.label(style), spec))
     for index, (label, value) in enumerate(items):
         if _same_style(value, current):
             items[index] = (label, current)  # the exact text, so OBS finds it
@@ -327,9 +297,9 @@ def dialog_changes(kind: str, region: str, values: dict[str, Any]) -> dict[str, 
         return {text_key: str(values.get(style_key, ""))} if typed else {}
     if kind == "picture":
         picture = str(values.get(f"{region}_picture", "")).strip()
-        if not picture or style_problem(f"arbitrary:{picture}"):
+        if not picture or style_problem(picture_spec(picture)):
             return {}
-        style = f"arbitrary:{picture}"
+        style = picture_spec(picture)
         return {style_key: style, text_key: style} if typed else {style_key: style}
     if kind == "text":
         text = str(values.get(text_key, ""))
