@@ -45,9 +45,14 @@ class ModelEntry:
     converted_sha256: str | None
 
 
+def models_dir_setting() -> str | None:
+    """`PARTIALSTYLE_MODELS`, the models folder a user chose (None: the project's own)."""
+    return os.environ.get("PARTIALSTYLE_MODELS") or None
+
+
 def models_dir() -> Path:
     """`PARTIALSTYLE_MODELS` if set, else the `models/` folder beside the package."""
-    override = os.environ.get("PARTIALSTYLE_MODELS")
+    override = models_dir_setting()
     return Path(override) if override else _PROJECT / "models"
 
 
@@ -92,6 +97,12 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def is_network_file(source: str) -> bool:
+    """Whether a Johnson source names a checkpoint file rather than a network in
+    models/johnson/ (`johnson:candy` vs `johnson:~/nets/candy.pth`)."""
+    return source.endswith((".pth", ".model", ".pt")) or "/" in source or "\\" in source
 
 
 def johnson_names() -> list[str]:

@@ -16,13 +16,19 @@ from typing import Any
 
 import torch
 
-from partialstyle.weights.files import MISSING, entry, models_dir, weights_error
+from partialstyle.weights.files import (
+    MISSING,
+    is_network_file,
+    models_dir,
+    models_dir_setting,
+    weights_error,
+)
 from partialstyle.weights.load import load_weights
 from partialstyle.weights.registry import JOHNSON_FIX, YOLACT_FIX
 
 
 class ModelCache:
-    """Loaded networks by (key, device); a network is loaded on first use and then kept.
+    """Loaded networks by what they are and their device; loaded on first use, then kept.
 
     Thread-safe: the OBS inference process runs several filters' frames side by side
     (`inference_server.FRAME_THREADS`) and each filter styles in a background thread, so two
@@ -31,14 +37,14 @@ class ModelCache:
     """
 
     def __init__(self) -> None:
-        self._networks: dict[tuple[str, str], Any] = {}
+        self._networks: dict[tuple[str, ...], Any] = {}
         self._lock = threading.Lock()
 
-    def loaded(self) -> dict[tuple[str, str], Any]:
-        """A snapshot of what is loaded: (key, device) -> network."""
+    def loaded(self) -> dict[tuple[str, ...], Any]:
+        """A snapshot of what is loaded: (name or file, ..., device) -> network."""
         return dict(self._networks)
 
-    def _get(self, key: tuple[str, str], build: Callable[[], Any]) -> Any:
+    def _get(self, key: tuple[str, ...], build: Callable[[], Any]) -> Any:
         network = self._networks.get(key)
         if network is None:
             with self._lock:
@@ -51,9 +57,8 @@ class ModelCache:
     def load_model(self, name: str, device: torch.device) -> torch.nn.Module:
         """The default model `name` (see `models/manifest.json`) on `device`.
 
-        Kept by file path, so a different models folder (PARTIALSTYLE_MODELS) is a different
-        network."""
-        key = (str(models_dir() / entry(name).file), str(device))
+        Kept per models folder, so a different PARTIALSTYLE_MODELS is a different network."""
+        key = (name, models_dir_setting() or "", str(device))
         return self._get(key, lambda: load_weights(name, device=device))
 
     def load_johnson(self, source: str, device: torch.device) -> torch.nn.Module:
@@ -76,7 +81,7 @@ class ModelCache:
 
 def johnson_path(source: str) -> Path:
     """A Johnson network by name (models/johnson/<name>.pth) or by file path."""
-    if source.endswith((".pth", ".model", ".pt")) or "/" in source or "\\" in source:
+    if is_network_file(source):
         path = Path(source).expanduser()
     else:
         path = models_dir() / "johnson" / f"{source}.pth"

@@ -43,7 +43,7 @@ class JohnsonKind(FileStyles):
 
     def problem(self, spec: StyleSpec) -> str | None:
         source = spec.source
-        if is_network_file(source):
+        if files.is_network_file(source):
             network = Path(source).expanduser()
             return None if network.is_file() else f"Johnson network {network} does not exist"
         installed = files.johnson_names()
@@ -95,11 +95,6 @@ class JohnsonKind(FileStyles):
         styled = image.clone()
         styled[:, top:bottom, left:right] = network(image[None, :, top:bottom, left:right])[0]
         return styled
-
-
-def is_network_file(source: str) -> bool:
-    """Whether a Johnson source names a file rather than a network in models/johnson/."""
-    return source.endswith((".pth", ".model", ".pt")) or "/" in source or "\\" in source
 
 
 def _covered_box(
