@@ -178,61 +178,57 @@ def _channels_last():
 
 
 _IMAGE = "float RGB [N,3,H,W] in [0,1]"
+# MediaPipe's two selfie graphs: variant -> (label, the (height, width) the graph takes).
+_SELFIE_VARIANTS = {
+    "selfie": ("the selfie segmentation network", (256, 256)),
+    "selfie-landscape": ("the landscape selfie segmentation network", (144, 256)),
+}
+
+
+def _default_model(name: str, label: str, **fields: Any) -> Weights:
+    """A default model: `<name>.safetensors`, made by `partialstyle models prepare`."""
+    return Weights(
+        name, label, "safetensors", file=f"{name}.safetensors", fix=PREPARE_HINT, **fields
+    )
+
 
 WEIGHTS: dict[str, Weights] = {
     weights.name: weights
     for weights in (
-        Weights(
-            name="multistyle26",
-            label="the 26-style network",
-            file="multistyle26.safetensors",
-            file_format="safetensors",
+        _default_model(
+            "multistyle26",
+            "the 26-style network",
             build=_multistyle,
             ready=_multistyle_ready,
             input=InputContract(f"{_IMAGE}; style weights [R,26]", multiple=4, min_side=8),
-            fix=PREPARE_HINT,
             options=("precision",),
             meta={"num_styles": NUM_MULTISTYLE, "style_names": MULTISTYLE_NAMES},
         ),
-        Weights(
-            name="arbitrary",
-            label="the arbitrary-style networks",
-            file="arbitrary.safetensors",
-            file_format="safetensors",
+        _default_model(
+            "arbitrary",
+            "the arbitrary-style networks",
             build=_arbitrary,
             ready=_arbitrary_ready,
             input=InputContract(f"{_IMAGE}; style vectors [R,100]", multiple=4, min_side=8),
-            fix=PREPARE_HINT,
             variant=ARBITRARY_FORMAT,
             options=("precision", "fake_quant"),
             meta={"style_dim": 100, "style_picture_size": (256, 256)},
         ),
-        Weights(
-            name="selfie",
-            label="the selfie segmentation network",
-            file="selfie.safetensors",
-            file_format="safetensors",
-            build=_selfie,
-            ready=_selfie_ready,
-            input=InputContract(_IMAGE, size=(256, 256)),
-            fix=PREPARE_HINT,
-            variant="selfie",
+        *(
+            _default_model(
+                variant,
+                label,
+                build=_selfie,
+                ready=_selfie_ready,
+                input=InputContract(_IMAGE, size=size),
+                variant=variant,
+            )
+            for variant, (label, size) in _SELFIE_VARIANTS.items()
         ),
         Weights(
-            name="selfie-landscape",
-            label="the landscape selfie segmentation network",
-            file="selfie-landscape.safetensors",
-            file_format="safetensors",
-            build=_selfie,
-            ready=_selfie_ready,
-            input=InputContract(_IMAGE, size=(144, 256)),
-            fix=PREPARE_HINT,
-            variant="selfie-landscape",
-        ),
-        Weights(
-            name="johnson",
-            label="a fast_neural_style TransformerNet",
-            file_format="torch",
+            "johnson",
+            "a fast_neural_style TransformerNet",
+            "torch",
             build=_johnson,
             ready=_to_device,
             adapt=_johnson_keys,
@@ -244,9 +240,9 @@ WEIGHTS: dict[str, Weights] = {
             },
         ),
         Weights(
-            name="yolact",
-            label="YOLACT",
-            file_format="torch",
+            "yolact",
+            "YOLACT",
+            "torch",
             build=_yolact,
             ready=_to_device,
             adapt=_yolact_keys,
