@@ -15,7 +15,9 @@ from partialstyle.config import PipelineConfig
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan, region_kind
 from partialstyle.segment.instances import Instance, PeopleTracker
+from partialstyle.segment.regions import RegionSegmenter
 from partialstyle.style.spec import StyleSpec
+from partialstyle.weights.model_cache import default_cache
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +140,19 @@ def test_pipeline_with_yolact_regions(yolact_weights, two_people):
     assert set(masks) <= {"person", "class:cat", "background"}
     out = pipeline.process(two_people)
     assert out.shape == two_people.shape
+
+
+@pytest.mark.slow
+def test_mask_and_segment_see_the_same_yolact_people(yolact_weights, two_people):
+    """`mask` and `segment` go through the region segmenter: with YOLACT, the mask is the
+    union of the people `segment` reports."""
+    config = PipelineConfig(segmenter="yolact", yolact_weights=str(yolact_weights))
+    segmenter = RegionSegmenter(default_cache)
+    rgb = torch.from_numpy(two_people)
+    with torch.inference_mode():
+        name, probability = segmenter.person_probability(rgb, config)
+        _, found = segmenter.detections(rgb, config, top_k=200)
+    people = [detection.mask for detection in found if detection.class_index == 0]
+    assert name == "yolact" and probability.shape == two_people.shape[:2]
+    assert people and probability.max() > 0.5
+    assert torch.allclose(probability, torch.stack(people).amax(0))

@@ -109,7 +109,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     mask = commands.add_parser("mask", help="write the soft person mask as an 8-bit PNG")
     mask.add_argument("input", type=Path)
     mask.add_argument("output", type=Path)
-    mask.add_argument("--segmenter", default="auto", help="auto, selfie or selfie-landscape")
+    mask.add_argument(
+        "--segmenter", default="auto", help="auto, selfie, selfie-landscape or yolact"
+    )
     mask.add_argument("--device", default="auto")
     mask.set_defaults(run=cmd_mask)
 
