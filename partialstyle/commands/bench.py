@@ -30,6 +30,7 @@ from partialstyle.style import fused_norm
 from partialstyle.weights.model_cache import load_model
 
 SIZES = ((360, 640), (720, 1280))
+ASTRONAUT = Path(__file__).parents[1] / "data" / "astronaut.jpg"  # the benchmarks' person
 _SETTLE_SECONDS = 0.05
 _PEAK_MEMORY_PROBE = (
     "import os, subprocess, sys\n"
@@ -64,7 +65,7 @@ def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> di
 def webcam_frame(height: int, width: int, photo: np.ndarray | None = None) -> np.ndarray:
     """A webcam-like frame: a real portrait centred, background extended by reflection."""
     if photo is None:
-        photo = read_image(Path(__file__).parents[1] / "data" / "astronaut.jpg")
+        photo = read_image(ASTRONAUT)
     side = min(height, width)
     person = cv2.resize(photo, (side, side), interpolation=cv2.INTER_AREA)
     pad_x, pad_y = (width - side) // 2, (height - side) // 2
@@ -246,7 +247,7 @@ def yolact_benchmarks(device: torch.device, repeats: int) -> dict:
 
 def per_person_benchmark(device: torch.device, repeats: int) -> dict:
     """The pipeline on a 1280×720 frame of two people, each in their own style, vs one style."""
-    person = read_image(Path(__file__).parents[1] / "data" / "astronaut.jpg")
+    person = read_image(ASTRONAUT)
     half = webcam_frame(720, 640, person)
     frame = np.ascontiguousarray(np.hstack([half, half]))
     config = PipelineConfig(process_height=360, device=str(device))
@@ -331,7 +332,7 @@ def run_benchmarks(
     set_threads(threads)
     torch_device = resolve_device(device)
     fused_norm.kernels(wait=True)  # time the kernels every run will use, not the build
-    photos = [read_image(Path(__file__).parents[1] / "data" / "astronaut.jpg")]
+    photos = [read_image(ASTRONAUT)]
     try:
         import skimage.data
 
