@@ -124,8 +124,10 @@ def test_output_follows_a_moving_person_frame_by_frame(obs_session, record_prope
         # ... and the filter styles it (the statistics are per second: wait for a fresh one).
         results = session.filter_stats().get(FILTER, {}).get("results", 0)
         session.wait_for(
-            lambda: session.filter_stats().get(FILTER, {}).get("results", 0) > results + 10
-            and session.filter_stats()[FILTER].get("processed_fps", 0) > 5,
+            lambda: (
+                session.filter_stats().get(FILTER, {}).get("results", 0) > results + 10
+                and session.filter_stats()[FILTER].get("processed_fps", 0) > 5
+            ),
             60,
             what="styled frames from the moving clip",
         )
