@@ -73,6 +73,14 @@ class _CarriedInstances:
     instances: tuple[Instance, ...]
 
 
+@dataclass(frozen=True)
+class _YolactLookup:
+    """The `yolact_weights` setting and the checkpoint it pointed to (None: none found)."""
+
+    setting: str | None
+    path: Path | None
+
+
 class RegionSegmenter:
     """Segments frames into a plan's regions, keeping the person mask, people's numbers and
     YOLACT's instances from frame to frame; `models` is the model cache handed down."""
@@ -83,7 +91,7 @@ class RegionSegmenter:
         self._tracker = PeopleTracker()
         self._carried: _CarriedInstances | None = None
         self._frames_since_detection = 0
-        self._yolact_lookup: tuple[str | None, Path | None] | None = None
+        self._yolact_lookup: _YolactLookup | None = None
 
     def reset(self) -> None:
         """Forget temporal state (between unrelated clips)."""
@@ -209,11 +217,11 @@ class RegionSegmenter:
         than by listing models/yolact/ on every frame."""
         if config.segmenter not in ("auto", "yolact"):
             return None
-        cached = self._yolact_lookup
-        if cached is None or cached[0] != config.yolact_weights:
-            cached = (config.yolact_weights, self._models.yolact_path(config.yolact_weights))
-            self._yolact_lookup = cached
-        return cached[1]
+        lookup = self._yolact_lookup
+        if lookup is None or lookup.setting != config.yolact_weights:
+            path = self._models.yolact_path(config.yolact_weights)
+            lookup = self._yolact_lookup = _YolactLookup(config.yolact_weights, path)
+        return lookup.path
 
     def _carried_instances(
         self, rgb: torch.Tensor, size: tuple[int, int], weights: Path, config: PipelineConfig
