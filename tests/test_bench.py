@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from partialstyle.commands.bench import flicker_benchmark, stage_benchmarks, time_interleaved
+from partialstyle.commands.bench import (
+    flicker_benchmark,
+    frame_size_benchmark,
+    stage_benchmarks,
+    time_interleaved,
+)
 
 
 def test_time_interleaved_reports_every_contender():
@@ -25,3 +30,11 @@ def test_stage_benchmarks_cover_the_stages():
 def test_flicker_benchmark_measures_both_settings():
     results = flicker_benchmark(torch.device("cpu"), frames=3)
     assert set(results) == {"input", "stabilize_0.0", "stabilize_0.8"}
+
+
+@pytest.mark.usefixtures("default_models")
+def test_frame_size_benchmark_reports_the_full_resolution_cost():
+    results = frame_size_benchmark(torch.device("cpu"), repeats=1)
+    small, large = results["1280x720"]["ms"], results["3840x2160"]["ms"]
+    assert small > 0 and large > 0
+    assert results["ratio_3840x2160_vs_1280x720"] == pytest.approx(large / small, rel=0.01)

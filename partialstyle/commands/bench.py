@@ -175,6 +175,23 @@ def preset_benchmarks(device: torch.device, repeats: int, photos: list[np.ndarra
     }
 
 
+def frame_size_benchmark(device: torch.device, repeats: int) -> dict:
+    """The pipeline at 360-line processing on a 1280×720 and a 3840×2160 frame: the networks
+    cost the same, so the ratio is what the full-resolution passes add (target ≤ 2)."""
+    frames = {"1280x720": webcam_frame(720, 1280), "3840x2160": webcam_frame(2160, 3840)}
+    config = PipelineConfig(process_height=360, device=str(device))
+    pipelines = {name: Pipeline(config, BENCH_PLAN) for name in frames}
+    with torch.inference_mode():
+        timings = time_interleaved(
+            {name: lambda n=name: pipelines[n].process(frames[n]) for name in frames}, repeats
+        )
+    results = {
+        name: {"ms": round(ms, 1), "fps": round(1000.0 / ms, 2)} for name, ms in timings.items()
+    }
+    results["ratio_3840x2160_vs_1280x720"] = round(timings["3840x2160"] / timings["1280x720"], 3)
+    return results
+
+
 def style_kind_benchmarks(device: torch.device, repeats: int) -> dict:
     """Whole-frame cost of each kind of style at 640×360 processing.
 
@@ -350,6 +367,7 @@ def run_benchmarks(
         "machine_peak_gflops": machine_peak(torch_device),
         "stages": stage_benchmarks(torch_device, repeats, SIZES[:1] if quick else SIZES),
         "presets_1280x720": preset_benchmarks(torch_device, repeats, photos),
+        "frame_sizes_at_360": frame_size_benchmark(torch_device, repeats),
         "style_kinds_640x360": style_kind_benchmarks(torch_device, repeats),
         "flicker_static_clip": flicker_benchmark(torch_device),
         "per_person_1280x720": per_person_benchmark(torch_device, repeats),

@@ -34,6 +34,12 @@ def print_results(results: dict) -> None:
             f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps  "
             f"mean abs difference vs full 720p: {value['mean_abs_difference_vs_720']}"
         )
+    print("\npipeline at 360-line processing by frame size")
+    for name, value in results["frame_sizes_at_360"].items():
+        if isinstance(value, dict):
+            print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
+        else:
+            print(f"  {name:34} {value:.3f}")
     print("\nstyle kinds, whole frame at 640x360")
     for name, value in results["style_kinds_640x360"].items():
         print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
