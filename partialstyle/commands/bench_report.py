@@ -23,11 +23,7 @@ def print_results(results: dict) -> None:
             f"{row['style_1_region_gflops_per_s']:.0f} GFLOP/s = {share:.0%} of the "
             f"{precision} peak"
         )
-        for name, value in row.items():
-            if isinstance(value, dict):
-                print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
-            else:
-                print(f"  {name:34} {value:.3f}")
+        _print_rows(row)
     print("\npipeline on a 1280x720 frame")
     for name, value in results["presets_1280x720"].items():
         print(
@@ -35,11 +31,7 @@ def print_results(results: dict) -> None:
             f"mean abs difference vs full 720p: {value['mean_abs_difference_vs_720']}"
         )
     print("\npipeline at 360-line processing by frame size")
-    for name, value in results["frame_sizes_at_360"].items():
-        if isinstance(value, dict):
-            print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
-        else:
-            print(f"  {name:34} {value:.3f}")
+    _print_rows(results["frame_sizes_at_360"])
     print("\nstyle kinds, whole frame at 640x360")
     for name, value in results["style_kinds_640x360"].items():
         print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
@@ -62,3 +54,12 @@ def print_results(results: dict) -> None:
             "\npartialstyle video, 720p clip: peak memory",
             f"{results['video_720p_peak_memory_mb']} MB",
         )
+
+
+def _print_rows(rows: dict) -> None:
+    """Timings as "ms fps" lines, other figures (ratios) as plain numbers."""
+    for name, value in rows.items():
+        if isinstance(value, dict):
+            print(f"  {name:22} {value['ms']:8.1f} ms  {value['fps']:6.2f} fps")
+        else:
+            print(f"  {name:34} {value:.3f}")
