@@ -23,6 +23,7 @@ from partialstyle.errors import ModelMissingError, PartialStyleError
 from partialstyle.style import fused_norm
 from partialstyle.style.arbitrary import ArbitraryStyle
 from partialstyle.weights.convert_arbitrary import convert_arbitrary
+from partialstyle.weights.load import load_weights
 from partialstyle.weights.prepare import source_file
 
 ort = pytest.importorskip("onnxruntime")
@@ -68,12 +69,12 @@ def converted(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(converted) -> ArbitraryStyle:
-    return ArbitraryStyle.load(converted, "cpu")
+    return load_weights("arbitrary", converted, "cpu")
 
 
 @pytest.fixture(scope="module")
 def quantised_model(converted) -> ArbitraryStyle:
-    return ArbitraryStyle.load(converted, "cpu", fake_quant=True)
+    return load_weights("arbitrary", converted, "cpu", fake_quant=True)
 
 
 def _session(path: Path):
@@ -205,9 +206,9 @@ def test_bad_arguments_are_one_line_errors(model, tmp_path):
     with pytest.raises(ValueError, match="uint8"):
         model.style_vector(torch.zeros(8, 8, 3))
     with pytest.raises(ModelMissingError, match="does not exist"):
-        ArbitraryStyle.load(tmp_path / "missing.safetensors")
+        load_weights("arbitrary", tmp_path / "missing.safetensors")
     with pytest.raises(ModelMissingError, match="not a readable safetensors"):
-        ArbitraryStyle.load(PREDICT)
+        load_weights("arbitrary", PREDICT)
     with pytest.raises(PartialStyleError, match="unexpected layer") as info:
         convert_arbitrary(TRANSFORM, PREDICT, tmp_path / "swapped.safetensors")
     assert "\n" not in str(info.value)
@@ -216,7 +217,7 @@ def test_bad_arguments_are_one_line_errors(model, tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fast_path_stays_close_to_exact_fp32(converted, precision):
     """Packed convs and the fused normalisation against the plain fp32 ops, two soft regions."""
-    model = ArbitraryStyle.load(converted, "cpu", precision=precision)
+    model = load_weights("arbitrary", converted, "cpu", precision=precision)
     vectors = torch.stack(
         [
             model.style_vector(torch.from_numpy(skimage_data.immunohistochemistry())),
@@ -230,7 +231,7 @@ def test_fast_path_stays_close_to_exact_fp32(converted, precision):
     for args in ((frame, vectors[:1]), (frame, vectors, masks)):
         fast = model.stylize(*args)
         with fused_norm.disabled():
-            exact = ArbitraryStyle.load(converted, "cpu", precision="fp32").stylize(*args)
+            exact = load_weights("arbitrary", converted, "cpu", precision="fp32").stylize(*args)
         error = (fast - exact).abs()
         if precision == "fp32":
             assert error.max() < 1e-4

@@ -14,14 +14,15 @@ from partialstyle.errors import ModelMissingError
 from partialstyle.style import fused_norm
 from partialstyle.style.fast_conv import blocked_weight, subpixel_weight
 from partialstyle.style.multistyle import (
-    NUM_STYLES,
     STATISTICS_PRIOR_PIXELS,
     MultiStyleNet,
     SpatialCIN,
 )
 from partialstyle.style.multistyle_fast import FastMultiStyleNet
+from partialstyle.style.names import NUM_MULTISTYLE
 from partialstyle.weights.convert_multistyle import ConversionError, convert_multistyle
 from partialstyle.weights.files import model_path
+from partialstyle.weights.load import load_weights
 from partialstyle.weights.prepare import source_file
 
 
@@ -40,7 +41,7 @@ def weights_path(default_models) -> Path:
 @pytest.fixture(scope="module")
 def net(weights_path: Path) -> FastMultiStyleNet:
     """The fast inference network, as the pipeline loads it (exact fp32)."""
-    return MultiStyleNet.load(weights_path, precision="fp32")
+    return load_weights("multistyle26", weights_path, precision="fp32")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def photo(height: int, width: int) -> torch.Tensor:
 
 
 def style_mix(weights: dict[int, float]) -> torch.Tensor:
-    row = torch.zeros(1, NUM_STYLES)
+    row = torch.zeros(1, NUM_MULTISTYLE)
     for index, value in weights.items():
         row[0, index] = value
     return row / row.sum()
@@ -190,7 +191,7 @@ def test_bad_inputs_raise_value_error(net) -> None:
 def test_missing_file_names_the_prepare_command(tmp_path) -> None:
     missing = tmp_path / "nowhere.safetensors"
     with pytest.raises(ModelMissingError, match="partialstyle models prepare") as info:
-        MultiStyleNet.load(missing)
+        load_weights("multistyle26", missing)
     assert str(missing) in str(info.value)
 
 
@@ -198,11 +199,11 @@ def test_corrupt_file_is_a_model_missing_error(tmp_path, weights_path) -> None:
     truncated = tmp_path / "truncated.safetensors"
     truncated.write_bytes(weights_path.read_bytes()[:5000])
     with pytest.raises(ModelMissingError, match="partialstyle models prepare"):
-        MultiStyleNet.load(truncated)
+        load_weights("multistyle26", truncated)
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a model at all" * 100)
     with pytest.raises(ModelMissingError, match="garbage.safetensors"):
-        MultiStyleNet.load(garbage)
+        load_weights("multistyle26", garbage)
 
 
 def test_wrong_weights_file_is_a_model_missing_error(tmp_path) -> None:
@@ -211,7 +212,7 @@ def test_wrong_weights_file_is_a_model_missing_error(tmp_path) -> None:
     other = tmp_path / "other.safetensors"
     save_file({"conv.weight": torch.zeros(3, 3)}, str(other))
     with pytest.raises(ModelMissingError, match="26-style"):
-        MultiStyleNet.load(other)
+        load_weights("multistyle26", other)
 
 
 def test_conversion_is_deterministic(tmp_path, onnx_path) -> None:
@@ -293,7 +294,7 @@ def test_loaded_in_inference_mode_and_reloaded_weights_are_used(weights_path) ->
     """The pipeline may load under inference_mode; load_state_dict must repack weights."""
     image, weights = photo(64, 96), style_mix({3: 1.0})
     with torch.inference_mode():
-        model = MultiStyleNet.load(weights_path, precision="fp32")
+        model = load_weights("multistyle26", weights_path, precision="fp32")
         before = model(image, weights)
         state = {k: v.clone() for k, v in model.state_dict().items()}
         state["contract.0.conv.weight"] = state["contract.0.conv.weight"].flip(-1)
@@ -304,13 +305,15 @@ def test_loaded_in_inference_mode_and_reloaded_weights_are_used(weights_path) ->
 
 def test_auto_precision_follows_the_cpu(weights_path) -> None:
     expected = torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
-    assert MultiStyleNet.load(weights_path).compute_dtype == expected
-    assert MultiStyleNet.load(weights_path, precision="fp32").compute_dtype == torch.float32
+    assert load_weights("multistyle26", weights_path).compute_dtype == expected
+    assert (
+        load_weights("multistyle26", weights_path, precision="fp32").compute_dtype == torch.float32
+    )
 
 
 def test_bf16_path_stays_close_to_fp32(weights_path) -> None:
-    exact = MultiStyleNet.load(weights_path, precision="fp32")
-    fast = MultiStyleNet.load(weights_path, precision="bf16")
+    exact = load_weights("multistyle26", weights_path, precision="fp32")
+    fast = load_weights("multistyle26", weights_path, precision="bf16")
     image, weights = photo(120, 160), style_mix({7: 1.0})
     masks = torch.zeros(1, 2, 120, 160)
     masks[:, 0, :, :80], masks[:, 1, :, 80:] = 1, 1

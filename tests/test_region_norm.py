@@ -33,6 +33,7 @@ from partialstyle.style.multistyle import (
 )
 from partialstyle.style.region_norm import FastSpatialCIN, RegionSupport
 from partialstyle.style.spec import StyleSpec
+from partialstyle.weights.load import load_weights
 
 REACH = 64  # px, see the module docstring
 
@@ -282,8 +283,8 @@ def test_fast_network_stays_close_to_exact_fp32(fused_kernels, astronaut_wide) -
     masks = torch.stack([1 - person, person])[None]
     styles = torch.zeros(2, 26)
     styles[0, 19], styles[1, 7] = 1.0, 1.0
-    exact = MultiStyleNet.load(model_path("multistyle26"), precision="fp32")
-    fast = MultiStyleNet.load(model_path("multistyle26"), precision="bf16")
+    exact = load_weights("multistyle26", model_path("multistyle26"), precision="fp32")
+    fast = load_weights("multistyle26", model_path("multistyle26"), precision="bf16")
     plain = MultiStyleNet()
     plain.load_state_dict(load_file(str(model_path("multistyle26"))), strict=True)
     for args in ((image, styles[:1]), (image, styles, masks)):

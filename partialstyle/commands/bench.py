@@ -233,15 +233,16 @@ def yolact_benchmarks(device: torch.device, repeats: int) -> dict:
     random weights, which costs the same arithmetic (timing only; denormals flushed so random
     values do not slow the CPU down).
     """
-    from partialstyle.segment.yolact import CONFIGS, Yolact, YolactSegmenter, load_yolact
+    from partialstyle.segment.yolact import CONFIGS, Yolact, YolactSegmenter
     from partialstyle.weights.files import models_dir
+    from partialstyle.weights.load import load_weights
 
     frame = torch.from_numpy(webcam_frame(360, 640)).to(device)
     segmenters, sources = {}, {}
     for name in ("yolact_resnet50", "yolact_base"):
         found = sorted((models_dir() / "yolact").glob(f"{name}_*.pth"))
         if found:
-            segmenters[name] = YolactSegmenter(load_yolact(found[0]), device)
+            segmenters[name] = YolactSegmenter(load_weights("yolact", found[0]), device)
             sources[name] = "official weights"
         else:
             torch.manual_seed(0)

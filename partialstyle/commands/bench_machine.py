@@ -12,7 +12,8 @@ import time
 
 import torch
 
-from partialstyle.style.multistyle import NUM_STYLES, ConvCIN, MultiStyleNet
+from partialstyle.style.multistyle import ConvCIN, MultiStyleNet
+from partialstyle.style.names import NUM_MULTISTYLE
 
 _MATMUL_SIDE = 2048
 
@@ -58,7 +59,7 @@ def style_network_gflop(height: int, width: int) -> float:
     for layer in network.modules():
         if isinstance(layer, ConvCIN):
             layer.register_forward_hook(count)
-    weights = torch.zeros(1, NUM_STYLES)
+    weights = torch.zeros(1, NUM_MULTISTYLE)
     weights[0, 0] = 1.0
     with torch.inference_mode():
         network(torch.rand(1, 3, height, width), weights)

@@ -4,21 +4,16 @@ Both MediaPipe models ("selfie": 256x256, "selfie-landscape": 144 high x 256 wid
 topology: a small MobileNetV3-like encoder with squeeze-excite, a gated head, three decoder stages
 that fuse the encoder's skips, and a 2x2 transposed convolution to a one-channel probability map.
 Convolutions pad like TensorFlow's SAME, which is asymmetric for the stride-2 layers; plain
-symmetric padding would ruin the masks. `selfie_convert.convert_selfie` turns the .tflite files
-into this module's weights.
+symmetric padding would ruin the masks. `weights/convert_selfie.py` turns the .tflite
+files into this module's weights.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from partialstyle.errors import ModelMissingError, one_line
 from partialstyle.layers import tf_same_padding
 from partialstyle.segment.mediapipe_resize import mediapipe_input
 
@@ -184,31 +179,6 @@ class SelfieSegmenter(nn.Module):
         d = self.decode2(e1, d)
         d = self.decode1(e0, d)
         return torch.sigmoid(self.to_mask(d))
-
-    @classmethod
-    def load(cls, path: Path, device: torch.device | str = "cpu") -> SelfieSegmenter:
-        """Build the model from a safetensors file written by `convert_selfie`."""
-        path = Path(path)
-        prepare = "run `partialstyle models prepare`"
-        if not path.is_file():
-            raise ModelMissingError(
-                f"selfie segmentation model {path} is missing; {prepare} to create it"
-            )
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                variant = (f.metadata() or {}).get("variant", "")
-            if variant not in VARIANTS:
-                raise ValueError(f"unknown variant {variant!r} in its metadata")
-            model = cls(variant)
-            model.load_state_dict(load_file(str(path)), strict=True)
-        except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-            reason = one_line(error)
-            raise ModelMissingError(
-                f"selfie segmentation model {path} is unreadable or incompatible ({reason[:200]}); "
-                f"delete it and {prepare}"
-            ) from error
-        # Channels-last runs the many depthwise and 1x1 convolutions about 1.3x faster on CPU.
-        return model.to(device=device, memory_format=torch.channels_last).eval()
 
 
 def _check_image(image: Tensor) -> None:

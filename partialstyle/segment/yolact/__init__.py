@@ -2,13 +2,13 @@
 
 Typical use::
 
-    segmenter = YolactSegmenter.load(fetch_yolact("yolact_base", models_dir), "cpu")
-    # fetch_yolact: partialstyle.weights.fetch_yolact
+    path = fetch_yolact("yolact_base", models_dir)  # partialstyle.weights.fetch_yolact
+    segmenter = YolactSegmenter(load_weights("yolact", path), "cpu")  # weights.load
     detections = segmenter.detect(rgb_uint8_hwc)
     people = detections.masks[detections.class_ids == COCO_CLASSES.index("person")]
 """
 
-from .checkpoint import identify_config, load_yolact
+from .checkpoint import identify_config
 from .config import COCO_CLASSES, CONFIGS, YolactConfig
 from .detect import Detections
 from .model import Yolact, YolactSegmenter
@@ -21,5 +21,4 @@ __all__ = [
     "YolactConfig",
     "YolactSegmenter",
     "identify_config",
-    "load_yolact",
 ]

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from partialstyle.errors import ModelMissingError, PartialStyleError, one_line
+from partialstyle.errors import PartialStyleError
 
 from .config import CONFIGS, YolactConfig
 from .model import Yolact
@@ -21,31 +21,6 @@ NUM_EXTRA_FPN_LEVELS = 2
 # Official file names are <config>_<epoch>_<iteration>.pth, e.g. yolact_base_54_800000.pth.
 _FILE_NAME = re.compile(r"^(?P<name>.+?)(?:_config)?(?:_\d+_\d+)?$")
 _EXTRA_DOWNSAMPLE = re.compile(r"^fpn\.downsample_layers\.(\d+)\.")
-
-
-def read_state_dict(path: Path) -> dict[str, Tensor]:
-    """Load a flat name -> tensor dict with weights_only=True, or fail with one clear line."""
-    if not path.is_file():
-        raise ModelMissingError(
-            f"YOLACT weights not found at {path}; "
-            "run `partialstyle models fetch yolact-resnet50` (or another config)"
-        )
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for truncated or foreign files
-        reason = one_line(error, sentence=True)
-        raise ModelMissingError(
-            f"{path} is not a readable PyTorch checkpoint ({reason}); "
-            "the download may be truncated: delete it and run `partialstyle models fetch` again"
-        ) from error
-    if not isinstance(state_dict, dict) or not all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in state_dict.items()
-    ):
-        raise PartialStyleError(
-            f"{path} is a PyTorch file but not a flat state_dict of tensors like the official "
-            "YOLACT weights (yolact_base_54_800000.pth etc.)"
-        )
-    return state_dict  # keeps torch's per-module _metadata, used by fill_batchnorm_counters
 
 
 def fill_batchnorm_counters(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -171,16 +146,3 @@ def _mismatch_size(state_dict: dict[str, Tensor], config_name: str) -> int:
     differing = set(expected).symmetric_difference(state_dict)
     wrong = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k]]
     return len(differing) + len(wrong)
-
-
-def load_yolact(path: Path, config_name: str | None = None) -> Yolact:
-    """Build the matching model and load every tensor of the file strictly (on the CPU)."""
-    state_dict = fill_batchnorm_counters(apply_official_key_rules(read_state_dict(path)))
-    config = identify_config(path, state_dict, config_name)
-    state_dict = {
-        k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()
-    }  # official weights are float32; load_state_dict would cast anyway
-    with torch.device("meta"):
-        model = Yolact(config)
-    model.load_state_dict(state_dict, strict=True, assign=True)
-    return model.eval()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -89,16 +88,6 @@ class YolactSegmenter:
         self.device = device
         self._mean = torch.tensor(RGB_MEAN, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(RGB_STD, device=device).view(1, 3, 1, 1)
-
-    @classmethod
-    def load(
-        cls, path: str | Path, device: torch.device | str = "cpu", config_name: str | None = None
-    ) -> YolactSegmenter:
-        """Load an official .pth; config from config_name, else the file name, else the shapes."""
-        from .checkpoint import load_yolact  # local import: checkpoint builds models too
-
-        device = torch.device(device)
-        return cls(load_yolact(Path(path), config_name), device)
 
     def preprocess(self, image: Tensor) -> Tensor:
         """uint8 RGB [H, W, 3] -> the normalised [1, 3, S, S] network input.
