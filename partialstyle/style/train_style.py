@@ -137,9 +137,9 @@ def train_style(
 ) -> Path:
     """Train a ``TransformerNet`` for ``style_image`` on the photos in ``dataset_dir``.
 
-    Writes ``out`` (a ``TransformerNet.load``-able state dict) and, after every epoch, a checkpoint
-    ``<out stem>.epoch<k>.pth`` plus a preview ``<out stem>.epoch<k>.png`` of the first photo.
-    The style picture is scaled so its shorter side is ``image_size``, which keeps its brush
+    Writes ``out`` (a state dict for ``load_weights("johnson")``) and, after every epoch, a
+    checkpoint ``<out stem>.epoch<k>.pth`` plus a preview ``<out stem>.epoch<k>.png`` of the first
+    photo. The style picture is scaled so its shorter side is ``image_size``, which keeps its brush
     strokes at the scale of the training crops. ``start_from`` fine-tunes an existing checkpoint.
     """
     if epochs < 1 or image_size < 16 or batch_size < 1:

@@ -317,7 +317,7 @@ def _write_atomically(dest: Path, write: Callable[[Path], None]) -> None:
 
 
 def convert_selfie(tflite_path: Path, dest: Path) -> None:
-    """Convert one MediaPipe selfie .tflite to a safetensors file that SelfieSegmenter.load reads.
+    """Convert one MediaPipe selfie .tflite to a safetensors file that load_weights reads.
 
     The output is byte-for-byte reproducible and its metadata records the variant. Raises
     PartialStyleError if the file is missing or is not the expected graph.

@@ -32,7 +32,7 @@ def weights_url(name: str) -> str:
 def fetch_yolact(name: str, dest_dir: Path) -> Path:
     """Download the official weights of config `name` into dest_dir (resuming); returns the file.
 
-    The file keeps its official name, from which YolactSegmenter.load recognises the config.
+    The file keeps its official name, from which the loader recognises the config.
     """
     _, file_name = OFFICIAL_WEIGHTS[_known(name)]
     path = download(weights_url(name), Path(dest_dir) / file_name)
