@@ -33,7 +33,7 @@ REPORT_EVERY = 1.0
 # CPU memory right away (Mesa's software renderers do).
 SYNCHRONOUS_STAGE_SECONDS = 0.0005
 # A result older than this is not drawn: the source shows live until results come again.
-# While a frame is in progress (a busy CPU, not a failure) the last result is held longer:
+# While a frame is in progress (a busy CPU, not a restart) the last result is held longer:
 # a styled background that hides a room should not flash the room on a hiccup.
 STALE_SECONDS = 1.0
 STALE_WHILE_BUSY_SECONDS = 4.0
@@ -183,7 +183,8 @@ class FilterInstance:
             step = self._timed("upload", step)
         # A result that stopped coming (the inference process stalls or restarts) would
         # freeze the picture: show the live source instead.
-        limit = STALE_WHILE_BUSY_SECONDS if self.worker.busy else STALE_SECONDS
+        working = self.worker.busy and not self.worker.recovering  # slow, not failing
+        limit = STALE_WHILE_BUSY_SECONDS if working else STALE_SECONDS
         stale = time.monotonic() - gpu.uploaded_at > limit
         if not usable or gpu.uploaded == 0 or stale:
             return False

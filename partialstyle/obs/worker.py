@@ -82,6 +82,9 @@ class FrameWorker:
         self._result: Result | None = None
         self._busy_since: float | None = None
         self._stopping = False
+        # A processor that reported a recovered failure (restarting its inference process)
+        # until its next result.
+        self.recovering = False
         self.state = "loading"
         self.error: str | None = None
         self.durations: deque[float] = deque(maxlen=50)
@@ -179,6 +182,7 @@ class FrameWorker:
                 self.results += 1
                 self._result = Result(image, self.results)
                 self._result_at = time.monotonic()
+                self.recovering = False
                 self.error = None
                 self._failed_at = None
             finally:
@@ -231,6 +235,7 @@ class FrameWorker:
     def _notice(self, message: str) -> None:
         """A recovered failure: to the log, without changing state or dropping the result."""
         if not self._stopping:
+            self.recovering = True
             self._on_error(message)
 
     def _fail(self, error: Exception) -> None:

@@ -211,3 +211,32 @@ def test_a_recovered_failure_is_reported_without_dropping_results():
         assert worker.latest().image[0, 0, 0] == 250
     finally:
         worker.stop()
+
+
+def test_recovering_lasts_from_the_notice_to_the_next_result():
+    """The filter holds the last result longer while a frame is merely slow, but not while
+    the processor restarts after a failure: `recovering` tells the two apart."""
+    inside, go_on = threading.Event(), threading.Event()
+
+    class Restarting(Inverter):
+        report = None
+
+        def process(self, frame):
+            self.report("the inference process exited; restarting it")
+            inside.set()
+            go_on.wait(10)
+            return super().process(frame)
+
+    worker = FrameWorker(lambda s: Restarting(s), {}, lambda message: None)
+    try:
+        wait(lambda: worker.state == "ready")
+        assert not worker.recovering
+        worker.submit(frame(5))
+        assert inside.wait(10)
+        assert worker.busy and worker.recovering
+        go_on.set()
+        wait(lambda: worker.results == 1)
+        assert not worker.recovering
+    finally:
+        go_on.set()
+        worker.stop()
