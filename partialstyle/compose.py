@@ -101,6 +101,9 @@ def compose_frame(
     if person is not None:
         full_mask = resize_image(person[None], tuple(original.shape[-2:]))[0].clamp_(0.0, 1.0)
         result = mask_overlay(result, full_mask)
-    out = frame.copy()
-    out[..., :3] = to_uint8(result).cpu().numpy()
+    styled = to_uint8(result).cpu().numpy()
+    if frame.shape[-1] == 3:
+        return styled
+    out = frame.copy()  # keeps the alpha channel
+    out[..., :3] = styled
     return out

@@ -47,8 +47,10 @@ def to_image(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """float [3,H,W] in [0,1] → uint8 [H,W,3], rounded."""
-    return image.mul(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.uint8).permute(1, 2, 0)
+    """float [3,H,W] in [0,1] → uint8 [H,W,3], rounded, contiguous (the conversion writes
+    the pixel-interleaved layout directly, so handing it on needs no second copy)."""
+    scaled = image.mul(255.0).add_(0.5).clamp_(0.0, 255.0).permute(1, 2, 0)
+    return torch.empty(scaled.shape, dtype=torch.uint8, device=image.device).copy_(scaled)
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
