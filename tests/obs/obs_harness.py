@@ -200,6 +200,16 @@ class ObsSession:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
+    def stop_recording(self) -> Path:
+        """Stop OBS's recording; returns its file once OBS has finished writing it."""
+        client = self.client
+        reply = client.stop_record()
+        path = Path(getattr(reply, "output_path", "") or "")
+        if not path.is_file():
+            path = max((self.root / "recordings").glob("*.mkv"), key=lambda p: p.stat().st_mtime)
+        self.wait_for(lambda: not client.get_record_status().output_active, 10, what="record end")
+        return path
+
     def filter_stats(self) -> dict:
         try:
             return json.loads(self.stats_file.read_text())
@@ -223,3 +233,16 @@ def obs_available() -> str | None:
         if shutil.which(program) is None:
             return f"{program} is not installed (apt-get install obs-studio xvfb)"
     return None
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    """Every frame of a recording, RGB uint8."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames

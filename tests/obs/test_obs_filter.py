@@ -28,6 +28,7 @@ from obs_harness import (
     HOTKEY_KEYS,
     WIDTH,
     ObsSession,
+    read_video,
 )
 
 from partialstyle.obs import settings as filter_settings
@@ -172,24 +173,32 @@ def test_person_and_background_carry_their_own_styles(obs_session, styled):
 
 
 def test_switching_a_style_shows_within_two_seconds(obs_session, styled):
+    """The new style is in OBS's output within 2 s of the request, read from OBS's own
+    recording (not from screenshots: on software rendering each holds OBS's graphics thread
+    for 0.3-1.1 s, which makes OBS late and the filter back off, and blurs when it saw what)."""
     frame, person = styled["frame"], styled["mask"] > 0.9
-    new = {**EXACT, "person_style": "multistyle:20"}
-    expected_new = pipeline_for(new).process(frame)
+    expected_new = pipeline_for({**EXACT, "person_style": "multistyle:20"}).process(frame)
     old = styled["expected"]
-    started = time.monotonic()
-    obs_session.client.set_source_filter_settings(CAMERA, FILTER, {"person_style": "multistyle:20"})
-
-    def switched() -> bool:
-        shot = obs_session.screenshot()
-        return region_error(shot, expected_new, person) < 0.5 * region_error(shot, old, person)
-
-    obs_session.wait_for(switched, 10, interval=0.05, what="the new person style")
-    elapsed = time.monotonic() - started
+    client = obs_session.client
+    client.start_record()
+    recording = time.monotonic()
+    time.sleep(1.5)
+    switch_at = time.monotonic() - recording
+    client.set_source_filter_settings(CAMERA, FILTER, {"person_style": "multistyle:20"})
+    time.sleep(3.0)
+    frames = read_video(obs_session.stop_recording())
+    new_style = [
+        region_error(shot, expected_new, person) < 0.5 * region_error(shot, old, person)
+        for shot in frames
+    ]
+    assert True in new_style, f"the new style never showed in {len(frames)} recorded frames"
+    first = new_style.index(True)
+    assert first > FPS // 2, "the recording showed the new style before it was asked for"
+    elapsed = first / FPS - switch_at
     (obs_session.root / "switch.json").write_text(json.dumps({"seconds": elapsed}))
     print(f"style switch visible after {elapsed:.2f} s")
-    readme_image("obs-style-switch", styled["expected"], obs_session.screenshot())
+    readme_image("obs-style-switch", styled["expected"], frames[-1])
     assert elapsed <= 2.0
-    obs_session.client.set_source_filter_settings(CAMERA, FILTER, EXACT)
 
 
 def test_hotkeys_cycle_styles_and_toggle_the_effect(obs_session, styled):

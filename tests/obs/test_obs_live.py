@@ -13,11 +13,10 @@ import json
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from frame_tags import moving_frames, read_tag
-from obs_harness import CAMERA, FILTER, FPS, HEIGHT, WIDTH, ObsSession
+from obs_harness import CAMERA, FILTER, FPS, HEIGHT, WIDTH, ObsSession, read_video
 
 from partialstyle.obs.sample_clip import write_clip
 
@@ -42,26 +41,10 @@ def record(session: ObsSession, off_seconds: float, on_seconds: float) -> tuple[
     before = client.get_stats()
     time.sleep(on_seconds)
     after = client.get_stats()
-    reply = client.stop_record()
-    path = Path(getattr(reply, "output_path", "") or "")
-    if not path.is_file():
-        path = max((session.root / "recordings").glob("*.mkv"), key=lambda p: p.stat().st_mtime)
-    session.wait_for(lambda: not client.get_record_status().output_active, 10, what="record end")
+    path = session.stop_recording()
     total = after.render_total_frames - before.render_total_frames
     skipped = after.render_skipped_frames - before.render_skipped_frames
     return path, {"render_frames": total, "skipped_render_frames": skipped}
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    capture.release()
-    return frames
 
 
 def styled_person(image: np.ndarray, source: np.ndarray) -> bool:
