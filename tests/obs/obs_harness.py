@@ -55,14 +55,19 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+# Where X servers announce display n: fixed by the X11 convention (Xlib and Xvfb hard-code
+# these paths), not a temporary directory of ours, so TMPDIR does not move them.
+X11_ANNOUNCE_DIR = Path("/tmp")
+
+
+def x_socket(number: int) -> Path:
+    return X11_ANNOUNCE_DIR / ".X11-unix" / f"X{number}"
+
+
 def free_display() -> int:
-    """A display number no X server uses. X servers announce themselves with these fixed
-    paths (/tmp/.X<n>-lock and the /tmp/.X11-unix socket), whatever TMPDIR says."""
+    """A display number no X server uses (no lock file, no socket)."""
     for number in range(60, 200):
-        if (
-            not Path(f"/tmp/.X{number}-lock").exists()
-            and not Path(f"/tmp/.X11-unix/X{number}").exists()
-        ):
+        if not (X11_ANNOUNCE_DIR / f".X{number}-lock").exists() and not x_socket(number).exists():
             return number
     raise RuntimeError("no free X display number between :60 and :199")
 
@@ -120,7 +125,7 @@ class ObsSession:
 
     def start(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
-        while not Path(f"/tmp/.X11-unix/X{self.display}").exists():
+        while not x_socket(self.display).exists():
             if time.monotonic() > deadline or self.xvfb.poll() is not None:
                 raise RuntimeError(f"Xvfb did not start on :{self.display}")
             time.sleep(0.1)
