@@ -6,15 +6,14 @@ composes four stages: the region segmenter (partialstyle.segment.regions), the s
 (partialstyle.compose). `process` takes a numpy frame and returns one of the same shape.
 Settings can be swapped between frames from another thread (`configure`).
 
-Live video splits `process` in three (`analyse`, `style_layer`, `compose`) so that
-partialstyle.live can carry a stylization across frames instead of running it on each.
+Live video splits `process` (`analyse`, `style_layer`, `coverage`) so that partialstyle.live
+can carry a stylization across frames instead of running the networks on each.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,27 +124,14 @@ class Pipeline:
         return self.compose(analysis, self.style_layer(analysis))
 
     @torch.inference_mode()
-    def analyse(
-        self,
-        frame: np.ndarray,
-        timestamp: float | None = None,
-        moved_from: tuple[FrameAnalysis, Callable[[torch.Tensor], torch.Tensor]] | None = None,
-    ) -> FrameAnalysis:
-        """The cheap per-frame stage: the frame at processing size and its region masks.
-
-        moved_from: an earlier analysis with the same settings and a function that moves
-        its masks onto this frame (live video: optical flow), used instead of segmenting.
-        """
+    def analyse(self, frame: np.ndarray, timestamp: float | None = None) -> FrameAnalysis:
+        """The cheap stage: the frame at processing size and its region masks."""
         frame = check_frame(frame)
         with self._lock:
             config, plan, device = self._config, self._plan, self._device
         rgb, original, small = _prepare(frame, device, config)
         if not (plan.needs_mask or config.show_mask):
             region_masks, person = None, None
-        elif moved_from is not None:
-            earlier, move = moved_from
-            region_masks = {name: move(mask) for name, mask in earlier.region_masks.items()}
-            person = move(earlier.person)
         else:
             found = self._segmenter.regions(rgb, small, config, plan)
             region_masks, person = found.regions, found.person

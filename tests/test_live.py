@@ -1,20 +1,24 @@
-"""Live output: a stylization carried onto newer frames by optical flow (real photos)."""
+"""Live output: a stylization carried onto newer frames by optical flow, within its bound
+(real photos)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import pytest
 
 from partialstyle.config import PipelineConfig
-from partialstyle.live import LiveStylizer
+from partialstyle.live import CarryBound, LiveStylizer
+from partialstyle.live.carry import carry
+from partialstyle.live.flow import FlowEstimator, Warp, flow_gray, flow_size
 from partialstyle.obs.sample_clip import sample_frame
+from partialstyle.obs.settings import to_pipeline
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import StylePlan
-from partialstyle.propagate import FlowEstimator, Keyframe, flow_gray, flow_size, propagate
 
 WIDTH, HEIGHT = 640, 360
 
@@ -26,6 +30,21 @@ def person_mask(frame: np.ndarray, wall: np.ndarray) -> np.ndarray:
 
 def small(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def carried(color, key_person, gray_key, gray_now, person_now) -> np.ndarray:
+    """`color` (styled on the key frame) carried onto the current frame."""
+    flows = FlowEstimator()
+    backward, forward = flows(gray_now, gray_key), flows(gray_key, gray_now)
+    size = flow_size(*color.shape[:2])
+    key_person = small(key_person, *size)
+    to_key = Warp(backward, *color.shape[:2])
+    return carry(color, key_person, to_key, backward, forward, person_now).color
+
+
+def differs_by_rounding(a: np.ndarray, b: np.ndarray) -> bool:
+    """The live path blends in uint8, the pipeline in float: at most one level apart."""
+    return int(np.abs(a.astype(int) - b).max()) <= 1
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +59,7 @@ def test_a_pure_translation_is_reproduced(astronaut):
     before, after = big[:HEIGHT, :WIDTH], big[3 : HEIGHT + 3, 7 : WIDTH + 7]
     gray_before, gray_after = flow_gray(before), flow_gray(after)
     person = np.zeros(gray_after.shape, np.float32)
-    key = Keyframe.build(before, np.zeros((HEIGHT, WIDTH), np.float32), gray_before)
-    moved, _ = propagate(key, gray_after, person, FlowEstimator())
+    moved = carried(before, np.zeros((HEIGHT, WIDTH), np.float32), gray_before, gray_after, person)
     inner = (slice(16, HEIGHT - 16), slice(16, WIDTH - 24))
     error = np.abs(moved[inner].astype(float) - after[inner]).mean()
     unmoved = np.abs(before[inner].astype(float) - after[inner]).mean()
@@ -56,9 +74,10 @@ def test_what_the_person_uncovers_takes_the_wall_not_the_person(wall):
     before, after = sample_frame(WIDTH, HEIGHT, 0), sample_frame(WIDTH, HEIGHT, 30)
     person_before, person_after = person_mask(before, wall), person_mask(after, wall)
     coded = np.where(person_before[..., None] > 0.5, [255, 0, 0], [0, 0, 255]).astype(np.uint8)
-    key = Keyframe.build(coded, person_before, flow_gray(before))
     size = flow_size(HEIGHT, WIDTH)
-    moved, _ = propagate(key, flow_gray(after), small(person_after, *size), FlowEstimator())
+    moved = carried(
+        coded, person_before, flow_gray(before), flow_gray(after), small(person_after, *size)
+    )
     red = (moved[..., 0] > 128) & (moved[..., 2] < 128)
     blue = (moved[..., 2] > 128) & (moved[..., 0] < 128)
     # Away from the edges (the mask is soft there): the person red, the wall blue.
@@ -76,8 +95,13 @@ def moving_clip() -> list[np.ndarray]:
     return [sample_frame(WIDTH, HEIGHT, shift) for shift in range(0, 48, 4)]
 
 
-def live(style_every: int, plan: StylePlan) -> LiveStylizer:
-    return LiveStylizer(Pipeline(PipelineConfig(), plan), style_every=style_every)
+def live(style_every: int, plan: StylePlan, bound: CarryBound | None = None) -> LiveStylizer:
+    return LiveStylizer(Pipeline(PipelineConfig(), plan), style_every=style_every, bound=bound)
+
+
+# A test machine may take seconds per style run: where the test is not about the age limit,
+# it is lifted so that what the test watches happens.
+NO_AGE_LIMIT = CarryBound(max_seconds=600.0)
 
 
 def test_regions_styled_none_keep_the_current_frame_exactly(default_models, moving_clip):
@@ -89,9 +113,8 @@ def test_regions_styled_none_keep_the_current_frame_exactly(default_models, movi
         untouched = masks.person_mask(frame) == 0.0
         assert untouched.mean() > 0.3
         assert np.array_equal(out[untouched], frame[untouched]), f"frame {number}"
-        if number % 4:  # propagated frames still show the styled person
-            assert np.abs(out.astype(int) - frame)[~untouched].mean() > 20
-    assert stylizer.stylizations == 3
+        assert np.abs(out.astype(int) - frame)[~untouched].mean() > 20  # the person styled
+    assert 3 <= stylizer.stylizations < len(moving_clip)
 
 
 def test_propagated_frames_follow_the_picture_better_than_held_ones(default_models, moving_clip):
@@ -105,16 +128,19 @@ def test_propagated_frames_follow_the_picture_better_than_held_ones(default_mode
     def blur(image: np.ndarray) -> np.ndarray:
         return cv2.GaussianBlur(image.astype(np.float32), (0, 0), 6)
 
+    since = 0
     for number, frame in enumerate(moving_clip):
+        runs = stylizer.stylizations
         out = stylizer.process(frame)
         reference = every.process(frame)
-        if number % 4 == 0:
-            assert np.array_equal(out, reference)  # styled in line: the same as a plain run
-            held = out
+        if stylizer.stylizations > runs:  # styled in line: a plain run's picture
+            assert differs_by_rounding(out, reference), f"frame {number}"
+            held, since = out, 0
             continue
-        carried = np.abs(blur(out) - blur(reference)).mean()
+        since += 1
+        moved = np.abs(blur(out) - blur(reference)).mean()
         repeated = np.abs(blur(held) - blur(reference)).mean()
-        assert carried < (0.7 if number % 4 == 3 else 0.95) * repeated, f"frame {number}"
+        assert moved < (0.7 if since >= 3 else 0.95) * repeated, f"frame {number}"
 
 
 def test_a_still_picture_gives_a_still_output(default_models, astronaut_wide):
@@ -129,7 +155,7 @@ def test_a_style_change_shows_on_the_next_frame(default_models, astronaut_wide):
     new_plan = StylePlan.from_specs("multistyle:2", "multistyle:19")
     stylizer.pipeline.configure(plan=new_plan)
     expected = Pipeline(PipelineConfig(), new_plan).process(astronaut_wide)
-    assert np.array_equal(stylizer.process(astronaut_wide), expected)
+    assert differs_by_rounding(stylizer.process(astronaut_wide), expected)
 
 
 def test_the_background_thread_refreshes_the_style(default_models, moving_clip):
@@ -138,7 +164,7 @@ def test_the_background_thread_refreshes_the_style(default_models, moving_clip):
         for _ in range(3):
             for frame in moving_clip:
                 stylizer.process(frame)
-        # The style thread runs at the lowest priority: on a busy machine give it time.
+        # On a busy machine give the style thread time.
         deadline, extra = time.monotonic() + 60, 0
         while stylizer.stylizations < 2 and time.monotonic() < deadline:
             stylizer.process(moving_clip[extra % len(moving_clip)])
@@ -153,8 +179,8 @@ def test_the_background_thread_refreshes_the_style(default_models, moving_clip):
 def test_a_style_change_does_not_wait_for_the_style_thread(default_models, moving_clip):
     """A settings change is styled in line even while the style thread is inside a (slow)
     run of the networks, and that run's late, old-style result does not come back: in OBS
-    on a busy CPU the style thread, at the lowest priority, can take seconds for one run."""
-    stylizer = live(0, StylePlan.from_specs("multistyle:8", "none"))
+    on a busy CPU one run of the style thread can take seconds."""
+    stylizer = live(0, StylePlan.from_specs("multistyle:8", "none"), NO_AGE_LIMIT)
     pipeline = stylizer.pipeline
     inside, release = threading.Event(), threading.Event()
     style_layer = pipeline.style_layer
@@ -189,7 +215,7 @@ def test_a_style_change_does_not_wait_for_the_style_thread(default_models, movin
         stylizer.close()
     expected = Pipeline(PipelineConfig(), new_plan).process(third)
     old = Pipeline(PipelineConfig(), StylePlan.from_specs("multistyle:8", "none")).process(third)
-    assert np.array_equal(done[0], expected)
+    assert differs_by_rounding(done[0], expected)
     assert (
         np.abs(after.astype(int) - expected).mean() < 0.2 * np.abs(after.astype(int) - old).mean()
     )
@@ -215,3 +241,115 @@ def test_video_style_every_carries_the_style_along(default_models, tmp_path, mov
         assert 0.1 < changed.mean() < 0.7  # the person styled, the wall not
     assert main([*command, "--style-every", "0"]) == 2
     assert "--style-every" in capsys.readouterr().err
+
+
+# -- the bound ------------------------------------------------------------------------------
+
+
+def person_error(out: np.ndarray, reference: np.ndarray, frame: np.ndarray, wall) -> float:
+    """Mean |out − reference| (0–255) over the true person region, eroded so that the soft
+    edge does not count: what the live path's quality bound is stated in."""
+    inner = cv2.erode(person_mask(frame, wall), np.ones((9, 9), np.uint8)) > 0.5
+    return float(np.abs(out.astype(np.float32) - reference)[inner].mean())
+
+
+def sliding_clip(speed: int, count: int) -> list[np.ndarray]:
+    """The sample person sliding sideways `speed` pixels a frame."""
+    return [sample_frame(WIDTH, HEIGHT, speed * index - 40) for index in range(count)]
+
+
+# The OBS filter's defaults (stabilize 0.5 among them: without it the style networks repaint
+# their strokes differently after a shift of even one pixel, 15–20 levels apart), with
+# deterministic masks.
+LIVE_CONFIG = replace(
+    to_pipeline({})[0], segmenter="selfie-landscape", temporal_smoothing=0.0, threads=None
+)
+PERSON_ONLY = StylePlan.from_specs("multistyle:19", "none")
+
+
+@pytest.mark.parametrize("speed", [2, 6])
+def test_carried_frames_stay_within_the_bound_on_a_known_translation(default_models, wall, speed):
+    """The person slides `speed` pixels a frame: styled once, then carried until the bound
+    says no more. Every carried frame matches the keyframe's styling moved by the true
+    motion (≤ 12 levels over the person, eroded; 5–9 measured, from the flow's sub-pixel
+    error on fine strokes), for the bound's whole length, and the
+    faster the motion the sooner the style is refreshed. (Against styling each frame anew
+    the figure is larger whatever the carry does: the networks repaint their strokes after
+    a shift of one pixel; `partialstyle bench` reports that comparison.)"""
+    clip = sliding_clip(speed, 16)
+    stylizer = LiveStylizer(Pipeline(LIVE_CONFIG, PERSON_ONLY), style_every=1000)
+    bound, errors, hows, styled = stylizer.bound, [], "", {}
+    for number, frame in enumerate(clip):
+        out = stylizer.process(frame)
+        report = stylizer.report
+        hows += report.how[0]
+        if report.how == "styled":
+            styled[number] = out
+            continue
+        assert report.motion <= bound.max_motion and report.filled <= bound.max_filled
+        truth = np.roll(styled[report.keyframe], speed * (number - report.keyframe), axis=1)
+        errors.append(person_error(out, truth, frame, wall))
+    assert errors and max(errors) <= 12.0, errors
+    # 5% of 360 lines is 18 px: a run of carried frames spans about 18 / speed frames.
+    longest = max(len(run) for run in hows.split("s"))
+    assert 18 // speed - 2 <= longest <= 18 // speed + 1, hows
+
+
+def test_blocked_style_networks_cost_frame_rate_not_quality(default_models, wall):
+    """With the style thread stuck inside a run, frames past the bound wait for it (up to
+    `max_wait`), then are styled in line: each output is still the person styled in place,
+    never a keyframe carried past the bound."""
+    bound = CarryBound(max_wait=0.2, max_seconds=600.0)
+    stylizer = LiveStylizer(Pipeline(LIVE_CONFIG, PERSON_ONLY), bound=bound)
+    pipeline, every = stylizer.pipeline, Pipeline(LIVE_CONFIG, PERSON_ONLY)
+    inside, release = threading.Event(), threading.Event()
+    style_layer = pipeline.style_layer
+
+    def stuck_in_the_style_thread(analysis):
+        if threading.current_thread().name == "partialstyle-style":
+            inside.set()
+            release.wait(120)
+        return style_layer(analysis)
+
+    pipeline.style_layer = stuck_in_the_style_thread
+    reports, errors = [], []
+    try:
+        for frame in sliding_clip(6, 10):
+            out = stylizer.process(frame)
+            reports.append(stylizer.report)
+            errors.append(person_error(out, every.process(frame), frame, wall))
+    finally:
+        release.set()
+        stylizer.close()
+    assert inside.is_set()  # the style thread took a frame and is stuck with it
+    for report in reports:
+        assert report.how != "carried" or report.motion <= bound.max_motion
+    waited = [report for report in reports if report.waited]
+    assert waited and all(report.how == "styled" for report in waited)
+    assert max(errors) <= 18.0, errors
+
+
+def test_video_realtime_shows_what_obs_would(default_models, tmp_path, capsys):
+    """`partialstyle video --realtime`: the clip at its own pace through the live path with
+    the style thread beside it; every output frame shows the person styled and the wall
+    untouched, and the summary line says how many source frames reached the output."""
+    from partialstyle.commands.cli import main
+    from partialstyle.obs.sample_clip import write_clip
+
+    clip = sliding_clip(3, 24)
+    source = write_clip(tmp_path / "sliding.avi", clip, WIDTH, HEIGHT, 10)
+    out = tmp_path / "live.avi"
+    command = ["video", str(source), str(out), "--person-style", "multistyle:19"]
+    assert main([*command, "--background-style", "none", "--realtime", "--quiet"]) == 0
+    summary = capsys.readouterr().out
+    assert "source frames/s shown" in summary
+    capture = cv2.VideoCapture(str(out))
+    frames = []
+    while (read := capture.read())[0]:
+        frames.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    assert len(frames) == len(clip)
+    changed = [np.abs(f.astype(int) - s).mean(-1) > 30 for f, s in zip(frames, clip, strict=True)]
+    styled = [0.05 < mask.mean() < 0.7 for mask in changed]  # the person, not the wall
+    # Until the first result the source shows as it is (OBS too); from then on, styled.
+    first = styled.index(True)
+    assert first < len(clip) // 2 and all(styled[first:]), styled

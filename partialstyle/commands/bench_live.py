@@ -21,10 +21,11 @@ import torch
 
 from partialstyle.config import PipelineConfig
 from partialstyle.live import LiveStylizer
+from partialstyle.live.carry import round_trip_valid
+from partialstyle.live.flow import FlowEstimator, flow_gray, warp
 from partialstyle.obs.sample_clip import sample_frame
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import StylePlan
-from partialstyle.propagate import FlowEstimator, flow_gray, round_trip_valid, warp
 
 LIVE_PLAN = StylePlan.from_specs("multistyle:watercolor-pop", "multistyle:starry-swirls")
 CLIP_FRAMES = 32
@@ -45,7 +46,8 @@ def temporal_difference(outputs: list[np.ndarray], inputs: list[np.ndarray]) -> 
     for k in range(1, len(outputs)):
         now, before = flow_gray(inputs[k]), flow_gray(inputs[k - 1])
         backward, forward = flows(now, before), flows(before, now)
-        valid = cv2.resize(round_trip_valid(backward, forward), outputs[k].shape[1::-1]) > 0.5
+        valid = round_trip_valid(backward, forward).astype(np.float32)
+        valid = cv2.resize(valid, outputs[k].shape[1::-1]) > 0.5
         moved = warp(outputs[k - 1], backward)
         difference = np.abs(outputs[k].astype(np.float32) - moved).mean(-1)
         differences.append(float(difference[valid].mean()))

@@ -36,6 +36,18 @@ def cmd_video(args: argparse.Namespace) -> None:
     pipeline = pipeline_from_args(
         args, temporal_smoothing=args.temporal_smoothing, stabilize=args.stabilize
     )
+    if args.realtime:  # what the OBS filter shows: the live path at the clip's own pace
+        from partialstyle.commands.video import stated_fps
+        from partialstyle.live import LiveStylizer
+        from partialstyle.live.realtime import RealtimeStylizer
+
+        player = RealtimeStylizer(LiveStylizer(pipeline), stated_fps(args.input))
+        try:
+            count = restyle_video(player, args.input, args.output, progress=not args.quiet)
+        finally:
+            player.close()
+        print(f"wrote {args.output} ({count} frames; {player.record.summary(player.fps)})")
+        return
     if args.style_every > 1:  # the OBS filter's live path, reproducibly
         from partialstyle.live import LiveStylizer
 
@@ -67,6 +79,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         metavar="N",
         help="run the style networks on every N-th frame and carry the style along by optical "
         "flow in between, as the OBS filter does live (1: style every frame)",
+    )
+    video.add_argument(
+        "--realtime",
+        action="store_true",
+        help="play the clip at its own pace through the OBS filter's live path (the style "
+        "networks beside the frames, frames skipped when the machine falls behind): what OBS "
+        "would show here",
     )
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     video.set_defaults(run=cmd_video)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -21,8 +22,16 @@ from partialstyle.io import (
     partial_path,
     quiet_native_stderr,
 )
-from partialstyle.live import LiveStylizer
 from partialstyle.pipeline import Pipeline
+
+
+class Stylizer(Protocol):
+    """What restyles a clip frame by frame (a Pipeline, or the live path's stylizers)."""
+
+    def process(self, frame: np.ndarray) -> np.ndarray: ...
+
+    def reset(self) -> None: ...
+
 
 _CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
@@ -94,6 +103,15 @@ def output_timing(timestamps_ms: list[float], stated_fps: float) -> VideoTiming:
     return VideoTiming(fps, (*repeats, 1))
 
 
+def stated_fps(source: Path) -> float:
+    """The frame rate the clip states (30 when it states none)."""
+    with quiet_native_stderr():
+        capture = cv2.VideoCapture(str(source))
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        capture.release()
+    return fps if fps > 0 else 30.0
+
+
 def read_timing(source: Path) -> VideoTiming:
     """The clip's frame timestamps, from a pass that only grabs frames (no colour conversion)."""
     with quiet_native_stderr():
@@ -146,7 +164,7 @@ def _stderr_note(line: str) -> None:
 
 
 def restyle_video(
-    pipeline: Pipeline | LiveStylizer,
+    pipeline: Pipeline | Stylizer,
     source: Path,
     dest: Path,
     progress: bool = True,
@@ -154,7 +172,8 @@ def restyle_video(
 ) -> int:
     """Restyle every frame of `source` into `dest` at the same size and timing.
 
-    `pipeline` is a Pipeline (every frame styled) or a LiveStylizer (style carried along).
+    `pipeline` is a Pipeline (every frame styled) or a live-path stylizer (style carried
+    along, `partialstyle.live`).
 
     Writes to a temporary name first and replaces `dest` only once the finished file decodes
     with every frame, so a full disk or an interrupted run never leaves a broken `dest` (nor

@@ -46,7 +46,6 @@ from partialstyle.obs import messages
 from partialstyle.obs.messages import Message
 
 PARENT_CHECK_SECONDS = 1.0
-MAX_SEGMENT_EVERY = 3
 # Frames of different clients run side by side on this many threads (numpy, OpenCV and torch
 # release the GIL); a client's own frames are always one at a time, in order.
 FRAME_THREADS = max(1, min(2, os.cpu_count() or 1))
@@ -100,6 +99,7 @@ class ClientSession:
                 self.pipeline = pipeline
                 self.live = LiveStylizer(pipeline)
                 self.live.min_style_interval = self.style_pause
+                self.live.frame_interval = self.frame_interval
                 self.send(messages.Ready(self.client))
             else:
                 self.pipeline.configure(config, plan)
@@ -115,19 +115,7 @@ class ClientSession:
         self.frame_interval = max(0.0, float(frame_interval))
         if self.live is not None:
             self.live.min_style_interval = self.style_pause
-
-    def adapt_segmentation(self) -> None:
-        """Segment every frame while frames take at most half of OBS's frame interval."""
-        live, budget = self.live, 0.5 * self.frame_interval
-        if budget <= 0.0 or len(live.frame_seconds) < live.frame_seconds.maxlen:
-            return
-        cost = sum(live.frame_seconds) / len(live.frame_seconds)
-        if cost > budget and live.segment_every < MAX_SEGMENT_EVERY:
-            live.segment_every += 1
-            live.frame_seconds.clear()
-        elif cost < 0.6 * budget and live.segment_every > 1:
-            live.segment_every -= 1
-            live.frame_seconds.clear()
+            self.live.frame_interval = self.frame_interval
 
     def slot(self, role: str, path: str, width: int, height: int):
         from partialstyle.obs.frame_slots import FrameSlot
@@ -157,9 +145,12 @@ class ClientSession:
         except Exception as error:
             self.send(messages.Error(self.client, one_line(error), number))
             return
-        self.adapt_segmentation()
-        stylizations = self.live.stylizations
-        self.send(messages.Result(self.client, number, seconds, stylizations))
+        live = self.live
+        self.send(
+            messages.Result(
+                self.client, number, seconds, live.stylizations, live.report.keyframe_age
+            )
+        )
 
     def close(self) -> None:
         self.closed = True

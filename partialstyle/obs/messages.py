@@ -82,6 +82,7 @@ class Result:
     id: int
     seconds: float
     stylizations: int
+    keyframe_age: float = 0.0  # seconds between this frame and the stylization carried onto it
 
 
 @dataclass(frozen=True)

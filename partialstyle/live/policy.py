@@ -1,0 +1,71 @@
+"""The live path's rules: how far a stylization may be carried, how often to segment.
+
+A carried stylization drifts: flow is never exact, and what the styled frame did not see has
+to be filled in. So a keyframe is used only within a bound; past it, the frame waits for the
+style networks' next result or is styled in line. The live output therefore gives up frame
+rate, never quality, when the networks cannot keep up.
+
+The bound's numbers (measured on clips of a real photo sliding sideways, 640×360, person
+region against styling every frame; see README "Live output"):
+- motion: at most 5% of the frame height since the keyframe (99th percentile of the flow's
+  length; 18 pixels at 360 lines). Carrying over 24 pixels (6 frames at 4 px/frame) was
+  10 levels off every-frame styling (median); the error grows with the distance.
+- holes: at most 5% of the frame filled in (what the keyframe did not see, found by the
+  forward-backward and region checks): fills are local means, flat patches, not strokes.
+- age: at most 1 s even when the flow sees little motion (lighting, slow drift, masks
+  that change without motion): a backstop, not the working limit (motion is: at 2 px a
+  frame it is reached in 9 frames); a frame identical to the keyframe's has no age limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Segmentation runs on every frame while a frame costs at most this share of the source's
+# frame interval, else on every second or third frame, the masks moved by flow in between.
+SEGMENT_BUDGET_SHARE = 0.5
+MAX_SEGMENT_EVERY = 3
+
+
+@dataclass(frozen=True)
+class CarryBound:
+    """How far a keyframe may be carried before the frame needs a fresh one.
+
+    max_motion: share of the frame height things may have moved since the keyframe.
+    max_filled: share of the frame that may have been filled in.
+    max_seconds: age of the keyframe's frame (unless the frame is identical to it).
+    max_wait: how long a frame past the bound waits for the style thread's run in progress
+    before it is styled in line.
+    """
+
+    max_motion: float = 0.05
+    max_filled: float = 0.12
+    max_seconds: float = 1.0
+    max_wait: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_motion", "max_filled", "max_seconds", "max_wait"):
+            if not getattr(self, name) > 0.0:
+                raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
+
+    def young_enough(self, age_seconds: float) -> bool:
+        return age_seconds <= self.max_seconds
+
+    def near_enough(self, motion: float) -> bool:
+        return motion <= self.max_motion
+
+    def whole_enough(self, filled: float) -> bool:
+        return filled <= self.max_filled
+
+
+def segment_every(current: int, mean_frame_seconds: float, frame_interval: float) -> int:
+    """The next segmentation cadence: one step less often while frames cost more than
+    SEGMENT_BUDGET_SHARE of the frame interval, one step more often once well below it."""
+    budget = SEGMENT_BUDGET_SHARE * frame_interval
+    if budget <= 0.0:
+        return current
+    if mean_frame_seconds > budget and current < MAX_SEGMENT_EVERY:
+        return current + 1
+    if mean_frame_seconds < 0.6 * budget and current > 1:
+        return current - 1
+    return current
