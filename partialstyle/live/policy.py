@@ -57,6 +57,15 @@ class CarryBound:
     def whole_enough(self, filled: float) -> bool:
         return filled <= self.max_filled
 
+    def half_used(self, age_seconds: float, motion: float, filled: float) -> bool:
+        """Whether a carried frame is half-way to the bound in any of its terms: time to
+        start the next style run, so that it ends before the bound is reached."""
+        return (
+            age_seconds > 0.5 * self.max_seconds
+            or motion > 0.5 * self.max_motion
+            or filled > 0.5 * self.max_filled
+        )
+
 
 def segment_every(current: int, mean_frame_seconds: float, frame_interval: float) -> int:
     """The next segmentation cadence: one step less often while frames cost more than

@@ -17,9 +17,11 @@ Style runs:
 - `style_every=N`: every N-th frame in line (reproducible: `partialstyle video
   --style-every N`);
 - `style_every=0`: a style thread styles the newest segmented frame again and again, paced
-  only by `min_style_interval` (OBS asks for pauses when it renders late). It runs at the
-  frame thread's priority: a frame past the bound waits for it, so starving it would
-  starve the output, and nothing may. The OBS filter and `partialstyle video --live`.
+  by `min_style_interval` (OBS asks for pauses when it renders late) only while the
+  keyframe is less than half-way to the bound: past that it runs at once, so that its
+  result is there before the bound is. It runs at the frame thread's priority: a frame past
+  the bound waits for it, so starving it would starve the output, and nothing may. The OBS
+  filter and `partialstyle video --realtime`.
 
 A settings change (and its fade, `morph_seconds`) is styled in line at once, whatever the
 style thread is doing; a late result made with older settings never replaces a newer keyframe.
@@ -88,6 +90,7 @@ class LiveStylizer:
         self._condition = threading.Condition()
         self._pending: Segmented | None = None  # the newest segmented frame, for the thread
         self._styling = False  # the style thread is inside a run
+        self._urgent = False  # the keyframe is half-way to the bound: no pause before the next run
         self._error: BaseException | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -192,6 +195,10 @@ class LiveStylizer:
         if not bound.whole_enough(carried.filled):
             return None
         self.report = FrameReport("carried", key.number, now - key.time, moved, carried.filled)
+        if bound.half_used(now - key.time, moved, carried.filled) and not self._urgent:
+            with self._condition:  # refresh before the bound is reached, pause or not
+                self._urgent = True
+                self._condition.notify_all()
         return self._compose(frame, segmented, carried.color, coverage)
 
     def _refreshed(
@@ -285,10 +292,10 @@ class LiveStylizer:
                 if self._stopping:
                     return
                 pause = last_start + self.min_style_interval - time.perf_counter()
-                if pause > 0:  # paced: the newest frame comes meanwhile
-                    self._condition.wait_for(lambda: self._stopping, pause)
+                if pause > 0 and not self._urgent:  # paced: the newest frame comes meanwhile
+                    self._condition.wait_for(lambda: self._stopping or self._urgent, pause)
                     continue
-                job, self._pending = self._pending, None
+                job, self._pending, self._urgent = self._pending, None, False
                 self._styling = True
             try:
                 pipeline = self.pipeline

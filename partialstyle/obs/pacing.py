@@ -1,26 +1,28 @@
 """How hard the filter may work, from what OBS itself says about its frame timing.
 
-The inference process styles as fast as it can at a low CPU priority, and every frame is
-carried along by flow in between, so the output stays live whatever the style rate. What
-must not happen is OBS missing frames because the filter took the time it needed. When OBS
-reports frames it rendered late (lagged) or had to skip, the pause between two style runs
-doubles; once that pause is long and OBS still misses frames (several filters on software
-rendering, where reading a frame back costs the render thread milliseconds), each filter
-also reads back only every n-th frame. After a quiet while both relax again: first the
-frame stride, then the pause, down to every frame and no pause.
+The inference process styles at a low CPU priority, and every frame is carried along by
+flow between style runs. What must not happen is OBS missing frames because the filter took
+the time it needed. When OBS reports frames it rendered late (lagged) or had to skip, the
+pause between two style runs doubles, up to half a second; the pause only holds while the
+carried stylization is less than half-way to its bound (partialstyle.live.policy): motion
+refreshes the style whatever the pause, since quality is not traded away. Once the pause is
+at its longest and OBS still misses frames (several filters on software rendering, where
+reading a frame back costs the render thread milliseconds), each filter also reads back
+only every second frame. After a quiet while both relax again: first the frame stride, then
+the pause, down to every frame and no pause.
 """
 
 from __future__ import annotations
 
 # The first pause when OBS starts missing frames, and the longest.
 FIRST_PAUSE = 0.1
-MAX_PAUSE = 2.0
+MAX_PAUSE = 0.5
 # Seconds without a missed frame before the pause shrinks, and by how much.
 QUIET_SECONDS = 5.0
 SHRINK = 0.7
 # From this pause on, missed frames also widen the frame stride, up to MAX_STRIDE.
-STRIDE_FROM_PAUSE = 0.4
-MAX_STRIDE = 4
+STRIDE_FROM_PAUSE = MAX_PAUSE
+MAX_STRIDE = 2
 
 
 class StylePacer:

@@ -7,8 +7,6 @@ pixels exactly as they were in the source frame it composed the output from.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from partialstyle.obs.sample_clip import sample_frame
@@ -47,9 +45,11 @@ def read_tag(frame: np.ndarray) -> int | None:
     return number
 
 
-def moving_frames(count: int, width: int, height: int, sway: int) -> list[np.ndarray]:
-    """The sample person swaying ±`sway` pixels once per clip, each frame tagged."""
+def sliding_frames(count: int, width: int, height: int, speed: int) -> list[np.ndarray]:
+    """The sample person sliding `speed` pixels a frame to the right for half the clip and
+    back for the other half (a turn of direction; the looped clip has no jump), tagged."""
+    half = count // 2
+    start = -speed * half // 2
     return [
-        tag(sample_frame(width, height, round(sway * math.sin(2 * math.pi * i / count))), i)
-        for i in range(count)
+        tag(sample_frame(width, height, start + speed * min(i, count - i)), i) for i in range(count)
     ]

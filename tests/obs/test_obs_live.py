@@ -1,10 +1,14 @@
-"""The filter is live in the real OBS: every frame the source shows comes out styled, in step.
+"""The filter is live in the real OBS, and what it shows is right: every frame the source shows
+comes out with the person styled in place, about as well as styling that frame directly.
 
-A clip of the sample person swaying sideways, each frame tagged with its number (see
-frame_tags), plays in the shared session's media source. OBS records its own output: first
-with the filter off (which gives the recording's frame clock against the clip's), then on.
-From the recording: how many fresh styled frames per second, how many frames the styled
-output trails the newest source frame, whether the styled person sits where the person is.
+A clip of the sample person sliding sideways and back (a turn of direction), each frame
+tagged with its number (see frame_tags), plays in the shared session's media source, at two
+speeds. OBS records its own output with x264, as a streamer's OBS would while streaming:
+first with the filter off (the recording's frame clock against the clip's), then on. From
+the recording, per output frame: which source frame it shows (the tag), and how far its
+person region is from the library styling that same source frame (`Pipeline.process`, the
+filter's settings, every frame). A smeared or blank person, a style that stopped refreshing
+or a person styled where they no longer are is far from that reference.
 """
 
 from __future__ import annotations
@@ -13,20 +17,25 @@ import json
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
-from frame_tags import moving_frames, read_tag
-from obs_harness import CAMERA, FILTER, FPS, HEIGHT, WIDTH, ObsSession, read_video
+from frame_tags import read_tag, sliding_frames
+from obs_harness import CAMERA, FILTER, FILTER_SETTINGS, FPS, HEIGHT, WIDTH, ObsSession, read_video
 
-from partialstyle.obs.sample_clip import write_clip
+from partialstyle.obs.sample_clip import sample_frame, write_clip
+from partialstyle.obs.settings import to_pipeline
+from partialstyle.pipeline import Pipeline
 
 pytestmark = pytest.mark.obs
 
-COUNT = 120  # 4 s at 30 fps, a swing there and back
-SWAY = 60  # pixels either side: up to 6 pixels of motion per frame
-LIVE_SETTINGS = {"person_style": "multistyle:8", "background_style": "none"}
-# Output pixels this far from the source frame they came from count as styled.
-STYLED_LEVEL = 30
+COUNT = 120  # 4 s at 30 fps: across and back
+LIVE_SETTINGS = {"person_style": "multistyle:19", "background_style": "none"}
+# The quality bound the README states: the person region within this many levels (0–255,
+# mean over the eroded person) of styling the same frame directly counts as right. The
+# networks themselves repaint their strokes after a shift of one pixel (15–20 levels apart
+# between directly styled frames 1–6 px apart, before stabilization), so this is not 0.
+WITHIN = 18.0
 
 
 def record(session: ObsSession, off_seconds: float, on_seconds: float) -> tuple[Path, dict]:
@@ -47,88 +56,109 @@ def record(session: ObsSession, off_seconds: float, on_seconds: float) -> tuple[
     return path, {"render_frames": total, "skipped_render_frames": skipped}
 
 
-def styled_person(image: np.ndarray, source: np.ndarray) -> bool:
-    """Whether the filter styled the person: many pixels far from the source frame's."""
-    changed = np.abs(image.astype(np.int16) - source.astype(np.int16)).mean(-1) > STYLED_LEVEL
-    return int(changed[HEIGHT // 3 :].sum()) > 500
+def reference_styling(clip: list[np.ndarray]) -> list[np.ndarray]:
+    """The library styling every frame of the looping clip with the filter's settings (the
+    second pass, so the stabilizer has the history it has in OBS)."""
+    config, plan = to_pipeline({**FILTER_SETTINGS, **LIVE_SETTINGS})
+    pipeline = Pipeline(config, plan)
+    for frame in clip:
+        pipeline.process(frame)
+    return [pipeline.process(frame) for frame in clip]
 
 
-def analyse(recorded: list[np.ndarray], clip: list[np.ndarray]) -> dict:
+def person_regions(clip: list[np.ndarray]) -> list[np.ndarray]:
+    """Each frame's true person region (where it differs from the empty wall), eroded so
+    that the soft mask edge does not count."""
+    wall = sample_frame(WIDTH, HEIGHT, shift=10 * WIDTH).astype(np.int16)
+    kernel = np.ones((9, 9), np.uint8)
+    return [
+        cv2.erode((np.abs(frame.astype(np.int16) - wall).max(-1) > 12).astype(np.uint8), kernel) > 0
+        for frame in clip
+    ]
+
+
+def analyse(recorded: list[np.ndarray], clip: list[np.ndarray], reference: list) -> dict:
+    regions = person_regions(clip)
     tags = [read_tag(frame) for frame in recorded]
-    styled = [
-        tag is not None and styled_person(frame, clip[tag])
+    errors = [
+        None
+        if tag is None
+        else float(np.abs(frame.astype(np.float32) - reference[tag])[regions[tag]].mean())
         for frame, tag in zip(recorded, tags, strict=True)
     ]
+    unstyled = [
+        None
+        if tag is None
+        else float(np.abs(frame.astype(np.float32) - clip[tag])[regions[tag]].mean())
+        for frame, tag in zip(recorded, tags, strict=True)
+    ]
+    # The filter is on from the first frame whose person is far from the source's.
+    styled = [value is not None and value > 30 for value in unstyled]
     assert True in styled, f"no styled frame in the recording ({len(recorded)} frames)"
     first_styled = styled.index(True)
     # The clock: with the filter off, the recording shows the clip's current frame.
     offsets = [(tag - k) % COUNT for k, tag in enumerate(tags[:first_styled]) if tag is not None]
-    assert offsets, (
-        f"no tagged frame before the first styled one (frame {first_styled} of "
-        f"{len(recorded)}; tags read in {sum(t is not None for t in tags)} frames)"
-    )
+    assert offsets, f"no tagged frame before the first styled one (frame {first_styled})"
     offset = int(np.bincount(offsets).argmax())
-    start = first_styled + FPS  # one second after the first styled frame
-    window = range(start, len(recorded))
-    lags, fresh = [], 0
-    for k in window:
-        tag = tags[k]
-        if tag is None or not styled[k]:
-            continue
-        lags.append((k + offset - tag) % COUNT)
-        if tag != tags[k - 1]:
-            fresh += 1
+    window = range(first_styled + FPS, len(recorded))  # from a second after the first result
     seconds = len(window) / FPS
+    shown = [k for k in window if errors[k] is not None]
+    within = [k for k in shown if errors[k] <= WITHIN]
+    fresh = [k for k in within if tags[k] != tags[k - 1]]
+    lags = [(k + offset - tags[k]) % COUNT for k in within]
+    values = [errors[k] for k in shown]
     return {
         "seconds": round(seconds, 2),
-        "styled_share": round(sum(styled[start:]) / len(window), 3),
-        "fresh_styled_fps": round(fresh / seconds, 2),
-        "lag_frames_median": float(np.median(lags)),
-        "lag_frames_p90": float(np.percentile(lags, 90)),
+        "tagged_share": round(len(shown) / len(window), 3),
+        "person_error_median": round(float(np.median(values)), 2),
+        "person_error_p90": round(float(np.percentile(values, 90)), 2),
+        "within_bound_share": round(len(within) / max(1, len(shown)), 3),
+        "fresh_within_bound_fps": round(len(fresh) / seconds, 2),
+        "distinct_source_fps": round(len({tags[k] for k in shown}) / seconds, 2),
+        "lag_frames_median": float(np.median(lags)) if lags else None,
+        "lag_frames_p90": float(np.percentile(lags, 90)) if lags else None,
     }
 
 
-def test_output_follows_a_moving_person_frame_by_frame(obs_session, record_property):
-    """Every source frame comes out styled and in step: fresh styled frames at ≥ 15 per
-    second, trailing the source by ≤ 3 frames (median), ≤ 1% skipped render frames are the
-    targets (asserted with a margin, see below). Where the styled person sits is
-    checked by the propagation's own tests (tests/test_live.py)."""
+@pytest.mark.parametrize("speed", [2, 6])
+def test_a_moving_person_comes_out_styled_in_place(obs_session, record_property, speed):
+    """The person, sliding `speed` px a frame and turning, is styled in place on the output
+    while OBS records: its region is near the library's own styling of the same source frame
+    (median and 90th percentile), fresh frames within that bound reach the output many times
+    a second, trailing the source by a few frames, and OBS stays on time. The README's
+    "Live output" table comes from this test's numbers (written to live-<speed>px.json)."""
     session, client = obs_session, obs_session.client
-    clip = moving_frames(COUNT, WIDTH, HEIGHT, SWAY)
-    path = write_clip(session.root / "moving.avi", clip, WIDTH, HEIGHT, FPS)
+    clip = sliding_frames(COUNT, WIDTH, HEIGHT, speed)
+    path = write_clip(session.root / f"sliding-{speed}.avi", clip, WIDTH, HEIGHT, FPS)
     still = client.get_input_settings(CAMERA).input_settings["local_file"]
     client.set_input_settings(CAMERA, {"local_file": str(path)}, True)
-    client.set_source_filter_settings(CAMERA, FILTER, LIVE_SETTINGS, False)
+    client.set_source_filter_settings(CAMERA, FILTER, LIVE_SETTINGS, True)
     try:
-        # The media source has switched to the tagged clip (its frames carry numbers) ...
         session.wait_for(
             lambda: read_tag(session.screenshot()) is not None, 30, what="the tagged clip playing"
         )
-        # ... and the filter styles it (the statistics are per second: wait for a fresh one).
         results = session.filter_stats().get(FILTER, {}).get("results", 0)
         session.wait_for(
-            lambda: (
-                session.filter_stats().get(FILTER, {}).get("results", 0) > results + 10
-                and session.filter_stats()[FILTER].get("processed_fps", 0) > 5
-            ),
+            lambda: session.filter_stats().get(FILTER, {}).get("results", 0) > results + 10,
             60,
             what="styled frames from the moving clip",
         )
         video, obs_numbers = record(session, off_seconds=3.0, on_seconds=8.0)
-        numbers = analyse(read_video(video), clip)
+        numbers = analyse(read_video(video), clip, reference_styling(clip))
         numbers.update(obs_numbers)
         numbers["filter"] = session.filter_stats().get(FILTER, {})
     finally:
         client.set_input_settings(CAMERA, {"local_file": still}, True)
     print(json.dumps(numbers, indent=1))
-    (session.root / "live.json").write_text(json.dumps(numbers, indent=1))
+    (session.root / f"live-{speed}px.json").write_text(json.dumps(numbers, indent=1))
     for key, value in numbers.items():
         record_property(key, value)
-    # The targets (≥ 15 fresh frames/s, ≤ 3 frames behind, ≤ 1% skipped) are benchmark
-    # figures, reported in the README from this test's output; the assertions hold a margin
-    # for the shared CI machine and still fail clearly when the output is not live (before
-    # the live path: 1.5–2 fresh frames/s, 16 frames behind).
-    assert numbers["styled_share"] > 0.95
-    assert numbers["fresh_styled_fps"] >= 10
-    assert numbers["lag_frames_median"] <= 4
+    # Targets (README): median ≤ 12, p90 ≤ 18, ≥ 15 fresh frames/s within the bound, ≤ 3
+    # frames behind, ≤ 1% skipped. The assertions keep a margin for the shared CI machine and
+    # still fail clearly on a drifting carry (before the bound: 51–67 levels off, median).
+    assert numbers["tagged_share"] > 0.9
+    assert numbers["person_error_median"] <= 14.0
+    assert numbers["person_error_p90"] <= 22.0
+    assert numbers["fresh_within_bound_fps"] >= 8
+    assert numbers["lag_frames_median"] <= 5
     assert numbers["skipped_render_frames"] <= 0.03 * max(numbers["render_frames"], 1)

@@ -34,10 +34,10 @@ def test_a_quiet_while_shrinks_the_pause_to_none():
 
 
 def test_the_users_cap_is_a_floor():
-    pacer = StylePacer(floor=0.5)
-    assert pacer.update(0, 1.0) == 0.5
-    assert pacer.update(10, 1.0) == 1.0
-    assert min(pacer.update(10, 1.0) for _ in range(100)) == 0.5
+    pacer = StylePacer(floor=0.2)
+    assert pacer.update(0, 1.0) == 0.2
+    assert pacer.update(10, 1.0) == 0.4
+    assert min(pacer.update(10, 1.0) for _ in range(100)) == 0.2
 
 
 def test_frames_are_skipped_only_once_the_pause_is_long_and_come_back_first():
