@@ -372,7 +372,7 @@ def run_benchmarks(
         "style_kinds_640x360": style_kind_benchmarks(torch_device, repeats),
         "flicker_static_clip": flicker_benchmark(torch_device),
         "per_person_1280x720": per_person_benchmark(torch_device, repeats),
-        "live_640x360": live_benchmark(torch_device, (4,) if quick else (2, 4, 8)),
+        "live_640x360": live_benchmark(torch_device, quick),
     }
     if not quick:
         results["yolact_550_on_640x360"] = yolact_benchmarks(torch_device, repeats)

@@ -43,6 +43,14 @@ def sample_frame(
     return frame
 
 
+def sliding_shifts(count: int, speed: int) -> list[int]:
+    """The person's shift in each frame of a clip where they slide `speed` pixels a frame to
+    the right for half the clip and back for the other half (a turn of direction; looped,
+    the clip has no jump): motion that is known exactly, for measuring the live path."""
+    start = -speed * (count // 2) // 2
+    return [start + speed * min(index, count - index) for index in range(count)]
+
+
 def write_sample_clip(
     path: Path,
     width: int = 640,

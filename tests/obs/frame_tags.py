@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from partialstyle.obs.sample_clip import sample_frame
+from partialstyle.obs.sample_clip import sample_frame, sliding_shifts
 
 BITS = 8
 BLOCK = 12
@@ -46,10 +46,6 @@ def read_tag(frame: np.ndarray) -> int | None:
 
 
 def sliding_frames(count: int, width: int, height: int, speed: int) -> list[np.ndarray]:
-    """The sample person sliding `speed` pixels a frame to the right for half the clip and
-    back for the other half (a turn of direction; the looped clip has no jump), tagged."""
-    half = count // 2
-    start = -speed * half // 2
-    return [
-        tag(sample_frame(width, height, start + speed * min(i, count - i)), i) for i in range(count)
-    ]
+    """The sample person sliding `speed` pixels a frame and back (`sliding_shifts`), tagged."""
+    shifts = sliding_shifts(count, speed)
+    return [tag(sample_frame(width, height, shift), i) for i, shift in enumerate(shifts)]
