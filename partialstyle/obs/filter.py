@@ -30,11 +30,11 @@ from partialstyle.obs import (
 )
 from partialstyle.obs.gpu import GpuFrames
 from partialstyle.obs.pacing import StylePacer
+from partialstyle.obs.preparation import Preparation
 from partialstyle.obs.source_info import Runtime
 from partialstyle.obs.source_info import install as install_source
 from partialstyle.obs.status import Figures, status_text
 from partialstyle.obs.worker import FrameWorker, Processor
-from partialstyle.style import kernel_dir
 
 SOURCE_ID = "partialstyle_filter"
 DISPLAY_NAME = "Partial Style Transfer"
@@ -95,9 +95,7 @@ class FilterInstance:
     ):
         self.source = source
         self.environment = environment  # the project environment (its kernel folder)
-        self.preparing: float | None = None  # seconds a kernel build has been running
         self.figures: Figures | None = None
-        self._created = time.monotonic()
         self.stats = stats.RenderStats()
         self.gpu: GpuFrames | None = None
         self.graphics_thread: int | None = None  # learnt in video_tick
@@ -114,6 +112,11 @@ class FilterInstance:
             name=f"partialstyle-{handle}",
         )
         self.handle = handle
+        self.preparation = Preparation(
+            environment,
+            lambda text: scriptlog.report(libobs.LOG_INFO, f"{self.label}: {text}"),
+            time.monotonic(),
+        )
         self.hotkeys: dict[int, str] = {}  # registered on the parent, once it is known
         self._stop_reporting = threading.Event()
         self._reporter = threading.Thread(
@@ -165,7 +168,7 @@ class FilterInstance:
         height = obs.obs_source_get_base_height(target)
         if not width or not height:
             return False
-        if self.preparing is not None:
+        if self.preparation.waiting:
             return False  # nothing is sent while the kernel builds: it gets the CPU
         gpu = self.gpu
         if gpu is None or (gpu.width, gpu.height) != (width, height):
@@ -207,7 +210,7 @@ class FilterInstance:
         working = self.worker.busy and not self.worker.recovering  # slow, not failing
         limit = STALE_WHILE_BUSY_SECONDS if working else STALE_SECONDS
         stale = time.monotonic() - gpu.uploaded_at > limit
-        if not usable or gpu.uploaded == 0 or stale:
+        if not usable or gpu.uploaded == 0 or stale or self.preparation.stale_style:
             return False
         gpu.draw()
         return True
@@ -234,14 +237,15 @@ class FilterInstance:
 
     def status(self) -> str:
         """The properties dialog's status: state first, measurements last (see properties)."""
-        state = self.worker.state
+        state, waiting = self.worker.state, self.preparation
         return status_text(
             state,
             self.worker.error,
             (*getattr(self, "problems", ()), *dialog_fields.typed_problems(self.values)),
             self.figures,
-            preparing=self.preparing,
-            loading_for=time.monotonic() - self._created if state == "loading" else None,
+            preparing=waiting.building,
+            loading_for=time.monotonic() - waiting.created if state == "loading" else None,
+            stale_style=waiting.stale_style,
         )
 
     def stop(self) -> None:
@@ -288,17 +292,17 @@ class FilterInstance:
 
     def _report_loop(self) -> None:
         last_log = last_report = time.monotonic()
-        state = "loading"
         while not self._stop_reporting.wait(REPORT_EVERY):
             now = time.monotonic()
             elapsed, last_report = now - last_report, now
-            self._follow_preparation(now)
-            state = self._follow_state(state, now)
             pause = self.pacer.update(missed_frames(), elapsed)
             processor = self.worker.processor
             stylizations = getattr(processor, "stylizations", 0)
+            keyframe_age = getattr(processor, "keyframe_age", None)
+            interval = frame_interval()
+            self.preparation.follow(now, self.worker.state, keyframe_age, interval)
             if processor is not None and hasattr(processor, "pace"):
-                processor.pace(pause, frame_interval())
+                processor.pace(pause, interval)
             self.stats.sample(now, results=self.stats.results, stylizations=stylizations)
             rates = self.stats.rates(STATUS_WINDOW)
             summary = self.stats.summary()
@@ -308,8 +312,9 @@ class FilterInstance:
             summary["missed_frames"] = missed_frames()
             summary["stylizations"] = stylizations
             summary["styles_per_second"] = rates.get("stylizations", 0.0)
-            summary["keyframe_age"] = getattr(processor, "keyframe_age", None)
-            summary["preparing"] = self.preparing
+            summary["keyframe_age"] = keyframe_age
+            summary["preparing"] = self.preparation.building
+            summary["stale_style"] = self.preparation.stale_style
             durations = list(self.worker.durations)
             summary["inference_ms_mean"] = (
                 1000.0 * sum(durations) / len(durations) if durations else 0.0
@@ -330,36 +335,6 @@ class FilterInstance:
                 last_log = time.monotonic()
                 rates = self.stats.rates(stats.LOG_EVERY)
                 libobs.log(libobs.LOG_INFO, stats.log_line(self.label, summary, rates))
-
-    def _follow_preparation(self, now: float) -> None:
-        """Notice a kernel build starting and ending (see `kernel_dir`); say so in the log."""
-        if self.environment is None:
-            return
-        preparing = kernel_dir.build_running(self.environment)
-        if preparing is not None and self.preparing is None:
-            self._log_once(
-                libobs.LOG_INFO,
-                f"{self.label}: preparing the style kernel for this CPU, once per "
-                f"installation ({kernel_dir.BUILD_TAKES}); the source shows unstyled "
-                "meanwhile. `install/install.sh` does this ahead of time.",
-            )
-            self._preparing_since = now - preparing
-        elif preparing is None and self.preparing is not None:
-            took = now - getattr(self, "_preparing_since", now)
-            scriptlog.report(
-                libobs.LOG_INFO, f"{self.label}: style kernel ready after {took:.0f} s; styling"
-            )
-        self.preparing = preparing
-
-    def _follow_state(self, previous: str, now: float) -> str:
-        """Log how long loading took, once it ends."""
-        state = self.worker.state
-        if previous == "loading" and state == "ready":
-            libobs.log(
-                libobs.LOG_INFO,
-                f"{self.label}: torch and the models loaded in {now - self._created:.0f} s",
-            )
-        return state
 
 
 class FilterType:

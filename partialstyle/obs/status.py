@@ -48,12 +48,13 @@ def status_text(
     *,
     preparing: float | None = None,
     loading_for: float | None = None,
+    stale_style: float | None = None,
     clock: Callable[[], str] = lambda: time.strftime("%H:%M:%S"),
 ) -> str:
     """The dialog's status: the state, what was not applied, and (running) the figures.
 
     `preparing`: seconds a kernel build has been running; `loading_for`: seconds the models
-    have been loading.
+    have been loading; `stale_style`: age in seconds of a stylization too old to draw.
     """
     from partialstyle.style.kernel_dir import BUILD_TAKES
 
@@ -72,13 +73,20 @@ def status_text(
         ]
         if loading_for is not None:
             lines.append(f"{MEASURED} at {clock()}: loading for {_duration(loading_for)}.")
+    elif stale_style is not None:
+        lines = [
+            "Waiting for the style networks: the CPU is busy, and the newest style is "
+            "too old to draw. The source shows unstyled until they catch up.",
+            f"{MEASURED} at {clock()}: newest style {_duration(stale_style)} old.",
+        ]
     elif problems:
         refused = sorted({problem.split(":", 1)[0] for problem in problems})
         lines = [f"Running, but not applied: {', '.join(refused)} (see below)."]
     else:
         lines = ["Running."]
     lines += problems
-    if not error and preparing is None and state != "loading" and figures is not None:
+    waiting = preparing is not None or stale_style is not None or state == "loading"
+    if not error and not waiting and figures is not None:
         lines.append(measured_line(figures, clock()))
     return "\n".join(lines)
 

@@ -319,3 +319,30 @@ def test_yolact_settings_are_disabled_with_the_fix_where_yolact_cannot_run():
     assert dialog_fields.yolact_unavailable(weights_found=True, device="cuda") is None
     assert dialog_fields.yolact_unavailable(weights_found=True, device=None) is None  # unknown
     assert set(dialog_fields.YOLACT_KEYS) <= set(settings.DEFAULTS)
+
+
+def test_preparation_says_what_the_filter_waits_for_once_and_how_long(tmp_path):
+    from partialstyle.obs.preparation import STALE_STYLE_SECONDS, Preparation
+
+    said: list[str] = []
+    waiting = Preparation(None, said.append, created=0.0)
+    waiting.follow(4.0, "loading", None, 1 / 30, building=None)
+    assert not waiting.waiting and said == []
+    waiting.follow(9.0, "ready", None, 1 / 30, building=None)
+    assert said == ["torch and the models loaded in 9 s"]
+    waiting.follow(10.0, "ready", None, 1 / 30, building=3.0)
+    waiting.follow(11.0, "ready", None, 1 / 30, building=4.0)
+    assert waiting.waiting and waiting.building == 4.0
+    assert said[-1].startswith("preparing the style kernel") and len(said) == 2
+    waiting.follow(90.0, "ready", None, 1 / 30, building=None)
+    assert not waiting.waiting and said[-1] == "style kernel ready after 83 s; styling again"
+
+    frames = 30 * (STALE_STYLE_SECONDS + 2)  # at 30 fps: 12 s since the networks ran
+    waiting.follow(100.0, "ready", frames, 1 / 30, building=None)
+    assert waiting.stale_style == pytest.approx(STALE_STYLE_SECONDS + 2)
+    assert "have not run for 12 s" in said[-1]
+    waiting.follow(101.0, "ready", 2.0, 1 / 30, building=None)
+    assert waiting.stale_style is None and said[-1].endswith("caught up; styling again")
+    assert len(said) == 5
+    stale = status.status_text("ready", None, (), figures(), stale_style=12.0)
+    assert stale.startswith("Waiting for the style networks") and "12 s old" in stale
