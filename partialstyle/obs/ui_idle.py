@@ -1,11 +1,13 @@
 """Whether the user is in the middle of something in OBS's window that a dialog rebuild
-would cut short: an open drop-down list, a file chooser, a mouse drag (a slider), typing.
+would cut short: an open drop-down list, a file chooser, a mouse drag (a slider), a help
+text (tooltip) being read, typing.
 
 OBS rebuilds a filter's whole dialog to show a new status (see `partialstyle.obs.status`);
-that closes an open list, ends a drag and takes the keyboard focus. Qt knows about popups,
-modal dialogs and pressed mouse buttons; its static QApplication functions are called through
-ctypes on Qt's own thread (an OBS UI task queued by `poll`), and the answer is kept for the
-script's timer. Without Qt (tests, another toolkit) only the time since the last edit counts.
+that closes an open list, ends a drag, hides a tooltip and takes the keyboard focus. Qt knows
+about popups, modal dialogs, tooltips and pressed mouse buttons; its static functions are
+called through ctypes on Qt's own thread (an OBS UI task queued by `poll`), and the answer
+is kept for the script's timer. Without Qt (tests, another toolkit) only the time since the
+last edit counts.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ _QT_CALLS = {
     "modal": ("libQt5Widgets.so.5", "_ZN12QApplication17activeModalWidgetEv", c_void_p),
     "popup": ("libQt5Widgets.so.5", "_ZN12QApplication17activePopupWidgetEv", c_void_p),
     "mouse": ("libQt5Gui.so.5", "_ZN15QGuiApplication12mouseButtonsEv", c_int),
+    "tooltip": ("libQt5Widgets.so.5", "_ZN8QToolTip9isVisibleEv", c_bool),
 }
 THUNK_ATTRIBUTE = "ui_idle_task_thunk"
 
@@ -42,7 +45,12 @@ def edited() -> None:
 def qt_busy() -> str | None:
     """What Qt says the user is doing ("a list is open", ...), None when nothing; call on
     Qt's thread. None also when Qt's functions cannot be found."""
-    reasons = {"modal": "a dialog is open", "popup": "a list is open", "mouse": "dragging"}
+    reasons = {
+        "modal": "a dialog is open",
+        "popup": "a list is open",
+        "mouse": "dragging",
+        "tooltip": "a help text is shown",
+    }
     for name, (library, symbol, restype) in _QT_CALLS.items():
         try:
             function = getattr(ctypes.CDLL(library, mode=os.RTLD_NOLOAD), symbol)
