@@ -44,17 +44,26 @@ def style_items(region: str, values: dict[str, Any]) -> list[tuple[str, str]]:
     return items
 
 
-def dialog_changes(kind: str, region: str, values: dict[str, Any]) -> dict[str, str]:
+def dialog_changes(
+    kind: str, region: str, values: dict[str, Any], opening: bool = False
+) -> dict[str, str]:
     """What the dialog writes after the user edits a region's `kind` of field:
 
     - "list" (a style picked): the typed field shows the picked style, ready to edit, and
       the picture field empties unless the picked style is that picture;
     - "picture" (a file chosen): the region's style becomes that picture;
     - "text" (typed, one line): the style, as soon as the text is a valid style.
+
+    While the dialog is `opening` (OBS shows every field's stored value; the dialog is also
+    rebuilt to show a new status), nothing is a new choice: only an empty typed field is
+    filled with the current style.
     """
     style_key, text_key = f"{region}_style", f"{region}_style_text"
     picture_key = f"{region}_picture"
     typed = region in TYPED_REGIONS
+    if opening:
+        empty = typed and not str(values.get(text_key, "")).strip()
+        return {text_key: str(values.get(style_key, ""))} if kind == "list" and empty else {}
     if kind == "list":
         style = str(values.get(style_key, ""))
         changes = {text_key: style} if typed else {}

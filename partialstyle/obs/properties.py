@@ -48,8 +48,6 @@ _EXTRA_SIGNATURES: dict[str, tuple[Any, list]] = {
     "obs_property_set_description": (None, [c_void_p, c_char_p]),
     "obs_property_set_visible": (None, [c_void_p, c_bool]),
     "obs_property_set_enabled": (None, [c_void_p, c_bool]),
-    "obs_property_visible": (c_bool, [c_void_p]),
-    "obs_property_description": (c_char_p, [c_void_p]),
     "obs_property_list_item_disable": (None, [c_void_p, c_size_t, c_bool]),
     "obs_property_text_set_info_type": (None, [c_void_p, c_int]),
     "obs_property_text_set_info_word_wrap": (None, [c_void_p, c_bool]),
@@ -195,37 +193,19 @@ def _on_modified(action: int, props: int | None, prop: int | None, data: int | N
     values = read(data)
     if not _opening:
         ui_idle.edited()
-    # While opening, a stored picture or typed text is not a new choice.
-    new_choice = kind == "list" or not _opening
-    changes = dialog_fields.dialog_changes(kind, region, values) if new_choice else {}
+    changes = dialog_fields.dialog_changes(kind, region, values, opening=_opening)
     obs = lib()
     for key, value in changes.items():
         obs.obs_data_set_string(data, key.encode(), value.encode())
     values.update(changes)
     root = _root(props)
-    if _opening:
+    if _opening or kind == "text":
+        # Typing: no rebuild, which would take keys typed meanwhile and the focus; the hint,
+        # the list and the status show the typed style once the user pauses (see status).
         _sync_region(root, region, values)
         return False
-    if kind == "text":
-        # Typing: rebuild (OBS gives the field its focus back, the cursor at the end) only
-        # when the hint under it changes or the style was applied.
-        hint_property = obs.obs_properties_get(root, f"{region}_style_hint".encode())
-        shown = obs.obs_property_visible(hint_property) if hint_property else False
-        hint = dialog_fields.typed_hint(region, values)
-        if not changes and shown == (hint is not None):
-            return hint is not None and _hint_changed(hint_property, hint)
     for other in schema.STYLE_REGIONS:  # OBS rebuilds every list from its stored items
         _sync_region(root, other, values)
-    return True
-
-
-def _hint_changed(hint_property: int, hint: str) -> bool:
-    """Update a shown hint's text; True when it changed (the dialog must be rebuilt)."""
-    obs = lib()
-    current = obs.obs_property_description(hint_property) or b""
-    if current.decode("utf-8", "replace") == hint:
-        return False
-    obs.obs_property_set_description(hint_property, hint.encode())
     return True
 
 

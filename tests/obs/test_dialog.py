@@ -346,3 +346,15 @@ def test_preparation_says_what_the_filter_waits_for_once_and_how_long(tmp_path):
     assert len(said) == 5
     stale = status.status_text("ready", None, (), figures(), stale_style=12.0)
     assert stale.startswith("Waiting for the style networks") and "12 s old" in stale
+
+
+def test_opening_or_rebuilding_the_dialog_keeps_what_the_user_typed(picture):
+    typed = values(person_style="multistyle:8", person_style_text="johnson:can")
+    assert dialog_fields.dialog_changes("list", "person", typed, opening=True) == {}
+    empty = values(person_style="multistyle:8", person_style_text="")
+    assert dialog_fields.dialog_changes("list", "person", empty, opening=True) == {
+        "person_style_text": "multistyle:8"
+    }
+    chosen = values(person_picture=str(picture), person_style="multistyle:8")
+    assert dialog_fields.dialog_changes("picture", "person", chosen, opening=True) == {}
+    assert dialog_fields.dialog_changes("list", "person2", chosen, opening=True) == {}
