@@ -257,7 +257,7 @@ def script_properties():
     hint = obs.obs_properties_add_text(
         props,
         "environment_hint",
-        "Environment: only needed when it is not the .venv beside this script.",
+        "Only needed when the environment is not the .venv beside this script.",
         obs.OBS_TEXT_INFO,
     )
     obs.obs_property_text_set_info_word_wrap(hint, True)

@@ -96,6 +96,8 @@ class FilterInstance:
         self.source = source
         self.environment = environment  # the project environment (its kernel folder)
         self.figures: Figures | None = None
+        self.dialog_builds = 0  # how often OBS built this filter's dialog, and its last status
+        self.dialog_status = ""
         self.stats = stats.RenderStats()
         self.gpu: GpuFrames | None = None
         self.graphics_thread: int | None = None  # learnt in video_tick
@@ -315,6 +317,8 @@ class FilterInstance:
             summary["keyframe_age"] = keyframe_age
             summary["preparing"] = self.preparation.building
             summary["stale_style"] = self.preparation.stale_style
+            summary["dialog_builds"] = self.dialog_builds
+            summary["dialog_status"] = self.dialog_status
             durations = list(self.worker.durations)
             summary["inference_ms_mean"] = (
                 1000.0 * sum(durations) / len(durations) if durations else 0.0
@@ -356,8 +360,11 @@ class FilterType:
         properties.write_defaults(data)
 
     def get_properties(self, instance: FilterInstance | None) -> int:
-        status = instance.status() if instance is not None else "Not running yet."
-        return properties.build(status, instance.values if instance is not None else None)
+        if instance is None:
+            return properties.build("Not running yet.")
+        instance.dialog_status = status = instance.status()
+        instance.dialog_builds += 1
+        return properties.build(status, instance.values)
 
     def update(self, instance: FilterInstance, data: int | None) -> None:
         instance.update(data)
