@@ -302,7 +302,9 @@ class FilterInstance:
             stylizations = getattr(processor, "stylizations", 0)
             keyframe_age = getattr(processor, "keyframe_age", None)
             interval = frame_interval()
-            self.preparation.follow(now, self.worker.state, keyframe_age, interval)
+            # keyframe_age counts the frames sent, every stride-th of OBS's
+            sent_interval = interval * self.pacer.stride
+            self.preparation.follow(now, self.worker.state, keyframe_age, sent_interval)
             if processor is not None and hasattr(processor, "pace"):
                 processor.pace(pause, interval)
             self.stats.sample(now, results=self.stats.results, stylizations=stylizations)

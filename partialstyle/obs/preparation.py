@@ -49,8 +49,8 @@ class Preparation:
         frame_interval: float,
         building: float | None = None,
     ) -> None:
-        """Take the worker's state, the newest result's keyframe age (frames) and OBS's frame
-        interval; look for a kernel build unless `building` says (tests)."""
+        """Take the worker's state, the newest result's keyframe age (in frames sent) and the
+        time between two frames sent; look for a kernel build unless `building` says (tests)."""
         if building is None and self.environment is not None:
             building = kernel_dir.build_running(self.environment)
         if building is not None and self.building is None:
