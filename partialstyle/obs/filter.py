@@ -3,10 +3,11 @@
 The render callback never waits for inference. Every frame it reads the filter's target
 back (GPU → numpy), hands it over (the newest frame wins), and draws the newest finished
 result: that frame styled a frame or two earlier (see `partialstyle.live`). Until the first
-result, whenever something fails and whenever results stop coming, it passes the source
-through untouched. Errors reach the OBS log once, not once per frame. Inference runs in one
-process shared by every filter instance (`partialstyle.obs.remote`): nothing here imports
-torch.
+result, while something is being prepared (`preparation`: the style kernel, the models),
+whenever something fails and whenever results stop coming or carry a stylization gone
+stale, it passes the source through untouched. Errors reach the OBS log once, not once per
+frame. Inference runs in one process shared by every filter instance
+(`partialstyle.obs.remote`): nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -91,10 +92,9 @@ class FilterInstance:
         handle: int,
         runtime: Runtime,
         factory: Callable[[Any], Processor],
-        environment: Path | None = None,
+        environment: Path | None = None,  # the project environment: its kernel folder
     ):
         self.source = source
-        self.environment = environment  # the project environment (its kernel folder)
         self.figures: Figures | None = None
         self.dialog_builds = 0  # how often OBS built this filter's dialog, and its last status
         self.dialog_status = ""
