@@ -1,8 +1,8 @@
 """The properties dialog's logic without OBS: style lists, pictures, typed styles, status,
 help texts, what is shown where YOLACT cannot run.
 
-The ctypes side (partialstyle.obs.properties.build and its callbacks) runs in the real OBS
-in test_obs_dialog.py.
+The ctypes side: partialstyle.obs.properties.build through the installed libobs in
+test_dialog_properties.py, the open dialog in the real OBS in test_obs_dialog.py.
 """
 
 from __future__ import annotations
