@@ -1,9 +1,10 @@
 """The status line at the top of the filter's dialog, and keeping it current while it is open.
 
-A status text has the state first (preparing, loading, running, an error, settings that were
-refused) and, while running, a last line starting with `MEASURED`: what the filter does right
-now (frames styled per second, style refreshes per second, how old the newest stylization
-is, whether it holds back to keep OBS on time).
+A status text has the state first (preparing, loading, waiting, running, an error, settings
+that were not applied) and a last line starting with `MEASURED` with what changes all the time:
+while running, what the filter does right now (frames styled per second, style refreshes per
+second, how old the newest stylization is, whether it holds back to keep OBS on time); while
+waiting, for how long.
 
 OBS 29 draws a dialog's text once, when it builds the dialog, and has no call that redraws
 one field: the filter's "update_properties" signal makes the Filters window rebuild the whole
@@ -18,6 +19,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from partialstyle.style.kernel_dir import BUILD_TAKES
 
 MEASURED = "Measured"
 MEASURE_REFRESH_SECONDS = 2.0
@@ -56,8 +59,6 @@ def status_text(
     `preparing`: seconds a kernel build has been running; `loading_for`: seconds the models
     have been loading; `stale_style`: age in seconds of a stylization too old to draw.
     """
-    from partialstyle.style.kernel_dir import BUILD_TAKES
-
     if error:
         lines = [f"Error: {error} The source shows unstyled until this is fixed."]
     elif preparing is not None:
