@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from ctypes import c_bool, c_int, c_void_p
+from typing import Any
 
 from partialstyle.obs import libobs
 
@@ -32,6 +33,7 @@ _QT_CALLS = {
 }
 THUNK_ATTRIBUTE = "ui_idle_task_thunk"
 
+_qt: dict[str, Any] = {}
 _last_edit = 0.0
 _ui_busy: str | None = None  # what Qt said at the last poll
 
@@ -40,6 +42,19 @@ def edited() -> None:
     """A dialog field changed (called by the dialog's callbacks and the filter's update)."""
     global _last_edit
     _last_edit = time.monotonic()
+
+
+def _qt_functions() -> dict[str, Any]:
+    """Qt's functions from the Qt already loaded in this process (found once)."""
+    if not _qt:
+        for name, (library, symbol, restype) in _QT_CALLS.items():
+            try:
+                function = getattr(ctypes.CDLL(library, mode=os.RTLD_NOLOAD), symbol)
+            except (OSError, AttributeError):
+                continue
+            function.restype, function.argtypes = restype, []
+            _qt[name] = function
+    return _qt
 
 
 def qt_busy() -> str | None:
@@ -51,12 +66,7 @@ def qt_busy() -> str | None:
         "mouse": "dragging",
         "tooltip": "a help text is shown",
     }
-    for name, (library, symbol, restype) in _QT_CALLS.items():
-        try:
-            function = getattr(ctypes.CDLL(library, mode=os.RTLD_NOLOAD), symbol)
-        except (OSError, AttributeError):
-            continue
-        function.restype, function.argtypes = restype, []
+    for name, function in _qt_functions().items():
         if function():
             return reasons[name]
     return None
