@@ -23,11 +23,6 @@ STRIDE_FROM_PAUSE = 0.4
 MAX_STRIDE = 4
 
 
-def _ordinal(number: int) -> str:
-    """2nd, 3rd, 4th (strides go up to MAX_STRIDE)."""
-    return {1: "1st", 2: "2nd", 3: "3rd"}.get(number, f"{number}th")
-
-
 class StylePacer:
     """The pause between two style runs (seconds) and the frame stride, adapted to OBS's
     missed frames.
@@ -56,7 +51,7 @@ class StylePacer:
         if self.pause > self.floor + 1e-9:
             parts.append(f"style runs at least {self.pause:.1f} s apart")
         if self.stride > 1:
-            parts.append(f"only every {_ordinal(self.stride)} frame is styled")
+            parts.append(f"only 1 in {self.stride} frames is sent for styling")
         return "OBS missed frames, so " + " and ".join(parts)
 
     def update(self, missed_total: int, elapsed: float) -> float:

@@ -53,4 +53,4 @@ def test_holding_back_means_a_pause_above_the_users_cap_or_a_frame_stride():
     assert pacer.holding_back and "1.0 s apart" in pacer.describe()
     pacer = StylePacer()
     pacer.stride = 2
-    assert pacer.describe() == "OBS missed frames, so only every 2nd frame is styled"
+    assert pacer.describe() == "OBS missed frames, so only 1 in 2 frames is sent for styling"
