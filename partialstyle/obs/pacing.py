@@ -39,6 +39,23 @@ class StylePacer:
         self._missed: int | None = None
         self._quiet = 0.0
 
+    @property
+    def holding_back(self) -> bool:
+        """Whether OBS's missed frames have made the pacer back off: a pause above the
+        user's cap, or not every frame read back."""
+        return self.stride > 1 or self.pause > self.floor + 1e-9
+
+    def describe(self) -> str | None:
+        """How the pacer holds the filter back for OBS, in words; None when it does not."""
+        if not self.holding_back:
+            return None
+        parts = []
+        if self.pause > self.floor + 1e-9:
+            parts.append(f"style runs at least {self.pause:.1f} s apart")
+        if self.stride > 1:
+            parts.append(f"only 1 in {self.stride} frames is sent for styling")
+        return "OBS missed frames, so " + " and ".join(parts)
+
     def update(self, missed_total: int, elapsed: float) -> float:
         """Take OBS's running count of missed frames, `elapsed` seconds after the last call;
         return the pause to use now."""

@@ -6,34 +6,34 @@ changes that property. The callbacks here keep the dialog true to the settings:
 
 - each region's style list always holds the current value (a non-editable OBS list whose value
   is missing would select its first entry and overwrite the setting), shown by name;
-- a chosen picture becomes the region's style; a typed style is applied on Enter once valid,
-  and a hint under the field says what is wrong otherwise (a multi-line text field: Enter
-  adds a line there instead of closing the Filters window, as it does in one-line fields);
-- `refresh_open_dialogs`, called twice a second by the script's timer, makes an open dialog
-  rebuild itself when a filter's state changes (loading, running, an error and its fix).
+- a chosen picture becomes the region's style, and a style picked from the list empties the
+  picture field; a typed style (a one-line field) is applied as soon as it is valid, and a
+  hint under the field says what is wrong otherwise;
+- settings that cannot work here (YOLACT without weights or a GPU) are disabled, with the
+  reason and the fix above them.
 
-Status texts have the state first; a last line starting with `MEASURED` holds numbers that
-change all the time and do not count as a change of state.
+The status at the top and its refresh while the dialog is open are `partialstyle.obs.status`.
+What the fields do is `partialstyle.obs.dialog_fields`.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
-import time
 from ctypes import c_bool, c_char_p, c_int, c_size_t, c_void_p
+from pathlib import Path
 from typing import Any
 
 from partialstyle.config import SEGMENTERS, UPSAMPLERS
 from partialstyle.device import DEVICE_CHOICES
-from partialstyle.obs import libobs
+from partialstyle.obs import dialog_fields, libobs, status, ui_idle
 from partialstyle.obs import settings as schema
 
-OBS_TEXT_MULTILINE = 2
+OBS_TEXT_DEFAULT = 0
 OBS_PATH_FILE = 0
-OBS_TEXT_INFO_NORMAL, OBS_TEXT_INFO_WARNING, OBS_TEXT_INFO_ERROR = 0, 1, 2
+OBS_TEXT_INFO_NORMAL = status.OBS_TEXT_INFO_NORMAL
+OBS_TEXT_INFO_WARNING = status.OBS_TEXT_INFO_WARNING
 PICTURE_FILTER = b"Pictures (*.jpg *.jpeg *.png *.bmp *.webp);;All files (*.*)"
-MEASURED = "Measured"
 # The property whose callback libobs calls last when the dialog opens (see `_on_modified`).
 OPENED = "partialstyle_dialog_opened"
 
@@ -47,6 +47,8 @@ _EXTRA_SIGNATURES: dict[str, tuple[Any, list]] = {
     "obs_property_list_clear": (None, [c_void_p]),
     "obs_property_set_description": (None, [c_void_p, c_char_p]),
     "obs_property_set_visible": (None, [c_void_p, c_bool]),
+    "obs_property_set_enabled": (None, [c_void_p, c_bool]),
+    "obs_property_list_item_disable": (None, [c_void_p, c_size_t, c_bool]),
     "obs_property_text_set_info_type": (None, [c_void_p, c_int]),
     "obs_property_text_set_info_word_wrap": (None, [c_void_p, c_bool]),
     "obs_source_update_properties": (None, [c_void_p]),
@@ -68,7 +70,8 @@ ACTIONS: tuple[tuple[str, str], ...] = (
 THUNK_ATTRIBUTE = "dialog_modified_thunk"
 
 _opening = False  # between get_properties and the OPENED callback
-_shown_state: dict[int, str] = {}  # filter handle -> status state last seen by the refresher
+# torch's device for 'auto' as the script's environment check found it (None: not yet).
+found_device: str | None = None
 
 
 def lib() -> ctypes.CDLL:
@@ -114,67 +117,6 @@ def write_defaults(data: int | None) -> None:
             obs.obs_data_set_default_double(data, name, default)
         else:
             obs.obs_data_set_default_string(data, name, default.encode())
-
-
-# -- status ---------------------------------------------------------------------------------
-
-
-def status_text(
-    state: str, error: str | None, problems: tuple[str, ...], fps: float, render_ms: float
-) -> str:
-    """The dialog's status: the state, what was not applied, and (running) a measurement."""
-    if error:
-        lines = [f"Error: {error} The source shows unstyled until this is fixed."]
-    elif state == "loading":
-        lines = ["Loading torch and the models… (the source shows unchanged until ready)"]
-    else:
-        lines = ["Running."]
-    lines += problems
-    if not error and state != "loading":
-        lines.append(
-            f"{MEASURED} at {time.strftime('%H:%M:%S')}: {fps:.1f} styled frames/s, "
-            f"{render_ms:.2f} ms per frame on OBS's render thread."
-        )
-    return "\n".join(lines)
-
-
-def status_state(text: str) -> str:
-    """The part of a status text that counts as its state (no measurements)."""
-    return "\n".join(line for line in text.splitlines() if not line.startswith(MEASURED))
-
-
-def status_info_type(text: str) -> int:
-    if text.startswith("Error"):
-        return OBS_TEXT_INFO_ERROR
-    return (
-        OBS_TEXT_INFO_WARNING if len(status_state(text).splitlines()) > 1 else OBS_TEXT_INFO_NORMAL
-    )
-
-
-def refresh_open_dialogs(shown: dict[int, str] | None = None) -> None:
-    """Rebuild a filter's open properties dialog when its state changed since the last call.
-
-    OBS's Filters window reloads the dialog on the filter's "update_properties" signal (queued
-    to the UI thread). Measurements alone do not trigger it: a rebuild takes the keyboard
-    focus and ends a slider drag. `shown` keeps each filter's state as last seen (this
-    module's own record unless given).
-    """
-    shown = _shown_state if shown is None else shown
-    from partialstyle.obs import source_info
-
-    runtime = source_info.current()
-    if runtime is None:
-        return
-    instances = dict(runtime.instances)
-    for handle in list(shown):
-        if handle not in instances:
-            del shown[handle]
-    for handle, instance in instances.items():
-        state = status_state(instance.status())
-        previous = shown.get(handle)
-        shown[handle] = state
-        if previous is not None and previous != state:
-            lib().obs_source_update_properties(instance.source)
 
 
 def source_label(filter_source: int | None) -> str:
@@ -230,16 +172,14 @@ def _sync_region(props: int | None, region: str, values: dict[str, Any]) -> None
     style_list = obs.obs_properties_get(props, f"{region}_style".encode())
     if style_list:
         obs.obs_property_list_clear(style_list)
-        for name, value in schema.style_items(region, values):
+        for name, value in dialog_fields.style_items(region, values):
             obs.obs_property_list_add_string(style_list, name.encode(), value.encode())
     hint_property = obs.obs_properties_get(props, f"{region}_style_hint".encode())
     if hint_property:
-        hint = schema.typed_hint(region, values)
+        hint = dialog_fields.typed_hint(region, values)
         obs.obs_property_set_description(hint_property, (hint or "").encode())
         obs.obs_property_set_visible(hint_property, hint is not None)
-        if hint is not None:
-            info = OBS_TEXT_INFO_NORMAL if hint.startswith("Press") else OBS_TEXT_INFO_WARNING
-            obs.obs_property_text_set_info_type(hint_property, info)
+        obs.obs_property_text_set_info_type(hint_property, OBS_TEXT_INFO_WARNING)
 
 
 def _on_modified(action: int, props: int | None, prop: int | None, data: int | None) -> bool:
@@ -251,36 +191,68 @@ def _on_modified(action: int, props: int | None, prop: int | None, data: int | N
         _opening = False
         return False
     values = read(data)
-    # While opening, a stored picture or typed text is not a new choice.
-    new_choice = kind == "list" or not _opening
-    changes = schema.dialog_changes(kind, region, values) if new_choice else {}
+    if not _opening:
+        ui_idle.edited()
+    changes = dialog_fields.dialog_changes(kind, region, values, opening=_opening)
     obs = lib()
     for key, value in changes.items():
         obs.obs_data_set_string(data, key.encode(), value.encode())
     values.update(changes)
     root = _root(props)
-    if _opening:
+    if _opening or kind == "text":
+        # Typing: no rebuild, which would take keys typed meanwhile and the focus; the hint,
+        # the list and the status show the typed style once the user pauses (see status).
         _sync_region(root, region, values)
         return False
-    if kind == "text" and not changes:
-        return False  # still typing: a rebuild would move the cursor to the start
     for other in schema.STYLE_REGIONS:  # OBS rebuilds every list from its stored items
         _sync_region(root, other, values)
     return True
 
 
-def build(status: str) -> int:
+def yolact_weights_found(values: dict[str, Any]) -> bool:
+    """Whether YOLACT has weights: the chosen file, or any in the models folder."""
+    from partialstyle.weights.files import models_dir
+
+    chosen = str(values.get("yolact_weights", "")).strip()
+    if chosen:
+        return Path(chosen).expanduser().is_file()
+    folder = models_dir() / "yolact"
+    return folder.is_dir() and any(folder.glob("*.pth"))
+
+
+def info(props: int, name: str, text: str, info_type: int = OBS_TEXT_INFO_NORMAL) -> int:
+    """A word-wrapped text line in the dialog."""
+    obs = lib()
+    prop = obs.obs_properties_add_text(props, name.encode(), text.encode(), libobs.OBS_TEXT_INFO)
+    obs.obs_property_text_set_info_type(prop, info_type)
+    obs.obs_property_text_set_info_word_wrap(prop, True)
+    return prop
+
+
+def _disable_yolact(root: int, keep_weights: bool) -> None:
+    """Grey out what needs YOLACT (the weights field stays usable when weights are what is
+    missing: choosing a file there is one fix), and the segmenter's yolact choice."""
+    obs = lib()
+    for key in dialog_fields.YOLACT_KEYS:
+        prop = obs.obs_properties_get(root, key.encode())
+        if prop and not (keep_weights and key == "yolact_weights"):
+            obs.obs_property_set_enabled(prop, False)
+    segmenter = obs.obs_properties_get(root, b"segmenter")
+    if segmenter:
+        obs.obs_property_list_item_disable(segmenter, SEGMENTERS.index("yolact"), True)
+
+
+def build(status_line: str, values: dict[str, Any] | None = None) -> int:
     """The properties dialog (obs_properties_t*): the status, then People, Background,
-    Objects, Masks, Changes over time, Speed."""
+    Objects, Masks, Changes over time, Speed. `values`: the filter's settings (None for a
+    dialog without a filter), for what can run here."""
     global _opening
     obs = lib()
     thunk = _thunk()
     root = obs.obs_properties_create()
-    status_property = obs.obs_properties_add_text(
-        root, b"status", status.encode(), libobs.OBS_TEXT_INFO
-    )
-    obs.obs_property_text_set_info_type(status_property, status_info_type(status))
-    obs.obs_property_text_set_info_word_wrap(status_property, True)
+    info(root, "status", status_line, status.status_info_type(status_line))
+    values = {**schema.DEFAULTS, **(values or {})}
+    yolact_problem = dialog_fields.yolact_unavailable(yolact_weights_found(values), found_device)
 
     def on_change(prop: int, kind: str, region: str = "") -> None:
         action = ACTIONS.index((kind, region)) + 1
@@ -314,11 +286,11 @@ def build(status: str) -> int:
 
     def style_fields(props: int, region: str) -> None:
         style_key = f"{region}_style"
-        on_change(choices(props, style_key, schema.style_items(region, {})), "list", region)
+        on_change(choices(props, style_key, dialog_fields.style_items(region, {})), "list", region)
         if region in schema.TYPED_REGIONS:
             text_key = f"{region}_style_text"
             text = obs.obs_properties_add_text(
-                props, text_key.encode(), label(text_key), OBS_TEXT_MULTILINE
+                props, text_key.encode(), label(text_key), OBS_TEXT_DEFAULT
             )
             on_change(describe(text_key, text), "text", region)
             hint = obs.obs_properties_add_text(
@@ -361,6 +333,8 @@ def build(status: str) -> int:
     toggle(props, "background_preserve_colors")
 
     props = group("object", "Objects (YOLACT)")
+    if yolact_problem:
+        info(props, "yolact_problem", yolact_problem, OBS_TEXT_INFO_WARNING)
     choices(props, "class_region", [("(none)", ""), *((n, n) for n in schema.CLASS_CHOICES)])
     style_fields(props, "class")
     slider(props, "class_strength", 0.0, 1.0, 0.05)
@@ -391,6 +365,9 @@ def build(status: str) -> int:
     plain_list(props, "device", DEVICE_CHOICES)
     int_slider(props, "threads", 1, 16)
     slider(props, "max_fps", 0.0, 30.0, 0.5)
+
+    if yolact_problem:
+        _disable_yolact(root, keep_weights="weights" in yolact_problem)
 
     opened = obs.obs_properties_add_text(root, OPENED.encode(), b"", libobs.OBS_TEXT_INFO)
     obs.obs_property_set_visible(opened, False)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from partialstyle.plan import RegionRequest, StylePlan, plan_from_requests
 from partialstyle.segment.classes import COCO_CLASSES
-from partialstyle.style.kinds import KINDS, picture_spec
+from partialstyle.style.kinds import KINDS
 from partialstyle.style.spec import StyleSpec
 
 if TYPE_CHECKING:
@@ -51,8 +51,8 @@ SETTINGS: tuple[Setting, ...] = (
         "person_style_text",
         "",
         "Person style, typed",
-        "Any style spec, e.g. multistyle:3=0.5,12=0.5; Enter applies it to person_style "
-        "once it is valid. Dialog only.",
+        "Any style spec, e.g. multistyle:3=0.5,12=0.5; applied to person_style as soon as "
+        "it is valid. Dialog only.",
     ),
     Setting(
         "person_picture",
@@ -86,7 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
         "background_style_text",
         "",
         "Background style, typed",
-        "Any style spec; Enter applies it to background_style once it is valid. Dialog only.",
+        "Any style spec; applied to background_style as soon as it is valid. Dialog only.",
     ),
     Setting(
         "background_picture",
@@ -111,7 +111,7 @@ SETTINGS: tuple[Setting, ...] = (
         "class_style_text",
         "",
         "Object style, typed",
-        "Any style spec; Enter applies it to class_style once it is valid. Dialog only.",
+        "Any style spec; applied to class_style as soon as it is valid. Dialog only.",
     ),
     Setting(
         "class_picture",
@@ -136,13 +136,22 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("show_mask", False, "Show mask", "Debug view: the person mask over the frame."),
     Setting(
-        "morph_seconds", 0.5, "Style fade (seconds)", "A changed style fades in over this time."
+        "morph_seconds",
+        0.5,
+        "Style fade (seconds)",
+        "A newly chosen style fades in over this many seconds; 0 = switch at once.",
     ),
     Setting(
-        "stabilize", 0.5, "Stabilize", "Less shimmer where nothing moves; 0 = off, 0.95 = most."
+        "stabilize",
+        0.5,
+        "Stabilize",
+        "Less shimmer where nothing moves; 0 = off, 0.95 = most (slower to follow motion).",
     ),
     Setting(
-        "process_height", 360, "Processing height", "Lines the networks work at; 0 = source's."
+        "process_height",
+        360,
+        "Processing height (0 = source's)",
+        "Lines the networks work at: lower is faster and coarser; 0 = the source's own height.",
     ),
     Setting(
         "upsample",
@@ -151,12 +160,18 @@ SETTINGS: tuple[Setting, ...] = (
         "guided: edge-aware, sharper at a low processing height.",
     ),
     Setting("device", "auto", "Device", "auto uses a CUDA or Apple GPU when torch sees one."),
-    Setting("threads", 1, "CPU threads", "torch threads; leave cores for OBS and its encoder."),
+    Setting(
+        "threads",
+        1,
+        "CPU threads",
+        "CPU threads the networks use; leave cores free for OBS and its encoder.",
+    ),
     Setting(
         "max_fps",
         MAX_FPS_DEFAULT,
-        "Max style runs/s",
-        "Every frame is styled; this caps how often the style networks refresh it; 0 = auto.",
+        "Max style runs/s (0 = auto)",
+        "Every frame is styled; this caps how often the style networks refresh it; "
+        "0 = automatic (as often as OBS leaves time).",
     ),
 )
 
@@ -219,7 +234,7 @@ def person_override(text: str) -> StyleSpec | None:
     return parse_style(text)
 
 
-def _same_style(a: str, b: str) -> bool:
+def same_style(a: str, b: str) -> bool:
     """Whether two style texts mean the same style (per-person empties included)."""
     try:
         return person_override(a) == person_override(b)
@@ -263,62 +278,6 @@ def same_effect(values: dict[str, Any], other: dict[str, Any]) -> bool:
     """Whether two settings differ at most in the dialog's own fields (nothing to redo)."""
     keys = (set(values) | set(other)) - set(DIALOG_ONLY)
     return all(values.get(key) == other.get(key) for key in keys)
-
-
-def style_items(region: str, values: dict[str, Any]) -> list[tuple[str, str]]:
-    """(shown name, value) of a region's style list: every style on offer, the region's
-    chosen picture, and the current value, which is always an item so the list shows it."""
-    current = str(values.get(f"{region}_style", DEFAULTS[f"{region}_style"]))
-    picture = str(values.get(f"{region}_picture", "")).strip()
-    items = [(SAME_AS_PEOPLE, "")] if falls_back(region) else []
-    items += [(style_label(spec), spec) for spec in style_choices()]
-    if picture:
-        spec = picture_spec(picture)
-        style = StyleSpec.parse(spec)
-        items.append((style.style_kind.label(style), spec))
-    for index, (label, value) in enumerate(items):
-        if _same_style(value, current):
-            items[index] = (label, current)  # the exact text, so OBS finds it
-            return items
-    items.insert(1 if falls_back(region) else 0, (style_label(current), current))
-    return items
-
-
-def dialog_changes(kind: str, region: str, values: dict[str, Any]) -> dict[str, str]:
-    """What the dialog writes after the user edits a region's `kind` of field:
-
-    - "list" (a style picked): the typed field shows the picked style, ready to edit;
-    - "picture" (a file chosen): the region's style becomes that picture;
-    - "text" (typed): nothing until Enter; then the style, if the text is valid.
-    """
-    style_key, text_key = f"{region}_style", f"{region}_style_text"
-    typed = region in TYPED_REGIONS
-    if kind == "list":
-        return {text_key: str(values.get(style_key, ""))} if typed else {}
-    if kind == "picture":
-        picture = str(values.get(f"{region}_picture", "")).strip()
-        if not picture or style_problem(picture_spec(picture)):
-            return {}
-        style = picture_spec(picture)
-        return {style_key: style, text_key: style} if typed else {style_key: style}
-    if kind == "text":
-        text = str(values.get(text_key, ""))
-        if "\n" not in text and "\r" not in text:
-            return {}
-        line = text.replace("\r", "").replace("\n", "").strip()
-        if line and style_problem(line) is None:
-            return {text_key: line, style_key: line}
-        return {text_key: line}
-    raise ValueError(f"unknown dialog field kind {kind!r}")
-
-
-def typed_hint(region: str, values: dict[str, Any]) -> str | None:
-    """What the dialog says under a region's typed field, or None when it matches the style."""
-    text = str(values.get(f"{region}_style_text", "")).strip()
-    if not text or _same_style(text, str(values.get(f"{region}_style", ""))):
-        return None
-    problem = style_problem(text)
-    return f"Not applied: {problem}" if problem else "Press Enter to apply this style."
 
 
 def to_plan(values: dict[str, Any]) -> StylePlan:

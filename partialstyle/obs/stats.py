@@ -26,6 +26,8 @@ class RenderStats:
         self.result_times: deque[float] = deque(maxlen=window)
         self.frames = 0
         self.readbacks = 0
+        self.results = 0  # results drawn so far (new styled frames shown)
+        self.counters: deque[tuple[float, dict[str, int]]] = deque(maxlen=int(2 * LOG_EVERY) + 8)
         self.step_ms: dict[str, deque[float]] = {}  # the render path's steps, for profiles
 
     def add_step(self, name: str, seconds: float) -> None:
@@ -38,6 +40,15 @@ class RenderStats:
 
     def add_result(self) -> None:
         self.result_times.append(time.monotonic())
+        self.results += 1
+
+    def sample(self, now: float, **counts: int) -> None:
+        """Record running counts (e.g. stylizations) once per report, for `rates`."""
+        self.counters.append((now, dict(counts)))
+
+    def rates(self, window: float) -> dict[str, float]:
+        """Each sampled count's increase per second over the last `window` seconds."""
+        return counter_rates(list(self.counters), window)
 
     def summary(self) -> dict[str, float]:
         """Mean/p95/max render ms over the recent window and processed fps over ~10 s."""
@@ -58,6 +69,38 @@ class RenderStats:
                 if times
             },
         }
+
+
+def counter_rates(samples: list[tuple[float, dict[str, int]]], window: float) -> dict[str, float]:
+    """Per-second increase of each count between the oldest sample at most `window` seconds
+    before the newest one and the newest one; 0 with fewer than two samples. A count that
+    went down (a restarted counter) counts from zero."""
+    if len(samples) < 2:
+        return {name: 0.0 for name in (samples[-1][1] if samples else {})}
+    newest_time, newest = samples[-1]
+    oldest_time, oldest = next(
+        (when, counts) for when, counts in samples if newest_time - when <= window + 1e-9
+    )
+    seconds = newest_time - oldest_time
+    rates = {}
+    for name, count in newest.items():
+        before = oldest.get(name, 0)
+        increase = count - before if count >= before else count
+        rates[name] = increase / seconds if seconds > 0 else 0.0
+    return rates
+
+
+def log_line(label: str, summary: dict, rates: dict[str, float]) -> str:
+    """A filter's line in the OBS log; `rates` (per second) are averaged over LOG_EVERY."""
+    return (
+        f"{label}: render thread {summary['render_ms_mean']:.2f} ms/frame "
+        f"(p95 {summary['render_ms_p95']:.2f}, max {summary['render_ms_max']:.2f}), "
+        f"{rates.get('results', 0.0):.1f} styled frames/s "
+        f"(style refreshed {rates.get('stylizations', 0.0):.1f} times/s), "
+        f"inference {summary['inference_ms_mean']:.0f} ms per frame; "
+        f"averages over {LOG_EVERY:.0f} s"
+        + ("; holding back for OBS" if summary.get("holding_back") else "")
+    )
 
 
 _file_lock = threading.Lock()

@@ -8,16 +8,18 @@ separate torch ops that is 4-6 passes over each activation; these two kernels ma
 regions, in fp32 or bf16 with fp32 arithmetic.
 
 The kernel is C++ (``fused_norm.cpp`` beside this file) compiled with torch's extension
-builder the first time it is wanted (about a minute, once per machine; cached under torch's
-extension directory, keyed by the source and the CPU's instruction sets). Building happens in
-a child process watched by a background thread, so the first frames use the plain torch ops
-meanwhile and a command that ends sooner does not cut the build short; without a C++
-compiler the plain ops stay.
+builder into the project environment by ``install/install.sh`` (a minute or two, once; keyed
+by the source, torch's version and the CPU's instruction sets; see ``kernel_dir``) and loaded
+from there by whoever runs it, without compiling or writing anything. If it is missing there
+it is built on first use, in a child process watched by a background thread, so the first
+frames use the plain torch ops meanwhile and a command that ends sooner does not cut the
+build short; without a C++ compiler the plain ops stay.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import subprocess
@@ -32,6 +34,7 @@ import torch
 from torch import Tensor
 
 from partialstyle.errors import one_line
+from partialstyle.style import kernel_dir
 from partialstyle.style.multistyle import STATISTICS_PRIOR_PIXELS
 
 _log = logging.getLogger(__name__)
@@ -57,8 +60,30 @@ def _cpu_flags() -> str:
     return ""
 
 
-def _load() -> ModuleType:
-    """Build (if the cache lacks it) and import the extension; raises if it cannot."""
+def _name() -> str:
+    """The extension's name: a new source, torch or CPU gets a build of its own."""
+    source = _SOURCE_PATH.read_text()
+    key = hashlib.sha256((source + _cpu_flags() + torch.__version__).encode()).hexdigest()
+    return f"partialstyle_fused_norm_{key[:12]}"
+
+
+def _import_built(name: str) -> ModuleType | None:
+    """The kernel from a search folder where it has been built, or None; reads only (the
+    environment may belong to another user)."""
+    for folder in kernel_dir.search_dirs():
+        library = folder / name / f"{name}.so"
+        if library.is_file():
+            spec = importlib.util.spec_from_file_location(name, library)
+            if spec is None or spec.loader is None:
+                continue
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    return None
+
+
+def _compile(name: str, folder: Path) -> ModuleType:
+    """Build the extension into `folder`/`name` and import it; raises if it cannot."""
     # torch's extension builder logs warnings (no CUDA, compiler checks) that would land in
     # the middle of a user's terminal output; a failed build is reported by status().
     builder_log = logging.getLogger("torch.utils.cpp_extension")
@@ -67,45 +92,74 @@ def _load() -> ModuleType:
     try:
         from torch.utils.cpp_extension import load_inline
 
-        source = _SOURCE_PATH.read_text()
-        key = hashlib.sha256((source + _cpu_flags() + torch.__version__).encode()).hexdigest()
+        build_directory = folder / name
+        build_directory.mkdir(parents=True, exist_ok=True)
         return load_inline(
-            name=f"partialstyle_fused_norm_{key[:12]}",
-            cpp_sources=[source],
+            name=name,
+            cpp_sources=[_SOURCE_PATH.read_text()],
             functions=["region_moments", "region_affine", "region_norm", "mask_pyramid"],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
+            build_directory=str(build_directory),
             verbose=False,
         )
     finally:
         builder_log.setLevel(builder_level)
 
 
+def _load() -> ModuleType:
+    """The built kernel, compiled first if no search folder has it; raises if it cannot."""
+    name = _name()
+    module = _import_built(name)
+    if module is not None:
+        return module
+    folder = kernel_dir.writable_dir()
+    if folder is None:
+        places = " or ".join(str(path) for path in kernel_dir.search_dirs())
+        raise RuntimeError(f"no writable folder to build the kernel in ({places})")
+    return _compile(name, folder)
+
+
 def _build() -> None:
-    """Build in a child process of its own session, then import here.
+    """Import the kernel if it is built; else build it in a child process of its own
+    session, then import it here.
 
     The child finishes the build (and releases torch's lock file in the build directory)
     even if this process exits first, as a quick `partialstyle image` does; a build killed
-    half way would leave the lock behind and every later build waiting on it.
+    half way would leave the lock behind and every later build waiting on it. While it runs,
+    a marker in the build folder tells OBS's process (see ``kernel_dir.build_running``).
     """
     global _module, _state
+    marker = None
     try:
-        child = subprocess.run(
-            [sys.executable, "-m", "partialstyle.style.fused_norm"],
-            capture_output=True,
-            text=True,
-            start_new_session=True,
-            timeout=1800,
-        )
-        if child.returncode != 0:
-            lines = (child.stdout + child.stderr).strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else f"build exited with {child.returncode}")
-        _module = _load()  # built: this only imports it
+        name = _name()
+        _module = _import_built(name)
+        if _module is None:
+            folder = kernel_dir.writable_dir()
+            if folder is None:
+                raise RuntimeError("no writable folder to build the kernel in")
+            command = [sys.executable, "-m", "partialstyle.style.fused_norm", str(folder)]
+            child = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            marker = kernel_dir.mark_building(folder, child.pid)
+            output, _ = child.communicate(timeout=1800)
+            if child.returncode != 0:
+                lines = output.strip().splitlines()
+                raise RuntimeError(lines[-1] if lines else f"build exited with {child.returncode}")
+            _module = _load()  # built: this only imports it
         _state = "ready"
     except Exception as exc:  # no compiler, no headers, a failed build: plain ops stay
         reason = one_line(exc)
         _state = f"failed: {reason[:200]}"
         _log.info("fused normalisation kernel unavailable (%s); using plain torch ops", _state)
+    finally:
+        if marker is not None:
+            marker.unlink(missing_ok=True)
 
 
 def kernels(wait: bool = False) -> ModuleType | None:
@@ -113,13 +167,20 @@ def kernels(wait: bool = False) -> ModuleType | None:
 
     ``wait`` blocks until the build is done (tests, benchmarks).
     """
-    global _state
+    global _module, _state
     if not _enabled:
         return None
     if _module is not None:
         return _module
     with _lock:
         if _state == "not started":
+            try:  # built at install time: a quick import, ready for the very first frame
+                _module = _import_built(_name())
+            except Exception as exc:  # a broken build: try building it again
+                _log.info("fused normalisation kernel could not be imported: %s", one_line(exc))
+            if _module is not None:
+                _state = "ready"
+                return _module
             _state = "building"
             thread = threading.Thread(target=_build, name="fused-norm-build", daemon=True)
             thread.start()
@@ -205,8 +266,18 @@ def fused_region_norm(
     )
 
 
-if __name__ == "__main__":  # the build child (see _build): errors go to its stderr
+def _main(argv: list[str]) -> int:
+    """Build the kernel (install.sh; `_build`'s child): into the given folder, else the
+    environment's; says where it is. Errors go to stderr as one line."""
     try:
-        _load()
+        name, folder = _name(), Path(argv[0]) if argv else None
+        module = _import_built(name) or (_compile(name, folder) if folder else _load())
     except Exception as exc:
-        sys.exit(f"fused normalisation kernel build failed: {one_line(exc)}")
+        print(f"fused normalisation kernel build failed: {one_line(exc)}", file=sys.stderr)
+        return 1
+    print(f"fused style kernel: {module.__file__}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

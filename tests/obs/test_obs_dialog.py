@@ -1,17 +1,20 @@
-"""What the filter tells the user inside the real OBS: unusable styles and errors.
+"""What the filter tells the user inside the real OBS: unusable styles and errors, and a
+status in its open dialog that keeps up with what the filter does.
 
 Runs in the shared OBS session before test_obs_filter.py and leaves the filter's settings as
-it found them. The dialog itself (status refresh, style lists, typed styles, pictures) was
-checked by hand under Xvfb; its logic is tested without OBS in test_dialog.py.
+it found them. The dialog's fields (style lists, one-line typed styles, pictures) were
+checked by hand under Xvfb; their logic is tested without OBS in test_dialog.py.
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 import numpy as np
 import pytest
 from obs_harness import CAMERA, FILTER, FILTER_SETTINGS, ObsSession
+from x11_close import close_windows
 
 pytestmark = pytest.mark.obs
 
@@ -84,3 +87,28 @@ def test_unusable_styles_keep_the_last_good_one_and_errors_reach_the_script_log(
     client.set_source_filter_settings(CAMERA, FILTER, FILTER_SETTINGS, True)
     obs_session.wait_for(lambda: stats(obs_session).get("error") is None, 30, what="recovery")
     wait_for_results(obs_session, 2)
+
+
+def test_an_open_dialog_shows_what_the_filter_does_now(obs_session):
+    """OBS draws a dialog's status once; the filter has OBS rebuild it every few seconds
+    while it stays open (and nobody is editing), with the current figures."""
+    wait_for_results(obs_session, 2)
+    before = stats(obs_session).get("dialog_builds", 0)
+    obs_session.client.open_input_filters_dialog(CAMERA)
+    try:
+        obs_session.wait_for(
+            lambda: stats(obs_session).get("dialog_builds", 0) > before, 30, what="the dialog"
+        )
+        first = stats(obs_session)
+        obs_session.wait_for(
+            lambda: stats(obs_session)["dialog_builds"] >= first["dialog_builds"] + 2,
+            30,
+            what="two refreshes of the open dialog",
+        )
+        later = stats(obs_session)["dialog_status"]
+    finally:
+        close_windows(f":{obs_session.display}", "Filters for")
+    measured = re.compile(r"Measured at (\d\d:\d\d:\d\d): [\d.]+ styled frames/s, style refreshed")
+    first_time, later_time = (measured.search(text) for text in (first["dialog_status"], later))
+    assert first_time and later_time, (first["dialog_status"], later)
+    assert later_time.group(1) != first_time.group(1)

@@ -27,8 +27,10 @@ def test_settings_code_loads_without_torch():
     """OBS's UI thread builds the dialog from this module: importing torch there would
     freeze OBS for seconds."""
     code = (
-        "import sys; from partialstyle.obs import properties, settings; "
-        "settings.to_pipeline({}); settings.style_items('person', {}); "
+        "import sys; from partialstyle.obs import dialog_fields, properties, settings, status; "
+        "from partialstyle.style import kernel_dir; "
+        "settings.to_pipeline({}); dialog_fields.style_items('person', {}); "
+        "properties.yolact_weights_found({}); kernel_dir.build_running(); "
         "print('torch' in sys.modules)"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
