@@ -173,7 +173,7 @@ class LiveStylizer:
         """The keyframe carried onto this frame, or None when that is past the bound."""
         bound = self.bound
         if np.array_equal(gray, key.gray) and np.array_equal(gray, segmented.gray):
-            self.report = FrameReport("still", key.number, now - key.time)  # no age limit
+            self.report = FrameReport("still", key.number, 0.0)  # unchanged: no age, no limit
             return self._compose(frame, segmented, key.color, segmented.coverage)
         if self._thread is not None and not bound.young_enough(now - key.time):
             return None  # (with style_every=N, N bounds the age, in frames not seconds)

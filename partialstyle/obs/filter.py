@@ -302,9 +302,8 @@ class FilterInstance:
             stylizations = getattr(processor, "stylizations", 0)
             keyframe_age = getattr(processor, "keyframe_age", None)
             interval = frame_interval()
-            # keyframe_age counts the frames sent, every stride-th of OBS's
-            sent_interval = interval * self.pacer.stride
-            self.preparation.follow(now, self.worker.state, keyframe_age, sent_interval)
+            # keyframe_age counts OBS's frames (the inference process measures it in seconds)
+            self.preparation.follow(now, self.worker.state, keyframe_age, interval)
             if processor is not None and hasattr(processor, "pace"):
                 processor.pace(pause, interval)
             self.stats.sample(now, results=self.stats.results, stylizations=stylizations)

@@ -49,7 +49,7 @@ class Preparation:
         frame_interval: float,
         building: float | None = None,
     ) -> None:
-        """Take the worker's state, the newest result's keyframe age (in frames sent) and the
+        """Take the worker's state, the newest result's keyframe age (in OBS's frames) and the
         time between two frames sent; look for a kernel build unless `building` says (tests)."""
         if building is None and self.environment is not None:
             building = kernel_dir.build_running(self.environment)

@@ -201,7 +201,7 @@ class RemoteProcessor:
         self.client = next(_client_numbers)
         self.seconds = 0.0  # the child's own time for the last frame
         self.stylizations = 0  # how often the child has run the style networks so far
-        self.keyframe_age: float | None = None  # of the newest result, in source frames
+        self.keyframe_age: float | None = None  # of the newest result, in OBS's frames
         # Told about a recovered failure (the process restarted), for the log.
         self.report: Callable[[str], None] = lambda message: None
         self._values = dict(settings)
@@ -315,7 +315,7 @@ class RemoteProcessor:
         self.stylizations = int(reply.stylizations)
         interval = self._pace[1]
         age = float(reply.keyframe_age)
-        self.keyframe_age = age / interval if interval > 0 else age * 30.0
+        self.keyframe_age = age / interval if interval > 0 else age * 30.0  # 30 fps till paced
         return target.array.copy()
 
     # -- internals -----------------------------------------------------------------------------

@@ -97,7 +97,12 @@ def log_line(label: str, summary: dict, rates: dict[str, float]) -> str:
         f"(p95 {summary['render_ms_p95']:.2f}, max {summary['render_ms_max']:.2f}), "
         f"{rates.get('results', 0.0):.1f} styled frames/s "
         f"(style refreshed {rates.get('stylizations', 0.0):.1f} times/s), "
-        f"inference {summary['inference_ms_mean']:.0f} ms per frame; "
+        + (
+            f"keyframe age {summary['keyframe_age']:.1f} frames, "
+            if summary.get("keyframe_age") is not None
+            else ""
+        )
+        + f"inference {summary['inference_ms_mean']:.0f} ms per frame; "
         f"averages over {LOG_EVERY:.0f} s"
         + ("; holding back for OBS" if summary.get("holding_back") else "")
     )

@@ -46,11 +46,11 @@ def test_the_log_line_cannot_show_more_refreshes_than_styled_frames_by_rounding(
 
 
 def test_holding_back_means_a_pause_above_the_users_cap_or_a_frame_stride():
-    pacer = StylePacer(floor=0.5)
+    pacer = StylePacer(floor=0.2)
     assert not pacer.holding_back and pacer.describe() is None  # the user's own cap
     pacer.update(0, 1.0)
     pacer.update(10, 1.0)
-    assert pacer.holding_back and "1.0 s apart" in pacer.describe()
+    assert pacer.holding_back and "0.4 s apart" in pacer.describe()
     pacer = StylePacer()
     pacer.stride = 2
     assert pacer.describe() == "OBS missed frames, so only 1 in 2 frames is sent for styling"
