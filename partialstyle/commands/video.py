@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -17,12 +18,15 @@ from tqdm import tqdm
 from partialstyle.errors import PartialStyleError
 from partialstyle.io import (
     WRITABLE_SUFFIXES,
+    check_not_the_input,
     check_writable_folder,
     partial_path,
     quiet_native_stderr,
 )
-from partialstyle.live import LiveStylizer
-from partialstyle.pipeline import Pipeline
+
+if TYPE_CHECKING:  # torch is imported only once the paths are checked
+    from partialstyle.live import LiveStylizer
+    from partialstyle.pipeline import Pipeline
 
 _CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
@@ -164,6 +168,7 @@ def restyle_video(
     """
     check_video_input(source)
     check_video_output(dest)
+    check_not_the_input(source, dest)
     timing = read_timing(source)
     with quiet_native_stderr():
         capture = cv2.VideoCapture(str(source))

@@ -1,0 +1,231 @@
+"""Hostile and unlucky input to the `partialstyle` command (issue 18): one line on stderr,
+exit code 2, nothing lost, no memory blown; and what silently went wrong before is said."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from partialstyle.commands.cli import main
+from partialstyle.io import read_image
+
+
+@pytest.fixture()
+def photo(tmp_path: Path, astronaut: np.ndarray) -> Path:
+    path = tmp_path / "astronaut.png"
+    cv2.imwrite(str(path), cv2.cvtColor(astronaut[::2, ::2], cv2.COLOR_RGB2BGR))
+    return path
+
+
+def _clip(path: Path, astronaut: np.ndarray, frames: int, size=(160, 96), fps=25.0) -> Path:
+    """A clip of the astronaut panning, written with OpenCV."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    for shift in range(frames):
+        frame = cv2.resize(np.roll(astronaut, 8 * shift, axis=1), size)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def _partials(folder: Path) -> list[Path]:
+    return list(folder.glob(".*partial*"))
+
+
+# -- item 4: the output is the input -------------------------------------------------------------
+
+
+def test_output_that_is_the_input_is_refused_and_the_input_kept(photo, tmp_path, astronaut, capsys):
+    clip = _clip(tmp_path / "clip.mp4", astronaut, frames=3)
+    linked = tmp_path / "linked.png"
+    os.link(photo, linked)
+    (tmp_path / "sub").mkdir()
+    cases = [
+        ["image", str(photo), str(photo)],
+        ["image", str(photo), str(tmp_path / "sub" / ".." / photo.name)],  # another path
+        ["image", str(photo), str(linked)],  # a hard link
+        ["video", str(clip), str(clip)],
+        ["mask", str(photo), str(linked)],
+        ["segment", str(photo), "--json", str(photo)],
+        ["styles", "--sheet", str(photo), "--photo", str(photo)],
+    ]
+    before = {path: path.read_bytes() for path in (photo, clip)}
+    for args in cases:
+        style = ["--style", "multistyle:3"] if args[0] in ("image", "video") else []
+        assert main([*args, *style]) == 2, args
+        line = _error_line(capsys)
+        assert "is the input file" in line and "name another output" in line, line
+    assert {path: path.read_bytes() for path in before} == before
+    assert not _partials(tmp_path)
+
+
+# -- item 1: an empty picture ---------------------------------------------------------------------
+
+
+def test_empty_picture_is_one_line_everywhere(photo, tmp_path, capsys):
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    out = tmp_path / "out.png"
+    cases = [
+        ["image", str(empty), str(out), "--style", "multistyle:3"],
+        ["mask", str(empty), str(out)],
+        ["segment", str(empty), "--json", str(tmp_path / "found.json")],
+        ["styles", "--sheet", str(out), "--photo", str(empty)],
+        ["styles", "--sheet", str(out), "--picture", str(empty)],
+        ["image", str(photo), str(out), "--style", f"arbitrary:{empty}"],
+        ["image", str(photo), str(out), "--person-style", "multistyle:3", "--region",
+         f"person:1=arbitrary:{empty}"],
+    ]  # fmt: skip
+    for args in cases:
+        assert main(args) == 2, args
+        line = _error_line(capsys)
+        assert f"{empty} is empty (0 bytes)" in line, line
+    assert not out.exists() and not (tmp_path / "found.json").exists()
+
+
+# -- item 2: EXIF orientation ----------------------------------------------------------------------
+
+
+def _phone_photo(path: Path, upright: np.ndarray, orientation: int = 6) -> Path:
+    """A JPEG stored turned (as phones store portrait shots) with the EXIF tag that turns it
+    back: orientation 6 means "turn clockwise to view", so the stored pixels are turned back."""
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # counter-clockwise: 6 undoes it
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(path, "JPEG", quality=95, exif=exif.tobytes())
+    return path
+
+
+@pytest.mark.usefixtures("default_models")
+def test_rotated_phone_photo_comes_out_as_viewers_show_it(tmp_path, astronaut, capsys):
+    upright = np.ascontiguousarray(astronaut[:300, :512])  # 512 wide, 300 high as viewed
+    phone = _phone_photo(tmp_path / "phone.jpg", upright)
+    with Image.open(phone) as stored:
+        assert stored.size == (300, 512)  # as it lies in the file
+        viewed = np.asarray(ImageOps.exif_transpose(stored))
+    reference = tmp_path / "viewed.png"
+    Image.fromarray(viewed).save(reference)
+    assert np.abs(read_image(phone).astype(int) - viewed).mean() < 1.0
+
+    results = {}
+    for name, source in (("phone", phone), ("reference", reference)):
+        out = tmp_path / f"{name}-out.png"
+        assert main(["image", str(source), str(out), "--style", "multistyle:3"]) == 0
+        results[name] = cv2.imread(str(out)).astype(int)
+    assert results["phone"].shape == (300, 512, 3)
+    assert np.abs(results["phone"] - results["reference"]).mean() < 2.0
+
+    # a style picture too: the turned and the upright picture give the same style
+    for name, picture in (("phone", phone), ("reference", reference)):
+        out = tmp_path / f"{name}-styled.png"
+        args = ["image", str(reference), str(out), "--style", f"arbitrary:{picture}"]
+        assert main(args) == 0, capsys.readouterr().err
+        results[name] = cv2.imread(str(out)).astype(int)
+    assert np.abs(results["phone"] - results["reference"]).mean() < 2.0
+    turned = tmp_path / "turned.png"  # the picture as stored, read without its tag
+    Image.fromarray(np.rot90(viewed, 1).copy()).save(turned)
+    out = tmp_path / "turned-styled.png"
+    assert main(["image", str(reference), str(out), "--style", f"arbitrary:{turned}"]) == 0
+    turned_difference = np.abs(cv2.imread(str(out)).astype(int) - results["reference"]).mean()
+    assert turned_difference > 4 * np.abs(results["phone"] - results["reference"]).mean()
+
+
+# -- item 3: decompression bombs -------------------------------------------------------------------
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    crc = zlib.crc32(kind + body).to_bytes(4, "big")
+    return len(body).to_bytes(4, "big") + kind + body + crc
+
+
+@pytest.fixture(scope="session")
+def bomb_png(tmp_path_factory) -> Path:
+    """A 0.9 MB gray PNG that declares 30000×30000 pixels (900 MB decoded), all black."""
+    side = 30000
+    path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+    header = side.to_bytes(4, "big") * 2 + bytes([8, 0, 0, 0, 0])  # 8-bit gray
+    packer, row = zlib.compressobj(9), bytes(side + 1)  # filter byte + pixels
+    data = b"".join([*(packer.compress(row) for _ in range(side)), packer.flush()])
+    signature = b"\x89PNG\r\n\x1a\n"
+    chunks = _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    path.write_bytes(signature + chunks)
+    return path
+
+
+def _jpeg_declaring(path: Path, small: np.ndarray, width: int, height: int) -> Path:
+    """A small real JPEG whose frame header is rewritten to declare width×height: libjpeg
+    decodes it at that size (the scan it lacks comes out gray), a bomb of a few kilobytes."""
+    Image.fromarray(small).save(path, "JPEG")
+    data = bytearray(path.read_bytes())
+    frame = data.index(b"\xff\xc0")
+    data[frame + 5 : frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    path.write_bytes(bytes(data))
+    return path
+
+
+_PEAK = (
+    "import resource, sys\n"
+    "from partialstyle.commands.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'torch' in sys.modules)\n"
+    "sys.exit(code)\n"
+)
+
+
+def _run_measured(*args: str) -> tuple[int, str, int, bool]:
+    """Run the command in a child process: exit code, stderr, peak memory in bytes, and
+    whether it imported torch."""
+    child = subprocess.run(
+        [sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, timeout=300
+    )
+    peak, torch_imported = child.stdout.split()[-2:]
+    return child.returncode, child.stderr.strip(), int(peak), torch_imported == "True"
+
+
+GB = 1024**3
+
+
+def test_bomb_png_is_refused_before_it_is_decoded(bomb_png, photo, tmp_path):
+    assert bomb_png.stat().st_size < 1_000_000
+    out = tmp_path / "out.png"
+    for args in (
+        ["image", str(bomb_png), str(out), "--style", "multistyle:3"],
+        ["image", str(photo), str(out), "--style", f"arbitrary:{bomb_png}"],
+        ["styles", "--sheet", str(out), "--picture", str(bomb_png)],
+    ):
+        code, err, peak, torch_imported = _run_measured(*args)
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"{bomb_png}" in err and "30000×30000" in err, err
+        assert peak < 0.5 * GB and not torch_imported, (args, peak / GB)
+    assert not out.exists() and not _partials(tmp_path)
+
+
+@pytest.mark.usefixtures("default_models")
+def test_jpeg_bomb_as_style_picture_is_decoded_reduced(tmp_path, photo, astronaut):
+    """20000×20000 declared (1.2 GB as RGB): decoded at 1/4 size, within the memory bound."""
+    bomb = _jpeg_declaring(tmp_path / "bomb.jpg", astronaut[:64, :64], 20000, 20000)
+    assert bomb.stat().st_size < 10_000
+    small = tmp_path / "small.png"
+    Image.fromarray(astronaut[:64, :64]).save(small)
+    peaks = {}
+    for name, picture in (("small", small), ("bomb", bomb)):
+        out = tmp_path / f"{name}.png"
+        code, err, peaks[name], _ = _run_measured(
+            "image", str(photo), str(out), "--style", f"arbitrary:{picture}"
+        )
+        assert code == 0 and out.is_file(), err
+    assert peaks["bomb"] - peaks["small"] < 1.5 * GB, peaks
+    assert read_image(bomb, reduce=True).shape == (5000, 5000, 3)
