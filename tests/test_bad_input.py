@@ -3,6 +3,7 @@ exit code 2, nothing lost, no memory blown; and what silently went wrong before 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -229,3 +230,45 @@ def test_jpeg_bomb_as_style_picture_is_decoded_reduced(tmp_path, photo, astronau
         assert code == 0 and out.is_file(), err
     assert peaks["bomb"] - peaks["small"] < 1.5 * GB, peaks
     assert read_image(bomb, reduce=True).shape == (5000, 5000, 3)
+
+
+# -- item 6: messages that name the real problem -------------------------------------------------
+
+
+def test_folder_given_as_input_is_called_a_folder(photo, tmp_path, capsys):
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    out = tmp_path / "out.png"
+    for args in (
+        ["image", str(folder), str(out), "--style", "multistyle:3"],
+        ["video", str(folder), str(tmp_path / "out.mp4"), "--style", "multistyle:3"],
+        ["mask", str(folder), str(out)],
+        ["image", str(photo), str(out), "--style", f"arbitrary:{folder}"],
+    ):
+        assert main(args) == 2, args
+        line = _error_line(capsys)
+        assert f"{folder} is a folder" in line and "does not exist" not in line, line
+
+
+def test_models_prepare_into_a_read_only_folder_says_so(tmp_path, tmpfs, monkeypatch, capsys):
+    models = tmpfs(64, read_only=True)
+    monkeypatch.setenv("PARTIALSTYLE_MODELS", str(models))
+    assert main(["models", "prepare", "selfie"]) == 2
+    line = _error_line(capsys)
+    assert f"cannot write into the models folder {models} (Read-only file system)" in line
+    assert "PARTIALSTYLE_MODELS" in line and "Errno" not in line and "tmp" not in line[-60:]
+
+
+def test_bench_json_prints_only_json(monkeypatch, capsys):
+    """The benchmarks themselves are slow; what is checked here is where their tables go."""
+    from partialstyle.commands import bench
+
+    def tables_then_results(**options) -> dict:
+        print("device cpu, 2 threads, median of 2 runs")  # as the real run prints its tables
+        return {"device": "cpu", "options": options}
+
+    monkeypatch.setattr(bench, "run_benchmarks", tables_then_results)
+    assert main(["bench", "--json", "--quick"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["device"] == "cpu"
+    assert "median of 2 runs" in captured.err

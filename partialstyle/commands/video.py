@@ -49,6 +49,8 @@ def check_video_output(path: Path) -> None:
 
 def check_video_input(source: Path) -> None:
     """Fail before any work when `source` is missing, a picture, or has no readable frame."""
+    if source.is_dir():
+        raise PartialStyleError(f"input video {source} is a folder, not a video file; name a file")
     if not source.is_file():
         raise PartialStyleError(f"input video {source} does not exist")
     if source.suffix.lower() in WRITABLE_SUFFIXES:
