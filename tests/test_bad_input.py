@@ -3,6 +3,7 @@ exit code 2, nothing lost, no memory blown; and what silently went wrong before 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -272,3 +273,53 @@ def test_bench_json_prints_only_json(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["device"] == "cpu"
     assert "median of 2 runs" in captured.err
+
+
+# -- item 5: requests that were silently ignored -------------------------------------------------
+
+
+def test_class_region_without_yolact_is_an_error(photo, tmp_path, capsys):
+    out = tmp_path / "out.png"
+    styles = ["--background-style", "multistyle:3", "--region", "class:cat=multistyle:7"]
+    for extra, words in (
+        ([], "needs YOLACT weights, and there are none; run `partialstyle models fetch yolact"),
+        (["--segmenter", "selfie"], "needs the YOLACT segmenter, not selfie"),
+        (["--weights", str(tmp_path / "missing.pth")], "missing.pth do not exist"),
+    ):
+        assert main(["image", str(photo), str(out), *styles, *extra]) == 2, extra
+        line = _error_line(capsys)
+        assert "--region class:cat" in line and words in line, line
+    assert not out.exists()
+
+
+def test_class_region_runs_yolact_under_auto(tmp_path):
+    """Under "auto" YOLACT runs by itself only on a GPU; a class region asks for it anyway."""
+    from partialstyle.commands.options import plan_from_args
+    from partialstyle.commands.restyle import add_commands
+
+    parser = argparse.ArgumentParser()
+    add_commands(parser.add_subparsers())
+    checkpoint = tmp_path / "yolact.pth"
+    checkpoint.write_bytes(b"checked when it is loaded")
+    args = parser.parse_args(
+        ["image", "in.png", "out.png", "--region", "class:cat=multistyle:7"]
+        + ["--weights", str(checkpoint)]
+    )
+    plan, config = plan_from_args(args)
+    assert config.segmenter == "yolact" and "cat" in dict(plan.classes)
+
+
+@pytest.mark.usefixtures("default_models")
+def test_unused_weights_are_a_warning(photo, tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"not a checkpoint")
+    for weights in (tmp_path / "missing.pth", corrupt):
+        out = tmp_path / f"{weights.stem}.png"
+        args = ["image", str(photo), str(out), "--style", "multistyle:3", "--weights", str(weights)]
+        assert main(args) == 0
+        line = _error_line(capsys)
+        assert line == (
+            f"partialstyle: warning: --weights {weights} is not used: one style everywhere "
+            "needs no segmentation"
+        )
+        assert out.is_file()
