@@ -323,3 +323,28 @@ def test_unused_weights_are_a_warning(photo, tmp_path, capsys):
             "needs no segmentation"
         )
         assert out.is_file()
+
+
+# -- item 9: errors found before torch is imported -----------------------------------------------
+
+
+def test_errors_after_parsing_come_before_torch(photo, tmp_path, astronaut):
+    clip = _clip(tmp_path / "clip.mp4", astronaut, frames=2)
+    missing, out = tmp_path / "missing.png", tmp_path / "out.png"
+    for args in (
+        ["image", str(missing), str(out), "--style", "multistyle:3"],
+        ["image", str(photo), str(out), "--style", "multistyle:99"],
+        ["image", str(photo), str(out), "--style", "nonsense:1"],
+        ["image", str(photo), str(out), "--style", f"arbitrary:{missing}"],
+        ["image", str(photo), str(out), "--region", "class:unicorn=multistyle:3"],
+        ["image", str(photo), str(out), "--style", "multistyle:3", "--segmenter", "sam"],
+        ["video", str(tmp_path / "missing.mp4"), str(tmp_path / "o.mp4"), "--style", "candy"],
+        ["video", str(clip), str(tmp_path / "o.mp4"), "--style", "multistyle:3=nan"],
+        ["mask", str(missing), str(out)],
+        ["segment", str(missing), "--json", str(tmp_path / "o.json")],
+        ["styles", "--sheet", str(out), "--photo", str(missing)],
+    ):
+        code, err, peak, torch_imported = _run_measured(*args)
+        assert code == 2 and len(err.splitlines()) == 1, (args, err)
+        assert not torch_imported, args
+        assert peak < 0.3 * GB, (args, peak / GB)
