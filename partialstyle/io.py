@@ -8,6 +8,7 @@ a complete write, so a full disk or a signal never leaves a broken or missing fi
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 import threading
@@ -256,11 +257,41 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
 
 
+def _process_runs(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (where that cannot be asked
+    safely, as on Windows, where os.kill ends processes: assume it does)."""
+    if os.name == "nt" or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as another user's
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the partial files of `path` that processes no longer running left behind (one
+    killed by SIGKILL or a power cut could not clean up); returns them. A partial file of a
+    process that still runs is that process's work in progress and stays."""
+    prefix = f".{path.stem}.partial-"
+    removed = []
+    for partial in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
+        pid = partial.name[len(prefix) : len(partial.name) - len(path.suffix)]
+        if pid.isdigit() and not _process_runs(int(pid)):
+            with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                partial.unlink()
+                removed.append(partial)
+    return removed
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     """Write `data` beside `path`, flush it to disk, then rename it over `path`.
 
     On any failure the partial file is removed and an existing `path` stays as it was.
     """
+    remove_stale_partials(path)
     partial = partial_path(path)
     try:
         with open(partial, "wb") as stream:

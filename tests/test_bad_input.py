@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -348,3 +350,41 @@ def test_errors_after_parsing_come_before_torch(photo, tmp_path, astronaut):
         assert code == 2 and len(err.splitlines()) == 1, (args, err)
         assert not torch_imported, args
         assert peak < 0.3 * GB, (args, peak / GB)
+
+
+# -- item 7: partial files of killed runs ----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("default_models")
+def test_partial_files_of_killed_runs_are_removed_by_the_next_run(photo, tmp_path, astronaut):
+    clip = _clip(tmp_path / "clip.mp4", astronaut, frames=400, size=(320, 192))
+    out = tmp_path / "out.mp4"
+    command = [sys.executable, "-m", "partialstyle", "video", str(clip), str(out)]
+    killed = subprocess.Popen([*command, "--style", "multistyle:3", "--quiet"])
+    deadline = time.monotonic() + 120
+    while not _partials(tmp_path):
+        assert killed.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)  # no handler runs: the partial file stays
+    killed.wait(timeout=30)
+    (leftover,) = _partials(tmp_path)
+    assert leftover.name == f".out.partial-{killed.pid}.mp4"
+
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        in_progress = tmp_path / f".out.partial-{running.pid}.mp4"  # a live process's work
+        in_progress.write_bytes(b"being written")
+        short = _clip(tmp_path / "short.mp4", astronaut, frames=2)
+        assert main(["video", str(short), str(out), "--style", "multistyle:3", "--quiet"]) == 0
+        assert not leftover.exists() and in_progress.exists() and out.is_file()
+    finally:
+        running.kill()
+        running.wait()
+
+    # pictures too: a dead process's partial beside the output goes with the next write
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    stale = tmp_path / f".result.partial-{dead.stdout.strip()}.png"
+    stale.write_bytes(b"half a picture")
+    assert main(["image", str(photo), str(tmp_path / "result.png"), "--style", "multistyle:3"]) == 0
+    assert not stale.exists() and (tmp_path / "result.png").is_file()

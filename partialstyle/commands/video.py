@@ -22,6 +22,7 @@ from partialstyle.io import (
     check_writable_folder,
     partial_path,
     quiet_native_stderr,
+    remove_stale_partials,
 )
 
 if TYPE_CHECKING:  # torch is imported only once the paths are checked
@@ -188,6 +189,7 @@ def restyle_video(
             f"{source.name} has a variable frame rate; {dest.name} is written at "
             f"{timing.fps:.3g} fps with frames held to keep their times"
         )
+    remove_stale_partials(dest)
     partial = partial_path(dest)
     fourcc = cv2.VideoWriter_fourcc(*_CODECS[dest.suffix.lower()])
     with quiet_native_stderr():
