@@ -388,3 +388,30 @@ def test_partial_files_of_killed_runs_are_removed_by_the_next_run(photo, tmp_pat
     stale.write_bytes(b"half a picture")
     assert main(["image", str(photo), str(tmp_path / "result.png"), "--style", "multistyle:3"]) == 0
     assert not stale.exists() and (tmp_path / "result.png").is_file()
+
+
+# -- item 8: a video that will not fit fails early -------------------------------------------------
+
+
+@pytest.mark.usefixtures("default_models")
+def test_video_that_will_not_fit_fails_early(tmp_path, astronaut, tmpfs, monkeypatch, capsys):
+    from partialstyle.pipeline import Pipeline
+
+    clip = _clip(tmp_path / "clip.mp4", astronaut, frames=300, size=(320, 192))
+    disk = tmpfs(1024)
+    out = _clip(disk / "out.mp4", astronaut, frames=2)
+    old = out.read_bytes()
+    processed = []
+    real_process = Pipeline.process
+
+    def counted(self, frame):
+        processed.append(1)
+        return real_process(self, frame)
+
+    monkeypatch.setattr(Pipeline, "process", counted)
+    args = ["video", str(clip), str(out), "--style", "multistyle:3", "--quiet"]
+    assert main([*args, "--process-height", "96"]) == 2
+    line = _error_line(capsys)
+    assert f"the disk holding {out} has" in line and "the old file is unchanged" in line, line
+    assert len(processed) <= 60, len(processed)  # of 300: at its first write to the disk
+    assert out.read_bytes() == old and not _partials(disk)

@@ -35,8 +35,12 @@ _CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv
 # A variable-rate clip is written at the rate of its shortest frame gap (repeating frames to
 # hold each one until the next), but never faster than this.
 _MAX_OUTPUT_FPS = 120.0
-# How often (in frames) the free space of the output's disk is looked at during a run.
-_SPACE_CHECK_EVERY = 10
+# How often (in frames) the free space of the output's disk is looked at during a run: every
+# frame, as it costs microseconds and the encoder's output reaches the file in 256 KB steps.
+_SPACE_CHECK_EVERY = 1
+# The run stops early when the rest of the clip, at the size per frame so far, needs this many
+# times the free space (frame sizes vary along a clip; a run that may fit is left to finish).
+_SPACE_MARGIN = 1.5
 
 
 def check_video_output(path: Path) -> None:
@@ -141,11 +145,27 @@ def decoded_frames(path: Path) -> tuple[int, tuple[int, int]]:
     return count, size if count else (0, 0)
 
 
-def _check_free_space(partial: Path, dest: Path) -> None:
-    """OpenCV's writer reports no write errors, so a full disk is noticed by looking."""
-    if shutil.disk_usage(partial.parent).free == 0:
-        kept = "the old file is unchanged" if dest.is_file() else "nothing was written"
+def _check_free_space(partial: Path, dest: Path, written: int, total: int) -> None:
+    """Fail as soon as the output clearly will not fit: the size of the frames written so far,
+    projected to the whole clip, needs more than the free space (with a margin, as the first
+    frames' size is an estimate); and when the disk is full. OpenCV's writer reports no write
+    errors, so the disk is looked at; the finished file is checked too (`_check_finished`)."""
+    free = shutil.disk_usage(partial.parent).free
+    kept = "the old file is unchanged" if dest.is_file() else "nothing was written"
+    if free == 0:
         raise PartialStyleError(f"the disk holding {dest} is full; {kept}")
+    size = partial.stat().st_size
+    needed = size * max(0, total - written) / max(written, 1)
+    if needed > _SPACE_MARGIN * free:
+        raise PartialStyleError(
+            f"the disk holding {dest} has {_megabytes(free)} free, and the video needs about "
+            f"{_megabytes(needed)} more (judged from its first {written} frames); free some "
+            f"space or write elsewhere; {kept}"
+        )
+
+
+def _megabytes(size: float) -> str:
+    return f"{size / 1e6:.1f} MB"
 
 
 def _stderr_note(line: str) -> None:
@@ -216,7 +236,7 @@ def restyle_video(
                 written += held
                 count += 1
                 if count % _SPACE_CHECK_EVERY == 0:
-                    _check_free_space(partial, dest)
+                    _check_free_space(partial, dest, written, sum(timing.repeats))
                 bar.update(1)
         with quiet_native_stderr():
             writer.release()
