@@ -252,9 +252,11 @@ def check_output_path(path: Path, suffixes: tuple[str, ...] = WRITABLE_SUFFIXES)
     check_writable_folder(path.parent)
 
 
-def partial_path(path: Path) -> Path:
-    """The hidden name beside `path` that an output is written to before it is renamed."""
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+def partial_path(path: Path, part: str = "") -> Path:
+    """The hidden name beside `path` that an output is written to before it is renamed
+    (`part` tells apart several files of one output, as a video's frames and its sound)."""
+    tag = f"-{part}" if part else ""
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{tag}{path.suffix}")
 
 
 def _process_runs(pid: int) -> bool:
@@ -278,7 +280,7 @@ def remove_stale_partials(path: Path) -> list[Path]:
     prefix = f".{path.stem}.partial-"
     removed = []
     for partial in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
-        pid = partial.name[len(prefix) : len(partial.name) - len(path.suffix)]
+        pid = partial.name[len(prefix) : len(partial.name) - len(path.suffix)].partition("-")[0]
         if pid.isdigit() and not _process_runs(int(pid)):
             with contextlib.suppress(OSError):  # gone already, or not ours to remove
                 partial.unlink()

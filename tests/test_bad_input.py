@@ -13,6 +13,7 @@ import time
 import zlib
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -415,3 +416,100 @@ def test_video_that_will_not_fit_fails_early(tmp_path, astronaut, tmpfs, monkeyp
     assert f"the disk holding {out} has" in line and "the old file is unchanged" in line, line
     assert len(processed) <= 60, len(processed)  # of 300: at its first write to the disk
     assert out.read_bytes() == old and not _partials(disk)
+
+
+# -- item 10: the sound is kept -------------------------------------------------------------------
+
+
+def _clip_with_sound(path: Path, astronaut: np.ndarray, codec: str, sound_from: float = 0.0):
+    """A 1 s clip (24 frames of 160×96) with a 440 Hz tone from `sound_from` seconds on."""
+    rate, fps, size = 48000, 24, (160, 96)
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = *size, "yuv420p"
+        audio = out.add_stream(codec, rate=rate, layout="mono")
+        for index in range(fps):
+            rgb = cv2.resize(np.roll(astronaut, 8 * index, axis=1), size)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = index
+            out.mux(video.encode(frame))
+        seconds = np.arange(round(rate * (1.0 - sound_from))) / rate
+        tone = (0.3 * np.sin(2 * np.pi * 440 * seconds) * 32767).astype(np.int16)
+        for start in range(0, len(tone), 960):
+            samples = av.AudioFrame.from_ndarray(tone[None, start : start + 960], "s16", "mono")
+            samples.sample_rate, samples.pts = rate, start + round(sound_from * rate)
+            out.mux(audio.encode(samples))
+        for stream in (video, audio):
+            out.mux(stream.encode(None))
+    return path
+
+
+def _sound(path: Path) -> tuple[str, float, np.ndarray, list[bytes]]:
+    """The clip's audio codec, its start relative to the video's (s), samples and packets."""
+    with av.open(str(path)) as clip:
+        (stream,) = clip.streams.audio
+        video = clip.streams.video[0]
+        start = float(stream.start_time * stream.time_base)
+        start -= float((video.start_time or 0) * video.time_base)
+        packets = [bytes(packet) for packet in clip.demux(stream) if packet.size]
+    with av.open(str(path)) as clip:
+        samples = np.concatenate(
+            [frame.to_ndarray().reshape(-1) for frame in clip.decode(audio=0)]
+        ).astype(np.float32)
+    return stream.codec_context.name, start, samples, packets
+
+
+@pytest.mark.usefixtures("default_models")
+def test_video_keeps_the_sound_and_its_timing(tmp_path, astronaut, capsys):
+    clip = _clip_with_sound(tmp_path / "clip.mp4", astronaut, "aac", sound_from=0.25)
+    out = tmp_path / "out.mp4"
+    assert main(["video", str(clip), str(out), "--style", "multistyle:3", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    codec, start, samples, packets = _sound(out)
+    original = _sound(clip)
+    assert codec == "aac" and packets == original[3]  # copied, not re-encoded
+    assert abs(start - original[1]) < 0.002 and abs(start - 0.25) < 0.03
+    assert np.array_equal(samples, original[2])
+    assert _frame_count(out) == 24 and not _partials(tmp_path)
+
+
+@pytest.mark.usefixtures("default_models")
+def test_sound_the_container_cannot_hold_is_re_encoded(tmp_path, astronaut, capsys):
+    """Opus cannot go into AVI as it is: it becomes PCM there, sample for sample."""
+    clip = _clip_with_sound(tmp_path / "clip.mkv", astronaut, "libopus")
+    out = tmp_path / "out.avi"
+    assert main(["video", str(clip), str(out), "--style", "multistyle:3", "--quiet"]) == 0
+    codec, _, samples, _ = _sound(out)
+    original = _sound(clip)[2] * 32767  # decoded Opus is float
+    assert codec == "pcm_s16le" and abs(len(samples) - len(original)) <= 960
+    common = min(len(samples), len(original))
+    assert np.abs(samples[:common] - original[:common]).max() <= 2.0
+    assert _frame_count(out) == 24 and not _partials(tmp_path)
+
+
+@pytest.mark.usefixtures("default_models")
+def test_video_without_sound_or_without_pyav(tmp_path, astronaut, monkeypatch, capsys):
+    silent = _clip(tmp_path / "silent.mp4", astronaut, frames=4)
+    out = tmp_path / "out.mp4"
+    assert main(["video", str(silent), str(out), "--style", "multistyle:3", "--quiet"]) == 0
+    with av.open(str(out)) as result:
+        assert not result.streams.audio and result.streams.video[0].frames == 4
+    assert capsys.readouterr().err == ""
+
+    clip = _clip_with_sound(tmp_path / "clip.mp4", astronaut, "aac")
+    monkeypatch.setitem(sys.modules, "av", None)  # as on a machine without PyAV
+    assert main(["video", str(clip), str(out), "--style", "multistyle:3", "--quiet"]) == 0
+    assert _error_line(capsys) == (
+        "partialstyle: note: PyAV is not installed, so the sound of clip.mp4 (if any) is not "
+        "carried over"
+    )
+    assert _frame_count(out) == 24
+
+
+def _frame_count(path: Path) -> int:
+    capture = cv2.VideoCapture(str(path))
+    count = 0
+    while capture.grab():
+        count += 1
+    capture.release()
+    return count

@@ -1,4 +1,4 @@
-"""File-to-file video restyling with OpenCV (frames only; audio is not carried over)."""
+"""File-to-file video restyling: frames with OpenCV, the sound carried over by `video_audio`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from partialstyle.commands.video_audio import add_audio
 from partialstyle.errors import PartialStyleError
 from partialstyle.io import (
     WRITABLE_SUFFIXES,
@@ -168,6 +169,17 @@ def _megabytes(size: float) -> str:
     return f"{size / 1e6:.1f} MB"
 
 
+def _has_sound(source: Path, note: Callable[[str], None]) -> bool:
+    """Whether `source` has sound to carry over (said in a note when it cannot be known)."""
+    try:
+        from partialstyle.commands.video_audio import audio_streams  # imports PyAV
+
+        return audio_streams(source) > 0
+    except ImportError:
+        note(f"PyAV is not installed, so the sound of {source.name} (if any) is not carried over")
+        return False
+
+
 def _stderr_note(line: str) -> None:
     print(f"partialstyle: note: {line}", file=sys.stderr)
 
@@ -179,7 +191,8 @@ def restyle_video(
     progress: bool = True,
     note: Callable[[str], None] = _stderr_note,
 ) -> int:
-    """Restyle every frame of `source` into `dest` at the same size and timing.
+    """Restyle every frame of `source` into `dest` at the same size and timing, with the
+    source's sound (every audio stream, copied as it is; see `video_audio`).
 
     `pipeline` is a Pipeline (every frame styled) or a LiveStylizer (style carried along).
 
@@ -210,7 +223,8 @@ def restyle_video(
             f"{timing.fps:.3g} fps with frames held to keep their times"
         )
     remove_stale_partials(dest)
-    partial = partial_path(dest)
+    partial, with_sound = partial_path(dest), partial_path(dest, "sound")
+    sound = _has_sound(source, note)
     fourcc = cv2.VideoWriter_fourcc(*_CODECS[dest.suffix.lower()])
     with quiet_native_stderr():
         writer = cv2.VideoWriter(str(partial), fourcc, timing.fps, encoded)
@@ -243,11 +257,18 @@ def restyle_video(
         if count == 0:
             raise PartialStyleError(f"{source} has no readable frames")
         _check_finished(partial, dest, written, encoded)
-        os.replace(partial, dest)
+        if sound:
+            add_audio(partial, source, with_sound)
+            _check_finished(with_sound, dest, written, encoded)
+            os.replace(with_sound, dest)
+            partial.unlink()
+        else:
+            os.replace(partial, dest)
     except BaseException:
         with quiet_native_stderr():
             writer.release()
         partial.unlink(missing_ok=True)
+        with_sound.unlink(missing_ok=True)
         raise
     finally:
         capture.release()
