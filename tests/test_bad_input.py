@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -181,11 +182,19 @@ def _jpeg_declaring(path: Path, small: np.ndarray, width: int, height: int) -> P
     return path
 
 
-_PEAK = (
-    "import resource, sys\n"
+_COMMAND = (
+    "import sys\n"
     "from partialstyle.commands.cli import main\n"
     "code = main(sys.argv[1:])\n"
-    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 'torch' in sys.modules)\n"
+    "print('torch' in sys.modules)\n"
+    "sys.exit(code)\n"
+)
+# Linux counts a process's memory at fork towards the child's peak, and pytest's process is
+# large: a small Python in between starts the command and reports only the command's peak.
+_MEASURE = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:]).returncode\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)\n"
     "sys.exit(code)\n"
 )
 
@@ -194,9 +203,12 @@ def _run_measured(*args: str) -> tuple[int, str, int, bool]:
     """Run the command in a child process: exit code, stderr, peak memory in bytes, and
     whether it imported torch."""
     child = subprocess.run(
-        [sys.executable, "-c", _PEAK, *args], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _MEASURE, sys.executable, "-c", _COMMAND, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    peak, torch_imported = child.stdout.split()[-2:]
+    torch_imported, peak = child.stdout.split()[-2:]
     return child.returncode, child.stderr.strip(), int(peak), torch_imported == "True"
 
 
@@ -513,3 +525,29 @@ def _frame_count(path: Path) -> int:
         count += 1
     capture.release()
     return count
+
+
+@pytest.mark.usefixtures("default_models")
+def test_full_disk_while_adding_the_sound_keeps_the_old_output(tmp_path, astronaut, tmpfs, capsys):
+    """Room for the frames but not for the second file that takes the sound beside them."""
+    clip = _clip_with_sound(tmp_path / "clip.mp4", astronaut, "aac")
+    args = [str(clip), "--style", "multistyle:3", "--quiet"]
+    assert main(["video", args[0], str(tmp_path / "sized.mp4"), *args[1:]]) == 0
+    size = (tmp_path / "sized.mp4").stat().st_size
+    disk = tmpfs(4 * size // 1024)
+    out = disk / "out.mp4"
+    out.write_bytes(b"an older result")
+    _fill(disk, leave_bytes=round(1.4 * size))
+    assert main(["video", args[0], str(out), *args[1:]]) == 2
+    line = _error_line(capsys)
+    assert line == (
+        f"partialstyle: error: could not write {out} (No space left on device); "
+        "the old file is unchanged"
+    )
+    assert out.read_bytes() == b"an older result" and not _partials(disk)
+
+
+def _fill(folder: Path, leave_bytes: int) -> None:
+    """Fill the disk holding `folder` until about `leave_bytes` are free."""
+    free = shutil.disk_usage(folder).free
+    (folder / "filler").write_bytes(bytes(max(0, free - leave_bytes)))

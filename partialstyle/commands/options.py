@@ -150,7 +150,7 @@ def plan_from_args(
     for region, look in plan.regions().items():
         problem = look.style.style_kind.problem(look.style)
         if problem:
-            raise PartialStyleError(f"{_option_of(region)}: {problem}")
+            raise PartialStyleError(f"{_option_of(region, args)}: {problem}")
     if args.live:
         args.process_height, args.upsample = LIVE.process_height, LIVE.upsample
     config = PipelineConfig(
@@ -169,8 +169,8 @@ def plan_from_args(
     return plan, config
 
 
-def _option_of(region: str) -> str:
+def _option_of(region: str, args: argparse.Namespace) -> str:
     """The option that set a region's style, for error messages."""
     if region in ("person", "background"):
-        return f"{region} style"
+        return "--style" if args.style else f"--{region}-style"
     return f"--region {region}"

@@ -16,7 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from partialstyle.commands.video_audio import add_audio
-from partialstyle.errors import PartialStyleError
+from partialstyle.errors import PartialStyleError, one_line
 from partialstyle.io import (
     WRITABLE_SUFFIXES,
     check_not_the_input,
@@ -146,23 +146,35 @@ def decoded_frames(path: Path) -> tuple[int, tuple[int, int]]:
     return count, size if count else (0, 0)
 
 
-def _check_free_space(partial: Path, dest: Path, written: int, total: int) -> None:
+def _check_free_space(partial: Path, dest: Path, written: int, total: int, copies: int) -> None:
     """Fail as soon as the output clearly will not fit: the size of the frames written so far,
-    projected to the whole clip, needs more than the free space (with a margin, as the first
-    frames' size is an estimate); and when the disk is full. OpenCV's writer reports no write
-    errors, so the disk is looked at; the finished file is checked too (`_check_finished`)."""
+    projected to the whole clip (`total` frames, written `copies` times), needs more than the
+    free space (with a margin, as the first frames' size is an estimate); and when the disk is
+    full. OpenCV's writer reports no write errors, so the disk is looked at; the finished file
+    is checked too (`_check_finished`)."""
     free = shutil.disk_usage(partial.parent).free
     kept = "the old file is unchanged" if dest.is_file() else "nothing was written"
     if free == 0:
         raise PartialStyleError(f"the disk holding {dest} is full; {kept}")
     size = partial.stat().st_size
-    needed = size * max(0, total - written) / max(written, 1)
+    per_frame = size / max(written, 1)
+    needed = per_frame * (max(0, total - written) + (copies - 1) * total)
     if needed > _SPACE_MARGIN * free:
         raise PartialStyleError(
             f"the disk holding {dest} has {_megabytes(free)} free, and the video needs about "
             f"{_megabytes(needed)} more (judged from its first {written} frames); free some "
             f"space or write elsewhere; {kept}"
         )
+
+
+def _add_audio(frames: Path, source: Path, partial: Path, dest: Path) -> None:
+    """The frames and the source's sound into `partial`; a failed write said as for frames."""
+    try:
+        add_audio(frames, source, partial)
+    except OSError as error:
+        kept = "the old file is unchanged" if dest.is_file() else "nothing was written"
+        reason = error.strerror or one_line(error)
+        raise PartialStyleError(f"could not write {dest} ({reason}); {kept}") from None
 
 
 def _megabytes(size: float) -> str:
@@ -233,6 +245,8 @@ def restyle_video(
         partial.unlink(missing_ok=True)
         raise PartialStyleError(f"OpenCV cannot encode {dest.suffix} video here; try .avi")
     pipeline.reset()
+    planned = sum(timing.repeats)  # output frames
+    copies = 2 if sound else 1  # with sound, the frames are written once more beside it
     count = written = 0
     try:
         with tqdm(total=total, unit="frame", disable=not progress, desc=source.name) as bar:
@@ -250,7 +264,7 @@ def restyle_video(
                 written += held
                 count += 1
                 if count % _SPACE_CHECK_EVERY == 0:
-                    _check_free_space(partial, dest, written, sum(timing.repeats))
+                    _check_free_space(partial, dest, written, planned, copies)
                 bar.update(1)
         with quiet_native_stderr():
             writer.release()
@@ -258,7 +272,7 @@ def restyle_video(
             raise PartialStyleError(f"{source} has no readable frames")
         _check_finished(partial, dest, written, encoded)
         if sound:
-            add_audio(partial, source, with_sound)
+            _add_audio(partial, source, with_sound, dest)
             _check_finished(with_sound, dest, written, encoded)
             os.replace(with_sound, dest)
             partial.unlink()

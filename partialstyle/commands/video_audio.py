@@ -42,20 +42,22 @@ def add_audio(frames: Path, source: Path, dest: Path) -> None:
     """Write `dest`: the video stream of `frames` and every audio stream of `source`.
 
     `dest` is a partial file; the caller checks it and renames it. Raises PartialStyleError
-    naming `source` when the sound cannot be carried over.
+    naming `source` when the sound cannot be carried over, OSError when writing fails.
     """
     import av
 
-    try:
-        _mux(frames, source, dest, copy=True)
-    except (av.FFmpegError, ValueError):
-        try:  # a codec the container cannot hold as it is: re-encode it
-            _mux(frames, source, dest, copy=False)
+    for copy in (True, False):  # copied as it is, else re-encoded for the container
+        try:
+            _mux(frames, source, dest, copy)
+            return
+        except OSError:  # a failed write (a full disk), which re-encoding does not help
+            raise
         except (av.FFmpegError, ValueError) as error:
-            raise PartialStyleError(
-                f"could not carry the sound of {source} into {dest.suffix} "
-                f"({one_line(error, sentence=True)}); try .mkv, which holds any sound"
-            ) from None
+            problem = one_line(error, sentence=True)
+    raise PartialStyleError(
+        f"could not carry the sound of {source} into {dest.suffix} ({problem}); "
+        "try .mkv, which holds any sound"
+    )
 
 
 def _mux(frames: Path, source: Path, dest: Path, copy: bool) -> None:
