@@ -82,9 +82,12 @@ def test_output_that_is_the_input_is_refused_and_the_input_kept(photo, tmp_path,
 
 
 def test_empty_picture_is_one_line_everywhere(photo, tmp_path, capsys):
-    empty = tmp_path / "empty.png"
+    empty, empty_clip = tmp_path / "empty.png", tmp_path / "empty.mp4"
     empty.touch()
+    empty_clip.touch()
     out = tmp_path / "out.png"
+    assert main(["video", str(empty_clip), str(tmp_path / "o.mp4"), "--style", "multistyle:3"]) == 2
+    assert f"{empty_clip} is empty (0 bytes)" in _error_line(capsys)
     cases = [
         ["image", str(empty), str(out), "--style", "multistyle:3"],
         ["mask", str(empty), str(out)],

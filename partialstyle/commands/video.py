@@ -59,6 +59,8 @@ def check_video_input(source: Path) -> None:
         raise PartialStyleError(f"input video {source} is a folder, not a video file; name a file")
     if not source.is_file():
         raise PartialStyleError(f"input video {source} does not exist")
+    if source.stat().st_size == 0:
+        raise PartialStyleError(f"input video {source} is empty (0 bytes); copy or export it again")
     if source.suffix.lower() in WRITABLE_SUFFIXES:
         raise PartialStyleError(
             f"{source} is a picture, not a video; restyle it with `partialstyle image`"
