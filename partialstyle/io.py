@@ -8,6 +8,7 @@ a complete write, so a full disk or a signal never leaves a broken or missing fi
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 import threading
@@ -18,6 +19,8 @@ import cv2
 import numpy as np
 
 from partialstyle.errors import PartialStyleError
+from partialstyle.frame_limits import frame_size_problem
+from partialstyle.picture_header import PictureHeader, jpeg_size, read_header, upright
 
 WRITABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -109,19 +112,91 @@ def incomplete_reason(data: bytes) -> str | None:
     return None
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An image file as uint8 RGB (or RGBA when it has alpha); gray becomes RGB."""
+# Pictures that are not frames (style pictures) may be larger than a frame, up to this many
+# pixels decoded (150 MB as RGB); a JPEG beyond it is decoded reduced by libjpeg, others refused.
+MAX_PICTURE_PIXELS = 50_000_000
+# OpenCV decodes a JPEG at 1/2, 1/4 or 1/8 of its size while decoding, never at full size.
+_REDUCED_JPEG = {
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def read_picture_file(path: Path, what: str = "input image") -> bytes:
+    """The bytes of a picture file, or one line saying why they are not a whole picture."""
+    if path.is_dir():
+        raise PartialStyleError(f"{what} {path} is a folder, not a picture file; name a file")
     if not path.is_file():
-        raise PartialStyleError(f"input image {path} does not exist")
+        raise PartialStyleError(f"{what} {path} does not exist")
     try:
         data = path.read_bytes()
     except OSError as error:
         raise PartialStyleError(f"cannot read {path} ({error.strerror})") from None
+    if not data:
+        raise PartialStyleError(f"{what} {path} is empty (0 bytes); copy or export it again")
     reason = incomplete_reason(data)
     if reason:
         raise PartialStyleError(f"{path} is {reason}; copy or export it again")
+    return data
+
+
+def _reduction(header: PictureHeader, data: bytes, max_pixels: int) -> int:
+    """1, or the JPEG reduction (2, 4, 8) that brings the picture within `max_pixels`."""
+    pixels = header.width * header.height
+    if pixels <= max_pixels or jpeg_size(data) is None:
+        return 1
+    return next((factor for factor in (2, 4, 8) if pixels / factor**2 <= max_pixels), 1)
+
+
+def read_image(
+    path: Path,
+    what: str = "input image",
+    max_pixels: int = MAX_PICTURE_PIXELS,
+    reduce: bool = False,
+) -> np.ndarray:
+    """A picture file as uint8 RGB (or RGBA when it has alpha), upright as viewers show it.
+
+    The size the file declares is checked before decoding, so a small file declaring an
+    enormous picture costs no memory: over `max_pixels` it is refused, or with `reduce` a
+    JPEG is decoded at 1/2, 1/4 or 1/8 size (style pictures, which are used small anyway).
+    Gray becomes RGB; 16-bit becomes 8-bit.
+    """
+    data, header, factor = _declared(path, what, max_pixels, reduce)
+    return _decode(path, data, factor, header.orientation if header else 1)
+
+
+def check_picture(
+    path: Path, what: str, max_pixels: int = MAX_PICTURE_PIXELS, reduce: bool = False
+) -> None:
+    """Fail in one line unless `read_image` with these arguments would decode `path` (as far
+    as its header tells), without decoding it: for checks before any model is loaded."""
+    _declared(path, what, max_pixels, reduce)
+
+
+def _declared(
+    path: Path, what: str, max_pixels: int, reduce: bool
+) -> tuple[bytes, PictureHeader | None, int]:
+    """The file's bytes, its header and the JPEG reduction that keeps it within `max_pixels`."""
+    data = read_picture_file(path, what)
+    header = read_header(data)
+    factor = _reduction(header, data, max_pixels) if header and reduce else 1
+    if header and header.width * header.height > max_pixels * factor**2:
+        raise PartialStyleError(
+            f"{what} {path} declares {header.width}×{header.height} pixels, more than "
+            f"{max_pixels / 1e6:.0f} megapixels; scale it down"
+        )
+    return data, header, factor
+
+
+def _decode(path: Path, data: bytes, factor: int, orientation: int) -> np.ndarray:
+    """Decode (IMREAD_UNCHANGED leaves the EXIF orientation alone; the reduced decode is
+    told to), then turn upright ourselves, the same for every format."""
+    flags = cv2.IMREAD_UNCHANGED
+    if factor > 1:
+        flags = _REDUCED_JPEG[factor] | cv2.IMREAD_IGNORE_ORIENTATION
     with quiet_native_stderr():
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
     if image is None:
         raise PartialStyleError(f"cannot read {path} as an image (is it a PNG, JPEG or similar?)")
     if image.dtype != np.uint8:
@@ -129,21 +204,26 @@ def read_image(path: Path) -> np.ndarray:
             (image / 257).astype(np.uint8) if image.dtype == np.uint16 else image.astype(np.uint8)
         )
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
+    else:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return upright(image, orientation)
 
 
 def read_frame(path: Path) -> np.ndarray:
-    """An image file that every command accepts: the size limits of `check_frame` apply."""
-    from partialstyle.frames import check_frame
-
-    image = read_image(path)
-    try:
-        return check_frame(image)
-    except ValueError as error:
-        raise PartialStyleError(f"{path}: {error}") from None
+    """A picture file that every command accepts as a frame: 32×32 up to 3840×2160 (upright),
+    checked on the size the file declares before anything is decoded."""
+    data = read_picture_file(path)
+    header = read_header(data)
+    problem = frame_size_problem(*header.upright_size) if header else None
+    if problem is None:
+        image = _decode(path, data, 1, header.orientation if header else 1)
+        problem = frame_size_problem(image.shape[1], image.shape[0])  # when no header was read
+    if problem:
+        raise PartialStyleError(f"{path}: {problem}")
+    return image
 
 
 def check_writable_folder(folder: Path) -> None:
@@ -172,9 +252,40 @@ def check_output_path(path: Path, suffixes: tuple[str, ...] = WRITABLE_SUFFIXES)
     check_writable_folder(path.parent)
 
 
-def partial_path(path: Path) -> Path:
-    """The hidden name beside `path` that an output is written to before it is renamed."""
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}{path.suffix}")
+def partial_path(path: Path, part: str = "") -> Path:
+    """The hidden name beside `path` that an output is written to before it is renamed
+    (`part` tells apart several files of one output, as a video's frames and its sound)."""
+    tag = f"-{part}" if part else ""
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}{tag}{path.suffix}")
+
+
+def _process_runs(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (where that cannot be asked
+    safely, as on Windows, where os.kill ends processes: assume it does)."""
+    if os.name == "nt" or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists, as another user's
+        return True
+    return True
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the partial files of `path` that processes no longer running left behind (one
+    killed by SIGKILL or a power cut could not clean up); returns them. A partial file of a
+    process that still runs is that process's work in progress and stays."""
+    prefix = f".{path.stem}.partial-"
+    removed = []
+    for partial in path.parent.glob(f"{glob.escape(prefix)}*{glob.escape(path.suffix)}"):
+        pid = partial.name[len(prefix) : len(partial.name) - len(path.suffix)].partition("-")[0]
+        if pid.isdigit() and not _process_runs(int(pid)):
+            with contextlib.suppress(OSError):  # gone already, or not ours to remove
+                partial.unlink()
+                removed.append(partial)
+    return removed
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -182,6 +293,7 @@ def write_atomically(path: Path, data: bytes) -> None:
 
     On any failure the partial file is removed and an existing `path` stays as it was.
     """
+    remove_stale_partials(path)
     partial = partial_path(path)
     try:
         with open(partial, "wb") as stream:
@@ -209,3 +321,17 @@ def write_image(path: Path, image: np.ndarray) -> None:
     if not encoded:
         raise PartialStyleError(f"could not encode {path.name} as {path.suffix}")
     write_atomically(path, data.tobytes())
+
+
+def check_not_the_input(source: Path, dest: Path) -> None:
+    """Fail when the output would overwrite the input: the same path, another path to it or
+    a hard link to it (the same file on disk), so a result never replaces its own source."""
+    try:
+        same = dest.exists() and source.exists() and os.path.samefile(source, dest)
+    except OSError:
+        return  # cannot tell: the later checks name what is wrong with either path
+    if same:
+        raise PartialStyleError(
+            f"output {dest} is the input file {source}; writing it would destroy the input, "
+            f"so name another output, e.g. {dest.with_stem(dest.stem + '-styled')}"
+        )

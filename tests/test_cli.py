@@ -219,30 +219,6 @@ def _ffmpeg() -> str:
     return shutil.which("ffmpeg") or pytest.skip("ffmpeg is not installed (install/test.sh does)")
 
 
-@pytest.fixture()
-def tmpfs(tmp_path: Path):
-    """Mounts small tmpfs folders (a full or read-only disk), unmounted after the test."""
-    mounted = []
-
-    def mount(size_kb: int, read_only: bool = False) -> Path:
-        if os.geteuid() != 0:
-            pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
-        folder = tmp_path / f"disk{len(mounted)}"
-        folder.mkdir()
-        options = f"size={size_kb}k" + (",ro" if read_only else "")
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True
-        )
-        if result.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
-        mounted.append(folder)
-        return folder
-
-    yield mount
-    for folder in mounted:
-        subprocess.run(["umount", "-l", str(folder)], check=True)
-
-
 def _fill(folder: Path, leave_bytes: int) -> None:
     """Fill the disk holding `folder` until about `leave_bytes` are free."""
     free = shutil.disk_usage(folder).free

@@ -1,6 +1,7 @@
 """Style specs, plans and configs: parsing and validation at the edge."""
 
 import pytest
+from PIL import Image
 
 from partialstyle.config import PipelineConfig
 from partialstyle.plan import RegionStyle, StylePlan
@@ -63,7 +64,7 @@ def test_plan_and_config_validate():
 
 def test_every_kind_parses_what_it_offers_and_writes_it_back(tmp_path):
     picture = tmp_path / "style.png"
-    picture.write_bytes(b"")
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(picture)  # a real picture: its header is read
     for kind in KINDS:
         offered = [*kind.installed()]
         if kind.picture_spec(str(picture)) is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import shutil
@@ -94,7 +95,11 @@ def cmd_doctor(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from partialstyle.commands.bench import run_benchmarks
 
-    results = run_benchmarks(repeats=args.repeats, threads=args.threads, quick=args.quick)
+    # With --json, standard output is the JSON alone (for programs); the tables, which show
+    # progress through a long run, go to standard error.
+    tables = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with tables:
+        results = run_benchmarks(repeats=args.repeats, threads=args.threads, quick=args.quick)
     if args.json:
         print(json.dumps(results, indent=2))
 
@@ -105,7 +110,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     doctor.set_defaults(run=cmd_doctor)
 
     bench = commands.add_parser("bench", help="speed of every stage on this machine")
-    bench.add_argument("--json", action="store_true", help="also print the results as JSON")
+    bench.add_argument(
+        "--json", action="store_true", help="print the results as JSON (the tables go to stderr)"
+    )
     bench.add_argument("--repeats", type=int, default=5)
     bench.add_argument("--threads", type=thread_count, default=None)
     bench.add_argument("--quick", action="store_true", help="fewer sizes and repeats")

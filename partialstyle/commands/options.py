@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
+from partialstyle.commands.segmenter_choice import segmenter_for
 from partialstyle.errors import PartialStyleError
+
+if TYPE_CHECKING:
+    from partialstyle.config import PipelineConfig
+    from partialstyle.plan import StylePlan
 
 # `segment` keeps at most this many detections (YOLACT's own limit per image).
 MAX_TOP_K = 100
@@ -96,9 +102,20 @@ def add_style_options(parser: argparse.ArgumentParser, default_height: int | Non
 def pipeline_from_args(
     args: argparse.Namespace, temporal_smoothing: float = 0.0, stabilize: float = 0.0
 ):
-    """The pipeline that the style options describe."""
+    """The pipeline that the style options describe, built (torch imported, models loaded)
+    only once everything that can be checked without them holds."""
+    plan, config = plan_from_args(args, temporal_smoothing, stabilize)
+    from partialstyle.pipeline import Pipeline  # torch: only once the options are fine
+
+    return Pipeline(config, plan)
+
+
+def plan_from_args(
+    args: argparse.Namespace, temporal_smoothing: float = 0.0, stabilize: float = 0.0
+) -> tuple[StylePlan, PipelineConfig]:
+    """The style plan and settings of the options, checked without torch: the specs parse,
+    their files are there and readable, and what the options ask for can be done."""
     from partialstyle.config import LIVE, PipelineConfig
-    from partialstyle.pipeline import Pipeline
     from partialstyle.plan import RegionRequest, plan_from_requests
 
     if args.style and (args.person_style or args.background_style):
@@ -130,10 +147,14 @@ def pipeline_from_args(
             *(request(name, spec, None) for name, spec in extra.items()),
         ]
     )
+    for region, look in plan.regions().items():
+        problem = look.style.style_kind.problem(look.style)
+        if problem:
+            raise PartialStyleError(f"{_option_of(region, args)}: {problem}")
     if args.live:
         args.process_height, args.upsample = LIVE.process_height, LIVE.upsample
     config = PipelineConfig(
-        segmenter=args.segmenter,
+        segmenter=segmenter_for(plan, args.segmenter, args.weights),
         process_height=None if args.full_res else args.process_height,
         upsample=args.upsample,
         yolact_weights=args.weights,
@@ -145,4 +166,11 @@ def pipeline_from_args(
         device=args.device,
         threads=args.threads,
     )
-    return Pipeline(config, plan)
+    return plan, config
+
+
+def _option_of(region: str, args: argparse.Namespace) -> str:
+    """The option that set a region's style, for error messages."""
+    if region in ("person", "background"):
+        return "--style" if args.style else f"--{region}-style"
+    return f"--region {region}"

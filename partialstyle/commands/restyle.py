@@ -9,9 +9,10 @@ from partialstyle.commands.options import add_style_options, pipeline_from_args
 
 
 def cmd_image(args: argparse.Namespace) -> None:
-    from partialstyle.io import check_output_path, read_frame, write_image
+    from partialstyle.io import check_not_the_input, check_output_path, read_frame, write_image
 
     check_output_path(args.output)
+    check_not_the_input(args.input, args.output)
     frame = read_frame(args.input)
     pipeline = pipeline_from_args(args)
     write_image(args.output, pipeline.process(frame))
@@ -30,9 +31,11 @@ def _style_every(text: str) -> int:
 
 def cmd_video(args: argparse.Namespace) -> None:
     from partialstyle.commands.video import check_video_input, check_video_output, restyle_video
+    from partialstyle.io import check_not_the_input
 
     check_video_input(args.input)
     check_video_output(args.output)
+    check_not_the_input(args.input, args.output)
     pipeline = pipeline_from_args(
         args, temporal_smoothing=args.temporal_smoothing, stabilize=args.stabilize
     )

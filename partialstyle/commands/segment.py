@@ -15,22 +15,25 @@ _MASK_FILE = re.compile(r"\d{3}-[A-Za-z_]+\.png")
 
 
 def cmd_mask(args: argparse.Namespace) -> None:
-    import numpy as np
-    import torch
-
     from partialstyle.config import PipelineConfig
-    from partialstyle.device import resolve_device
-    from partialstyle.io import check_output_path, read_frame, write_image
-    from partialstyle.segment.regions import RegionSegmenter
-    from partialstyle.weights.model_cache import default_cache
+    from partialstyle.io import check_not_the_input, check_output_path, read_frame, write_image
 
     if args.output.suffix.lower() != ".png":
         raise PartialStyleError(
             f"the mask is written as PNG; name the output {args.output.stem}.png"
         )
     check_output_path(args.output)
+    check_not_the_input(args.input, args.output)
     config = PipelineConfig(segmenter=args.segmenter, device=args.device)  # validates them
     frame = read_frame(args.input)
+
+    import numpy as np  # the paths and the picture are fine: now load what the work needs
+    import torch
+
+    from partialstyle.device import resolve_device
+    from partialstyle.segment.regions import RegionSegmenter
+    from partialstyle.weights.model_cache import default_cache
+
     device = resolve_device(args.device)
     with torch.inference_mode():
         rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
@@ -41,15 +44,8 @@ def cmd_mask(args: argparse.Namespace) -> None:
 
 def cmd_segment(args: argparse.Namespace) -> None:
     """Every detected person or object as JSON, with its mask as a PNG."""
-    import numpy as np
-    import torch
-
     from partialstyle.config import PipelineConfig
-    from partialstyle.device import resolve_device
-    from partialstyle.io import read_frame, write_atomically, write_image
-    from partialstyle.segment.classes import COCO_CLASSES
-    from partialstyle.segment.regions import RegionSegmenter
-    from partialstyle.weights.model_cache import default_cache
+    from partialstyle.io import check_not_the_input, read_frame, write_atomically, write_image
 
     config = PipelineConfig(
         segmenter=args.segmenter,
@@ -58,7 +54,17 @@ def cmd_segment(args: argparse.Namespace) -> None:
         yolact_weights=args.weights,
     )
     _check_segment_outputs(args.json, args.masks)
+    check_not_the_input(args.input, args.json)
     frame = read_frame(args.input)
+
+    import numpy as np
+    import torch
+
+    from partialstyle.device import resolve_device
+    from partialstyle.segment.classes import COCO_CLASSES
+    from partialstyle.segment.regions import RegionSegmenter
+    from partialstyle.weights.model_cache import default_cache
+
     device = resolve_device(args.device)
     rgb = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).to(device)
     with torch.inference_mode():

@@ -14,13 +14,26 @@ def cmd_styles(args: argparse.Namespace) -> None:
             for line in kind.listing():
                 print(line)
         return
-    from partialstyle.commands.sheet import contact_sheet
-    from partialstyle.device import resolve_device
-    from partialstyle.io import check_output_path, read_frame, write_image
+    from partialstyle.io import (
+        check_not_the_input,
+        check_output_path,
+        check_picture,
+        read_frame,
+        write_image,
+    )
 
     check_output_path(args.sheet)
+    for picture in [args.photo, *(args.picture or [])]:
+        if picture is not None:
+            check_not_the_input(picture, args.sheet)
     photo = read_frame(args.photo or Path(__file__).parents[1] / "data" / "astronaut.jpg")
+    for picture in args.picture or []:
+        check_picture(picture, "style picture", reduce=True)
     pictures = [str(path) for path in args.picture or []]
+
+    from partialstyle.commands.sheet import contact_sheet  # torch: only once the files are fine
+    from partialstyle.device import resolve_device
+
     write_image(args.sheet, contact_sheet(photo, resolve_device(args.device), pictures=pictures))
     print(f"wrote {args.sheet}")
 

@@ -1,4 +1,4 @@
-"""File-to-file video restyling with OpenCV (frames only; audio is not carried over)."""
+"""File-to-file video restyling: frames with OpenCV, the sound carried over by `video_audio`."""
 
 from __future__ import annotations
 
@@ -15,18 +15,21 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from partialstyle.errors import PartialStyleError
+from partialstyle.commands.video_audio import add_audio
+from partialstyle.errors import PartialStyleError, one_line
 from partialstyle.io import (
     WRITABLE_SUFFIXES,
+    check_not_the_input,
     check_writable_folder,
     partial_path,
     quiet_native_stderr,
+    remove_stale_partials,
 )
-from partialstyle.pipeline import Pipeline
 
 
 class Stylizer(Protocol):
-    """What restyles a clip frame by frame (a Pipeline, or the live path's stylizers)."""
+    """What restyles a clip frame by frame: a Pipeline, or the live path's stylizers (the
+    protocol, not their classes, so that checking paths does not import torch)."""
 
     def process(self, frame: np.ndarray) -> np.ndarray: ...
 
@@ -39,8 +42,12 @@ _CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv
 # A variable-rate clip is written at the rate of its shortest frame gap (repeating frames to
 # hold each one until the next), but never faster than this.
 _MAX_OUTPUT_FPS = 120.0
-# How often (in frames) the free space of the output's disk is looked at during a run.
-_SPACE_CHECK_EVERY = 10
+# How often (in frames) the free space of the output's disk is looked at during a run: every
+# frame, as it costs microseconds and the encoder's output reaches the file in 256 KB steps.
+_SPACE_CHECK_EVERY = 1
+# The run stops early when the rest of the clip, at the size per frame so far, needs this many
+# times the free space (frame sizes vary along a clip; a run that may fit is left to finish).
+_SPACE_MARGIN = 1.5
 
 
 def check_video_output(path: Path) -> None:
@@ -54,8 +61,12 @@ def check_video_output(path: Path) -> None:
 
 def check_video_input(source: Path) -> None:
     """Fail before any work when `source` is missing, a picture, or has no readable frame."""
+    if source.is_dir():
+        raise PartialStyleError(f"input video {source} is a folder, not a video file; name a file")
     if not source.is_file():
         raise PartialStyleError(f"input video {source} does not exist")
+    if source.stat().st_size == 0:
+        raise PartialStyleError(f"input video {source} is empty (0 bytes); copy or export it again")
     if source.suffix.lower() in WRITABLE_SUFFIXES:
         raise PartialStyleError(
             f"{source} is a picture, not a video; restyle it with `partialstyle image`"
@@ -152,11 +163,50 @@ def decoded_frames(path: Path) -> tuple[int, tuple[int, int]]:
     return count, size if count else (0, 0)
 
 
-def _check_free_space(partial: Path, dest: Path) -> None:
-    """OpenCV's writer reports no write errors, so a full disk is noticed by looking."""
-    if shutil.disk_usage(partial.parent).free == 0:
-        kept = "the old file is unchanged" if dest.is_file() else "nothing was written"
+def _check_free_space(partial: Path, dest: Path, written: int, total: int, copies: int) -> None:
+    """Fail as soon as the output clearly will not fit: the size of the frames written so far,
+    projected to the whole clip (`total` frames, written `copies` times), needs more than the
+    free space (with a margin, as the first frames' size is an estimate); and when the disk is
+    full. OpenCV's writer reports no write errors, so the disk is looked at; the finished file
+    is checked too (`_check_finished`)."""
+    free = shutil.disk_usage(partial.parent).free
+    kept = "the old file is unchanged" if dest.is_file() else "nothing was written"
+    if free == 0:
         raise PartialStyleError(f"the disk holding {dest} is full; {kept}")
+    size = partial.stat().st_size
+    per_frame = size / max(written, 1)
+    needed = per_frame * (max(0, total - written) + (copies - 1) * total)
+    if needed > _SPACE_MARGIN * free:
+        raise PartialStyleError(
+            f"the disk holding {dest} has {_megabytes(free)} free, and the video needs about "
+            f"{_megabytes(needed)} more (judged from its first {written} frames); free some "
+            f"space or write elsewhere; {kept}"
+        )
+
+
+def _add_audio(frames: Path, source: Path, partial: Path, dest: Path) -> None:
+    """The frames and the source's sound into `partial`; a failed write said as for frames."""
+    try:
+        add_audio(frames, source, partial)
+    except OSError as error:
+        kept = "the old file is unchanged" if dest.is_file() else "nothing was written"
+        reason = error.strerror or one_line(error)
+        raise PartialStyleError(f"could not write {dest} ({reason}); {kept}") from None
+
+
+def _megabytes(size: float) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
+def _has_sound(source: Path, note: Callable[[str], None]) -> bool:
+    """Whether `source` has sound to carry over (said in a note when it cannot be known)."""
+    try:
+        from partialstyle.commands.video_audio import audio_streams  # imports PyAV
+
+        return audio_streams(source) > 0
+    except ImportError:
+        note(f"PyAV is not installed, so the sound of {source.name} (if any) is not carried over")
+        return False
 
 
 def _stderr_note(line: str) -> None:
@@ -164,13 +214,14 @@ def _stderr_note(line: str) -> None:
 
 
 def restyle_video(
-    pipeline: Pipeline | Stylizer,
+    pipeline: Stylizer,
     source: Path,
     dest: Path,
     progress: bool = True,
     note: Callable[[str], None] = _stderr_note,
 ) -> int:
-    """Restyle every frame of `source` into `dest` at the same size and timing.
+    """Restyle every frame of `source` into `dest` at the same size and timing, with the
+    source's sound (every audio stream, copied as it is; see `video_audio`).
 
     `pipeline` is a Pipeline (every frame styled) or a live-path stylizer (style carried
     along, `partialstyle.live`).
@@ -183,6 +234,7 @@ def restyle_video(
     """
     check_video_input(source)
     check_video_output(dest)
+    check_not_the_input(source, dest)
     timing = read_timing(source)
     with quiet_native_stderr():
         capture = cv2.VideoCapture(str(source))
@@ -200,7 +252,9 @@ def restyle_video(
             f"{source.name} has a variable frame rate; {dest.name} is written at "
             f"{timing.fps:.3g} fps with frames held to keep their times"
         )
-    partial = partial_path(dest)
+    remove_stale_partials(dest)
+    partial, with_sound = partial_path(dest), partial_path(dest, "sound")
+    sound = _has_sound(source, note)
     fourcc = cv2.VideoWriter_fourcc(*_CODECS[dest.suffix.lower()])
     with quiet_native_stderr():
         writer = cv2.VideoWriter(str(partial), fourcc, timing.fps, encoded)
@@ -209,6 +263,8 @@ def restyle_video(
         partial.unlink(missing_ok=True)
         raise PartialStyleError(f"OpenCV cannot encode {dest.suffix} video here; try .avi")
     pipeline.reset()
+    planned = sum(timing.repeats)  # output frames
+    copies = 2 if sound else 1  # with sound, the frames are written once more beside it
     count = written = 0
     try:
         with tqdm(total=total, unit="frame", disable=not progress, desc=source.name) as bar:
@@ -226,18 +282,25 @@ def restyle_video(
                 written += held
                 count += 1
                 if count % _SPACE_CHECK_EVERY == 0:
-                    _check_free_space(partial, dest)
+                    _check_free_space(partial, dest, written, planned, copies)
                 bar.update(1)
         with quiet_native_stderr():
             writer.release()
         if count == 0:
             raise PartialStyleError(f"{source} has no readable frames")
         _check_finished(partial, dest, written, encoded)
-        os.replace(partial, dest)
+        if sound:
+            _add_audio(partial, source, with_sound, dest)
+            _check_finished(with_sound, dest, written, encoded)
+            os.replace(with_sound, dest)
+            partial.unlink()
+        else:
+            os.replace(partial, dest)
     except BaseException:
         with quiet_native_stderr():
             writer.release()
         partial.unlink(missing_ok=True)
+        with_sound.unlink(missing_ok=True)
         raise
     finally:
         capture.release()

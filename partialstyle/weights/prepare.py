@@ -112,6 +112,18 @@ def _make_models_dir(directory: Path) -> None:
         ) from None
 
 
+def _check_models_dir_writable(directory: Path) -> None:
+    """A read-only models folder, said once in one line before anything is downloaded."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as error:
+        raise PartialStyleError(
+            f"cannot write into the models folder {directory} ({error.strerror}); make it "
+            "writable, or set PARTIALSTYLE_MODELS to a writable folder and prepare there"
+        ) from None
+
+
 def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) -> None:
     """Make every listed model (default: all) ready. Quick when they already are."""
     directory = models_dir()
@@ -122,6 +134,7 @@ def prepare(names: list[str] | None = None, log: Callable[[str], None] = print) 
             log(f"{name}: ready")
             continue
         _make_models_dir(directory)
+        _check_models_dir_writable(directory)
         dest = directory / model.file
         if dest.exists() and not dest.is_file():
             raise PartialStyleError(

@@ -34,8 +34,13 @@ class ArbitraryKind(FileStyles):
         return ("arbitrary:<picture>  (any picture's style)",)
 
     def problem(self, spec: StyleSpec) -> str | None:
-        picture = Path(spec.source).expanduser()
-        return None if picture.is_file() else f"style picture {picture} does not exist"
+        from partialstyle.io import check_picture
+
+        try:
+            check_picture(Path(spec.source).expanduser(), "style picture", reduce=True)
+        except PartialStyleError as error:
+            return str(error)
+        return None
 
     def picture_spec(self, picture: str) -> str:
         return f"{self.name}:{picture}"
@@ -71,17 +76,17 @@ class ArbitraryKind(FileStyles):
 
 def picture_vector(path: str, networks: Networks, device: torch.device) -> torch.Tensor:
     """A picture's style vector, computed once per picture file version and device."""
+    from partialstyle.io import read_image
+
     picture = Path(path).expanduser()
-    if not picture.is_file():
-        raise PartialStyleError(f"style picture {picture} does not exist")
+    if not picture.is_file():  # read_image says why (missing, a folder)
+        read_image(picture, "style picture")
     key = (_MODEL, str(picture.resolve()), picture.stat().st_mtime_ns, str(device))
 
     def compute() -> torch.Tensor:
         import torch
 
-        from partialstyle.io import read_image
-
-        pixels = torch.from_numpy(read_image(picture)[..., :3].copy())
+        pixels = torch.from_numpy(read_image(picture, "style picture", reduce=True)[..., :3].copy())
         return networks.model(_MODEL, device).style_vector(pixels)
 
     return networks.remember(key, compute)
