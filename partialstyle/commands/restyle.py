@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from partialstyle.commands.options import add_style_options, pipeline_from_args
+from partialstyle.errors import PartialStyleError
 
 
 def cmd_image(args: argparse.Namespace) -> None:
@@ -36,6 +37,10 @@ def cmd_video(args: argparse.Namespace) -> None:
     check_video_input(args.input)
     check_video_output(args.output)
     check_not_the_input(args.input, args.output)
+    if args.realtime and args.style_every > 1:
+        raise PartialStyleError(
+            "--realtime follows the OBS filter's own schedule; leave out --style-every"
+        )
     pipeline = pipeline_from_args(
         args, temporal_smoothing=args.temporal_smoothing, stabilize=args.stabilize
     )
