@@ -38,8 +38,8 @@ def carried(color, key_person, gray_key, gray_now, person_now) -> np.ndarray:
     backward, forward = flows(gray_now, gray_key), flows(gray_key, gray_now)
     size = flow_size(*color.shape[:2])
     key_person = small(key_person, *size)
-    to_key = Warp(backward, *color.shape[:2])
-    return carry(color, key_person, to_key, backward, forward, person_now).color
+    to_key, to_key_small = Warp(backward, *color.shape[:2]), Warp(backward, *size)
+    return carry(color, key_person, to_key, to_key_small, forward, person_now).color
 
 
 def differs_by_rounding(a: np.ndarray, b: np.ndarray) -> bool:

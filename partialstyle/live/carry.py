@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from partialstyle.live.flow import Warp, warp
+from partialstyle.live.flow import Warp
 
 # Forward-backward consistency (Sundaram, Brox and Keutzer 2010): a pixel whose round trip
 # misses by more than this share of the motion, plus a constant (flow pixels), is occluded.
@@ -46,11 +46,12 @@ class Carried:
     filled: float
 
 
-def round_trip_valid(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
-    """Where following `backward` (now → styled) and then `forward` (styled → now) returns
-    to the start: a bool map at flow size. Elsewhere the styled frame did not see what the
-    current frame shows there (occlusion) or the flow is unreliable."""
-    there = warp(forward, backward)
+def round_trip_valid(backward: Warp, forward: np.ndarray) -> np.ndarray:
+    """Where following `backward` (now → styled, a warp at flow size) and then `forward`
+    (styled → now) returns to the start: a bool map at flow size. Elsewhere the styled frame
+    did not see what the current frame shows there (occlusion) or the flow is unreliable."""
+    there = backward(forward)
+    backward = backward.flow
     miss_x, miss_y = backward[..., 0] + there[..., 0], backward[..., 1] + there[..., 1]
     reach = backward[..., 0] ** 2 + backward[..., 1] ** 2 + there[..., 0] ** 2
     reach += there[..., 1] ** 2
@@ -58,7 +59,7 @@ def round_trip_valid(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
 
 
 def occluded(
-    backward: np.ndarray, forward: np.ndarray, key_person: np.ndarray, person: np.ndarray
+    backward: Warp, forward: np.ndarray, key_person: np.ndarray, person: np.ndarray
 ) -> np.ndarray:
     """Pixels (bool, flow size) whose carried colour cannot be trusted: the styled pixel
     comes from the other region (the wall a person uncovered samples the key where the
@@ -116,19 +117,19 @@ def carry(
     color: np.ndarray,
     key_person: np.ndarray,
     backward: Warp,
-    backward_flow: np.ndarray,
-    forward_flow: np.ndarray,
+    backward_small: Warp,
+    forward: np.ndarray,
     person: np.ndarray,
 ) -> Carried:
     """A keyframe's styled `color` (uint8 h×w×3) carried onto the current frame.
 
-    key_person: the keyframe's person mask at flow size; backward: the warp from the current
-    frame to the keyframe at processing size; backward_flow and forward_flow: the flows
-    between the two at flow size (current → key, key → current); person: the current
-    frame's person mask at flow size.
+    key_person: the keyframe's person mask at flow size; backward and backward_small: the
+    warp from the current frame to the keyframe at processing and at flow size; forward:
+    the flow the other way (key → current, flow size); person: the current frame's person
+    mask at flow size.
     """
     moved = backward(color)
-    holes = occluded(backward_flow, forward_flow, warp(key_person, backward_flow), person)
+    holes = occluded(backward_small, forward, backward_small(key_person), person)
     filled = float(holes.mean())
     if filled > 0.0:
         fill_holes(moved, holes, person)

@@ -95,7 +95,7 @@ class Warp:
     """
 
     def __init__(self, flow: np.ndarray, height: int, width: int):
-        flow = scaled_flow(flow, height, width)
+        flow = self.flow = scaled_flow(flow, height, width)
         columns, rows = _grid(height, width)
         # Fixed-point maps (1/32-pixel steps, plenty for styled texture): OpenCV's fast path
         # when one warp serves several images.

@@ -183,15 +183,15 @@ class LiveStylizer:
         if not bound.near_enough(moved):
             return None
         forward = self._flows(key.gray, gray)
-        to_key = Warp(backward, *key.color.shape[:2])
+        to_key, to_key_small = Warp(backward, *key.color.shape[:2]), Warp(backward, *gray.shape)
         person, coverage = segmented.person, segmented.coverage
         if segmented.gray is not gray:  # masks of an earlier frame: moved onto this one
             if segmented is key.segmented:
-                person, coverage = warp(person, backward), to_key(coverage)
+                person, coverage = to_key_small(person), to_key(coverage)
             else:
                 to_segmented = self._flows(gray, segmented.gray)
                 person, coverage = warp(person, to_segmented), warp(coverage, to_segmented)
-        carried = carry(key.color, key.person, to_key, backward, forward, person)
+        carried = carry(key.color, key.person, to_key, to_key_small, forward, person)
         if not bound.whole_enough(carried.filled):
             return None
         self.report = FrameReport("carried", key.number, now - key.time, moved, carried.filled)

@@ -10,14 +10,17 @@ tests/readme/ (the README's pictures).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+import obsws_python
 import pytest
 from obs_harness import (
     CAMERA,
@@ -172,21 +175,49 @@ def test_person_and_background_carry_their_own_styles(obs_session, styled):
         assert region_error(shot, frame, region) > 3 * right_error  # styled, not passed through
 
 
-def test_switching_a_style_shows_within_two_seconds(obs_session, styled):
-    """The new style is in OBS's output within 2 s of the request, read from OBS's own
-    recording (not from screenshots: on software rendering each holds OBS's graphics thread
-    for 0.3-1.1 s, which makes OBS late and the filter back off, and blurs when it saw what)."""
+@contextlib.contextmanager
+def polling_screenshots(session, per_second: float = 4.0):
+    """A second websocket client taking screenshots of the source, as stream tools and
+    dashboards do; on software rendering each one holds OBS's graphics thread for a while,
+    so OBS renders late and the filter's pacing backs off."""
+    client = obsws_python.ReqClient(host="127.0.0.1", port=session.port, password="", timeout=30)
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(1.0 / per_second):
+            with contextlib.suppress(Exception):
+                client.get_source_screenshot(CAMERA, "png", WIDTH, HEIGHT, -1)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        client.disconnect()
+
+
+@pytest.mark.parametrize("polled", [False, True], ids=["quiet", "screenshots-polled"])
+def test_switching_a_style_shows_within_a_second(obs_session, styled, polled):
+    """The new style is in OBS's output within 1 s of the request (fade included; asserted
+    at 2 s for the shared CI machine), read from OBS's own recording, also while another
+    client polls screenshots 4 times a second (backing off for OBS must never delay a change
+    the user asked for)."""
     frame, person = styled["frame"], styled["mask"] > 0.9
     expected_new = pipeline_for({**EXACT, "person_style": "multistyle:20"}).process(frame)
     old = styled["expected"]
     client = obs_session.client
-    client.start_record()
-    recording = time.monotonic()
-    time.sleep(1.5)
-    switch_at = time.monotonic() - recording
-    client.set_source_filter_settings(CAMERA, FILTER, {"person_style": "multistyle:20"})
-    time.sleep(3.0)
-    frames = read_video(obs_session.stop_recording())
+    polling = polling_screenshots(obs_session) if polled else contextlib.nullcontext()
+    with polling:
+        time.sleep(3.0 if polled else 0.0)  # long enough for the pacing to back off
+        client.start_record()
+        recording = time.monotonic()
+        time.sleep(1.5)
+        switch_at = time.monotonic() - recording
+        client.set_source_filter_settings(CAMERA, FILTER, {"person_style": "multistyle:20"})
+        time.sleep(3.0)
+        frames = read_video(obs_session.stop_recording())
     new_style = [
         region_error(shot, expected_new, person) < 0.5 * region_error(shot, old, person)
         for shot in frames
@@ -195,9 +226,11 @@ def test_switching_a_style_shows_within_two_seconds(obs_session, styled):
     first = new_style.index(True)
     assert first > FPS // 2, "the recording showed the new style before it was asked for"
     elapsed = first / FPS - switch_at
-    (obs_session.root / "switch.json").write_text(json.dumps({"seconds": elapsed}))
-    print(f"style switch visible after {elapsed:.2f} s")
-    readme_image("obs-style-switch", styled["expected"], frames[-1])
+    name = "switch-polled.json" if polled else "switch.json"
+    (obs_session.root / name).write_text(json.dumps({"seconds": elapsed}))
+    print(f"style switch visible after {elapsed:.2f} s (screenshots polled: {polled})")
+    if not polled:
+        readme_image("obs-style-switch", styled["expected"], frames[-1])
     assert elapsed <= 2.0
 
 
