@@ -99,6 +99,22 @@ def live(style_every: int, plan: StylePlan, bound: CarryBound | None = None) -> 
     return LiveStylizer(Pipeline(PipelineConfig(), plan), style_every=style_every, bound=bound)
 
 
+def hold_the_style_thread(pipeline: Pipeline) -> tuple[threading.Event, threading.Event]:
+    """Make the style thread's network runs wait inside until `release` is set (the frame
+    thread's runs go through); `inside` is set once the style thread is held."""
+    inside, release = threading.Event(), threading.Event()
+    style_layer = pipeline.style_layer
+
+    def held_in_the_style_thread(analysis):
+        if threading.current_thread().name == "partialstyle-style":
+            inside.set()
+            release.wait(120)
+        return style_layer(analysis)
+
+    pipeline.style_layer = held_in_the_style_thread
+    return inside, release
+
+
 # A test machine may take seconds per style run: where the test is not about the age limit,
 # it is lifted so that what the test watches happens.
 NO_AGE_LIMIT = CarryBound(max_seconds=600.0)
@@ -182,16 +198,7 @@ def test_a_style_change_does_not_wait_for_the_style_thread(default_models, movin
     on a busy CPU one run of the style thread can take seconds."""
     stylizer = live(0, StylePlan.from_specs("multistyle:8", "none"), NO_AGE_LIMIT)
     pipeline = stylizer.pipeline
-    inside, release = threading.Event(), threading.Event()
-    style_layer = pipeline.style_layer
-
-    def held_in_the_style_thread(analysis):
-        if threading.current_thread().name == "partialstyle-style":
-            inside.set()
-            release.wait(60)
-        return style_layer(analysis)
-
-    pipeline.style_layer = held_in_the_style_thread
+    inside, release = hold_the_style_thread(pipeline)
     first, second, third = moving_clip[0], moving_clip[1], moving_clip[2]
     new_plan = StylePlan.from_specs("multistyle:2", "none")
     try:
@@ -302,16 +309,7 @@ def test_blocked_style_networks_cost_frame_rate_not_quality(default_models, wall
     bound = CarryBound(max_wait=0.2, max_seconds=600.0)
     stylizer = LiveStylizer(Pipeline(LIVE_CONFIG, PERSON_ONLY), bound=bound)
     pipeline, every = stylizer.pipeline, Pipeline(LIVE_CONFIG, PERSON_ONLY)
-    inside, release = threading.Event(), threading.Event()
-    style_layer = pipeline.style_layer
-
-    def stuck_in_the_style_thread(analysis):
-        if threading.current_thread().name == "partialstyle-style":
-            inside.set()
-            release.wait(120)
-        return style_layer(analysis)
-
-    pipeline.style_layer = stuck_in_the_style_thread
+    inside, release = hold_the_style_thread(pipeline)
     reports, errors = [], []
     try:
         for frame in sliding_clip(6, 10):
