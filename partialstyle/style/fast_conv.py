@@ -115,6 +115,7 @@ class PackedConv:
         weight, bias = conv.weight.detach(), conv.bias
         if upsample:
             weight = subpixel_weight(weight)
+            bias = None if bias is None else bias.repeat_interleave(4)
         elif block > 1:
             weight = blocked_weight(weight, block)
             bias = None if bias is None else bias.repeat_interleave(block * block)

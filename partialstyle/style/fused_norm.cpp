@@ -201,7 +201,7 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
   const int64_t ostride = layout.stride();
   at::parallel_for(0, Hz, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer(direct ? 0 : Wz * K);
-    float s[64], t[64];
+    float s[256], t[256];
     std::vector<float> srow, trow;
     std::vector<char> blended;
     for (int64_t hz = begin; hz < end; ++hz) {
@@ -327,6 +327,7 @@ void dispatch_channels(int64_t K, int64_t ph, F&& f) {
     else f(kk, std::integral_constant<int, 1>{});
   };
   switch (K) {
+    case 128: with_ph(std::integral_constant<int, 128>{}); break;
     case 64: with_ph(std::integral_constant<int, 64>{}); break;
     case 32: with_ph(std::integral_constant<int, 32>{}); break;
     case 16: with_ph(std::integral_constant<int, 16>{}); break;
@@ -383,7 +384,7 @@ torch::Tensor region_affine(torch::Tensor x, torch::Tensor masks, torch::Tensor 
   const int64_t R = check_layout(x, masks, ph);
   const int64_t K = x.size(1), C = K / (ph * ph), Hz = x.size(2), Wz = x.size(3);
   const int64_t H = Hz * ph, W = Wz * ph;
-  TORCH_CHECK(C <= 64, "at most 64 channels");
+  TORCH_CHECK(C <= 256, "at most 256 channels");
   TORCH_CHECK(scale.is_contiguous() && shift.is_contiguous() &&
               scale.scalar_type() == at::kFloat && shift.scalar_type() == at::kFloat &&
               scale.numel() == (R + 1) * C && shift.numel() == scale.numel(),
