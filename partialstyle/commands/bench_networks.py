@@ -40,12 +40,14 @@ def conv_gflop(network: nn.Module, call: Callable[[], object]) -> float:
     return total[0] / 1e9
 
 
-def _johnson(device: torch.device) -> nn.Module:
-    """A Johnson network of the real architecture with random weights (timing only)."""
+def _johnson(device: torch.device, fast: bool = True) -> nn.Module:
+    """A Johnson network of the real architecture with random weights (timing only), on the
+    fast path as loaded networks are, or on plain ops."""
     from partialstyle.style.johnson import TransformerNet
 
     torch.manual_seed(0)
-    return TransformerNet().to(device).eval().requires_grad_(False)
+    network = TransformerNet().to(device).eval().requires_grad_(False)
+    return network.set_precision("auto") if fast else network
 
 
 def network_calls(device: torch.device, frame: np.ndarray, threads: int) -> dict[str, tuple]:
@@ -83,7 +85,9 @@ def network_calls(device: torch.device, frame: np.ndarray, threads: int) -> dict
         lambda: arbitrary.stylize(image, vector),
         conv_gflop(arbitrary.transformer, plain_arbitrary),
     )
-    calls["johnson"] = (lambda: johnson(image), conv_gflop(johnson, lambda: johnson(image)))
+    # The fast path calls no nn.Conv2d: its twin on plain ops has the same arithmetic.
+    plain = _johnson(device, fast=False)
+    calls["johnson"] = (lambda: johnson(image), conv_gflop(plain, lambda: plain(image)))
     segment = lambda: segment_person(segmenter, rgb, size)  # noqa: E731
     calls["segmentation"] = (segment, conv_gflop(segmenter, segment))
     return calls
