@@ -28,6 +28,37 @@ inline float to_float(at::BFloat16 v) {
 template <int KK>
 constexpr int period() { return KK > 0 ? std::lcm(KK, 16) : 0; }
 
+// Whether any mask but the base's is nonzero in row h.
+inline bool row_touched(const float* m, int64_t R, int64_t H, int64_t W, int64_t h) {
+  for (int64_t r = 0; r < R; ++r) {
+    const float* row = m + (r * H + h) * W;
+    if (std::any_of(row, row + W, [](float v) { return v != 0.0f; })) return true;
+  }
+  return false;
+}
+
+// One mask plane's values for z row hz laid out like the row itself (each value's own
+// pixel's mask), so masked sums and blends run as flat loops too.
+template <int PH>
+inline void expand_mask(const float* plane, int64_t W, int64_t hz, int64_t Wz, int64_t K,
+                        int64_t C, float* out) {
+  constexpr int64_t phases = PH * PH;
+  if constexpr (PH == 1) {
+    const float* row = plane + hz * W;
+    for (int64_t w = 0; w < W; ++w) std::fill(out + w * K, out + (w + 1) * K, row[w]);
+    return;
+  }
+  for (int64_t i = 0; i < PH; ++i) {
+    const float* row = plane + (hz * PH + i) * W;
+    for (int64_t wz = 0; wz < Wz; ++wz)
+      for (int64_t j = 0; j < PH; ++j) {
+        const float v = row[wz * PH + j];
+        float* o = out + wz * K + i * PH + j;
+        for (int64_t c = 0; c < C; ++c) o[c * phases] = v;
+      }
+  }
+}
+
 // Sums over one image: per channel sum(x), sum(x^2), and for each of the R planar masks
 // m [R,H,W] (fp32, logical size) sum(m x), sum(m x^2) and sum(m). Each z row is summed in
 // fp32, rows are added in fp64. KK is the z channel count when known at compile time.
@@ -41,7 +72,7 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), Hz));
   std::vector<double> partial(chunks * width, 0.0);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> row(width);
+    std::vector<float> row(width), mexp;
     for (int64_t k = begin; k < end; ++k) {
       double* total = partial.data() + k * width;
       for (int64_t hz = Hz * k / chunks; hz < Hz * (k + 1) / chunks; ++hz) {
@@ -72,24 +103,40 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
             row[C + (i % K) / phases] += v * v;
           }
         }
-        for (int64_t i = 0; R > 0 && i < ph; ++i)
-          for (int64_t wz = 0; wz < Wz; ++wz)
-            for (int64_t j = 0; j < ph; ++j) {
-              const int64_t h = hz * ph + i, w = wz * ph + j;
-              const T* px = xrow + wz * K + i * ph + j;  // channel c at px[c * phases]
-              for (int64_t r = 0; r < R; ++r) {
-                const float mr = m[(r * H + h) * W + w];
-                if (mr == 0.0f) continue;
-                float* r1 = row.data() + (1 + r) * 2 * C;
-                float* r2 = r1 + C;
-                for (int64_t c = 0; c < C; ++c) {
-                  const float v = to_float(px[c * phases]);
-                  r1[c] += mr * v;
-                  r2[c] += mr * v * v;
-                }
-                row[(1 + R) * 2 * C + r] += mr;
+        bool touched = false;
+        for (int64_t i = 0; R > 0 && i < ph; ++i) touched |= row_touched(m, R, H, W, hz * ph + i);
+        if (touched) {
+          // Each value weighted by its own pixel's mask, as flat loops.
+          mexp.resize(Wz * K);
+          for (int64_t r = 0; r < R; ++r) {
+            expand_mask<PH>(m + r * H * W, W, hz, Wz, K, C, mexp.data());
+            float* r1 = row.data() + (1 + r) * 2 * C;
+            float* r2 = r1 + C;
+            const int64_t n = Wz * K, p = P > 0 ? P : K, whole = n - n % p;
+            constexpr int64_t lanes = P > 0 ? P : 1024;  // K = C * phases <= 1024
+            float a[lanes] = {}, b[lanes] = {};
+            const float* __restrict__ mk = mexp.data();
+            for (int64_t i = 0; i < whole; i += p)
+              for (int64_t j = 0; j < p; ++j) {
+                const float v = to_float(xrow[i + j]), mv = mk[i + j] * v;
+                a[j] += mv;
+                b[j] += mv * v;
               }
+            for (int64_t i = whole; i < n; ++i) {
+              const float v = to_float(xrow[i]), mv = mk[i] * v;
+              a[i - whole] += mv;
+              b[i - whole] += mv * v;
             }
+            for (int64_t j = 0; j < p; ++j) {
+              r1[(j % K) / phases] += a[j];
+              r2[(j % K) / phases] += b[j];
+            }
+            for (int64_t i = 0; i < ph; ++i) {
+              const float* plane_row = m + (r * H + hz * ph + i) * W;
+              row[(1 + R) * 2 * C + r] += std::accumulate(plane_row, plane_row + W, 0.0f);
+            }
+          }
+        }
         for (int64_t i = 0; i < width; ++i) total[i] += row[i];
       }
     }
@@ -141,39 +188,29 @@ inline void flat_affine(const T* __restrict__ x, const float* __restrict__ S,
   }
 }
 
-// The masked blend of the regions' rows for pixel (h, w) into s and t (C values each).
-// Returns false, leaving s and t alone, where every mask but the base's is 0.
-inline bool blend_pixel(const float* m, int64_t R, int64_t H, int64_t W, int64_t h, int64_t w,
-                        const float* scale, const float* shift, float* __restrict__ s,
-                        float* __restrict__ t, int64_t C) {
-  bool any = false;
-  for (int64_t r = 0; r < R; ++r) {
-    const float mr = m[(r * H + h) * W + w];
-    if (mr == 0.0f) continue;
-    if (!any) {
-      for (int64_t c = 0; c < C; ++c) {
-        s[c] = scale[c];
-        t[c] = shift[c];
-      }
-      any = true;
-    }
-    const float* __restrict__ sr = scale + (r + 1) * C;
-    const float* __restrict__ tr = shift + (r + 1) * C;
-    for (int64_t c = 0; c < C; ++c) {
-      s[c] += mr * sr[c];
-      t[c] += mr * tr[c];
+// flat_affine with one other region: scale S + m S1 and shift T + m T1 per value, m its own
+// pixel's mask (rows = {S, T, S1, T1}, each repeating with period p).
+template <int P, bool RELU, bool RES, typename T, typename O>
+inline void masked_affine(const T* __restrict__ x, const float* __restrict__ mk,
+                          const float* const rows[4], const T* __restrict__ res,
+                          O* __restrict__ y, int64_t n, int64_t runtime_period) {
+  const int64_t p = P > 0 ? P : runtime_period;
+  const float* __restrict__ S = rows[0];
+  const float* __restrict__ Tt = rows[1];
+  const float* __restrict__ S1 = rows[2];
+  const float* __restrict__ T1 = rows[3];
+  for (int64_t b = 0; b < n; b += p) {
+    const int64_t len = std::min(p, n - b);
+    const T* __restrict__ xb = x + b;
+    const float* __restrict__ mb = mk + b;
+    for (int64_t j = 0; j < len; ++j) {
+      const float mv = mb[j];
+      float v = to_float(xb[j]) * (S[j] + mv * S1[j]) + (Tt[j] + mv * T1[j]);
+      if (RELU) v = v > 0.0f ? v : 0.0f;
+      if (RES) v += to_float(res[b + j]);
+      store_one(y, b + j, v);
     }
   }
-  return any;
-}
-
-// Whether any mask but the base's is nonzero in row h.
-inline bool row_touched(const float* m, int64_t R, int64_t H, int64_t W, int64_t h) {
-  for (int64_t r = 0; r < R; ++r) {
-    const float* row = m + (r * H + h) * W;
-    if (std::any_of(row, row + W, [](float v) { return v != 0.0f; })) return true;
-  }
-  return false;
 }
 
 // y = x * scale(p) + shift(p) with scale(p) = scale[0] + sum_r m_r(p) scale[r + 1] for the R
@@ -190,10 +227,16 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
   constexpr int P = period<KK>(), ph = PH, phases = PH * PH;
   const int64_t K = KK > 0 ? KK : channels, C = K / phases;
   const int64_t H = Hz * ph, W = Wz * ph, p = P > 0 ? P : K;
-  std::vector<float> S(p), Tt(p);
+  // Row r + 1 of scale and shift (region r's difference from the base) repeating along the
+  // flat row, after the base's own.
+  std::vector<float> S(p), Tt(p), SR(R * p), TR(R * p);
   for (int64_t j = 0; j < p; ++j) {
     S[j] = scale[(j % K) / phases];
     Tt[j] = shift[(j % K) / phases];
+    for (int64_t r = 0; r < R; ++r) {
+      SR[r * p + j] = scale[(r + 1) * C + (j % K) / phases];
+      TR[r * p + j] = shift[(r + 1) * C + (j % K) / phases];
+    }
   }
   // z's flat order is the output's: channels-last in, channels-last out; or a subpixel conv's
   // output written space-to-depth with an even pad (block (hz + pad/2, wz + pad/2) is z's).
@@ -201,44 +244,63 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
   const int64_t ostride = layout.stride();
   at::parallel_for(0, Hz, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> buffer(direct ? 0 : Wz * K);
-    float s[256], t[256];
-    std::vector<float> srow, trow;
-    std::vector<char> blended;
+    std::vector<float> srow, trow, mexp;
+    // A z row's results from `values` to their pixels in y, where the layouts differ.
+    auto scatter = [&](int64_t hz, const float* values) {
+      for (int64_t i = 0; i < ph; ++i)
+        for (int64_t wz = 0; wz < Wz; ++wz)
+          for (int64_t j = 0; j < ph; ++j) {
+            const float* src = values + wz * K + i * ph + j;
+            T* o = y + layout.index(hz * ph + i + pad, wz * ph + j + pad, 0);
+            for (int64_t c = 0; c < C; ++c) store_one(o, c * ostride, src[c * phases]);
+          }
+    };
     for (int64_t hz = begin; hz < end; ++hz) {
       const T* xrow = x + hz * sh;
       const T* rrow = RES ? res + hz * rh : nullptr;
       bool touched = false;
       for (int64_t i = 0; R > 0 && i < ph; ++i) touched |= row_touched(m, R, H, W, hz * ph + i);
-      if (touched && PH == 1 && layout.block == 1 && C >= 16) {
-        // Wide pixels: each pixel's scale and shift stay in registers.
-        T* dst = y + layout.index(hz + pad, pad, 0);
-        for (int64_t w = 0; w < W; ++w) {
-          const bool mixed = blend_pixel(m, R, H, W, hz, w, scale, shift, s, t, C);
-          flat_affine<0, RELU, RES>(xrow + w * C, mixed ? s : scale, mixed ? t : shift,
-                                    RES ? rrow + w * C : nullptr, dst + w * C, C, C);
+      if (touched && R == 1) {
+        // One other region (a person and the background): each value's scale and shift
+        // blended inside the flat loop from its own pixel's mask.
+        const int64_t n = Wz * K;
+        if (mexp.empty()) mexp.resize(n);
+        expand_mask<PH>(m, W, hz, Wz, K, C, mexp.data());
+        const float* rows[4] = {S.data(), Tt.data(), SR.data(), TR.data()};
+        if (direct) {
+          T* dst = y + layout.index(hz * ph + pad, pad, 0);
+          masked_affine<P, RELU, RES>(xrow, mexp.data(), rows, rrow, dst, n, p);
+        } else {
+          masked_affine<P, RELU, false>(xrow, mexp.data(), rows, rrow, buffer.data(), n, p);
+          scatter(hz, buffer.data());
         }
         continue;
       }
       if (touched) {
-        // Every value's scale and shift along the z row first (the base's where no other
-        // region reaches, rewritten only where that changes), then one flat loop.
+        // Every value's scale and shift along the z row first: the base's rows plus each
+        // other region's difference weighted by the value's own pixel's mask; then one
+        // flat loop.
+        const int64_t n = Wz * K;
         if (srow.empty()) {
-          srow.resize(Wz * K);
-          trow.resize(Wz * K);
-          blended.assign(ph * W, 1);
+          srow.resize(n);
+          trow.resize(n);
+          mexp.resize(n);
         }
-        for (int64_t i = 0; i < ph; ++i)
-          for (int64_t wz = 0; wz < Wz; ++wz)
-            for (int64_t j = 0; j < ph; ++j) {
-              const int64_t w = wz * ph + j, at = wz * K + i * ph + j;
-              const bool mixed = blend_pixel(m, R, H, W, hz * ph + i, w, scale, shift, s, t, C);
-              if (!mixed && !blended[i * W + w]) continue;
-              blended[i * W + w] = mixed;
-              for (int64_t c = 0; c < C; ++c) {
-                srow[at + c * phases] = mixed ? s[c] : scale[c];
-                trow[at + c * phases] = mixed ? t[c] : shift[c];
-              }
+        for (int64_t b = 0; b < n; b += p)
+          for (int64_t j = 0; j < std::min(p, n - b); ++j) {
+            srow[b + j] = S[j];
+            trow[b + j] = Tt[j];
+          }
+        for (int64_t r = 0; r < R; ++r) {
+          expand_mask<PH>(m + r * H * W, W, hz, Wz, K, C, mexp.data());
+          const float* sr = SR.data() + r * p;
+          const float* tr = TR.data() + r * p;
+          for (int64_t b = 0; b < n; b += p)
+            for (int64_t j = 0; j < std::min(p, n - b); ++j) {
+              srow[b + j] += mexp[b + j] * sr[j];
+              trow[b + j] += mexp[b + j] * tr[j];
             }
+        }
       }
       const float* row_s = touched ? srow.data() : S.data();
       const float* row_t = touched ? trow.data() : Tt.data();
@@ -252,13 +314,7 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
         flat_affine<0, RELU, false>(xrow, row_s, row_t, rrow, buffer.data(), Wz * K, Wz * K);
       else
         flat_affine<P, RELU, false>(xrow, row_s, row_t, rrow, buffer.data(), Wz * K, p);
-      for (int64_t i = 0; i < ph; ++i)
-        for (int64_t wz = 0; wz < Wz; ++wz)
-          for (int64_t j = 0; j < ph; ++j) {
-            const float* src = buffer.data() + wz * K + i * ph + j;
-            T* o = y + layout.index(hz * ph + i + pad, wz * ph + j + pad, 0);
-            for (int64_t c = 0; c < C; ++c) store_one(o, c * ostride, src[c * phases]);
-          }
+      scatter(hz, buffer.data());
     }
   });
 }
