@@ -8,7 +8,9 @@ from partialstyle.commands.bench import (
     frame_size_benchmark,
     stage_benchmarks,
     time_interleaved,
+    webcam_frame,
 )
+from partialstyle.commands.bench_networks import conv_gflop, network_benchmarks, print_networks
 
 
 def test_time_interleaved_reports_every_contender():
@@ -38,3 +40,24 @@ def test_frame_size_benchmark_reports_the_full_resolution_cost():
     small, large = results["1280x720"]["ms"], results["3840x2160"]["ms"]
     assert small > 0 and large > 0
     assert results["ratio_3840x2160_vs_1280x720"] == pytest.approx(large / small, rel=0.01)
+
+
+def test_conv_gflop_counts_every_convolution():
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 1))
+    image = torch.rand(1, 3, 10, 20)
+    expected = 2 * (3 * 8 * 9 + 8 * 4) * 10 * 20 / 1e9
+    assert conv_gflop(network, lambda: network(image)) == pytest.approx(expected)
+
+
+def test_network_benchmarks_report_each_network_per_thread_count(capsys):
+    frame = webcam_frame(72, 128)
+    results = network_benchmarks(torch.device("cpu"), repeats=1, frame=frame, thread_counts=(1, 2))
+    assert set(results["peak_gflops"]) == {1, 2}
+    names = {"multistyle26", "multistyle26_2_regions", "arbitrary", "johnson", "segmentation"}
+    assert names <= set(results["networks"])
+    for row in results["networks"].values():
+        assert row["gflop"] > 0
+        for threads in (1, 2):
+            assert row[threads]["ms"] > 0 and 0 <= row[threads]["share_of_peak"] < 2
+    print_networks(results)
+    assert "2 threads" in capsys.readouterr().out

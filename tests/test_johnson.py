@@ -5,6 +5,8 @@ import torch
 from johnson_format import published_layout, write_published_style_checkpoint
 
 from partialstyle.errors import ModelMissingError
+from partialstyle.style import fused_norm
+from partialstyle.style.johnson import TransformerNet
 from partialstyle.weights.load import load_weights
 
 
@@ -35,8 +37,15 @@ def test_any_size_maps_to_same_size_in_unit_range(checkpoint, size):
     assert out.std() > 0.01  # an actual picture, not a clamped constant
 
 
+def plain_network(checkpoint) -> TransformerNet:
+    """The loaded weights in a TransformerNet on plain ops (no set_precision)."""
+    net = TransformerNet().eval()
+    net.load_state_dict(load_weights("johnson", checkpoint, "cpu").state_dict())
+    return net
+
+
 def test_forward_scales_to_the_checkpoints_pixel_range(checkpoint):
-    net = load_weights("johnson", checkpoint, "cpu")
+    net = plain_network(checkpoint)
     image = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         expected = (net.raw(image * 255) / 255).clamp(0, 1)
@@ -69,3 +78,22 @@ def test_mismatched_checkpoint_names_the_problem(tmp_path, checkpoint):
     assert "\n" not in message
     for part in ("deconv3.conv2d.bias", "extra.weight", "conv1.conv2d.weight"):
         assert part in message
+
+
+@pytest.mark.parametrize(("precision", "size"), [("fp32", (36, 64)), ("bf16", (37, 50))])
+def test_fast_path_equals_the_plain_network(checkpoint, precision, size):
+    """Loaded networks run on the fast path (packed convs, fused norm); same pictures."""
+    assert fused_norm.kernels(wait=True) is not None
+    plain = plain_network(checkpoint)
+    fast = load_weights("johnson", checkpoint, "cpu", precision=precision)
+    assert fast.compute_dtype == (torch.float32 if precision == "fp32" else torch.bfloat16)
+    image = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        expected, result = plain(image), fast(image)
+    assert fast._fast is not None  # the fast path ran
+    assert result.shape == expected.shape and result.dtype == expected.dtype
+    assert expected.std() > 0.01
+    if precision == "fp32":
+        assert (result - expected).abs().max() < 1e-3
+    else:  # bf16: on average under one level of the 8-bit frame it becomes
+        assert (result - expected).abs().mean() < 1 / 255

@@ -347,3 +347,49 @@ def test_fused_mask_pyramid_equals_pooling(fused_kernels) -> None:
     assert torch.equal(full, others)
     assert torch.allclose(half, F.avg_pool2d(others, 2), atol=1e-6)
     assert torch.allclose(quarter, F.avg_pool2d(F.avg_pool2d(others, 2), 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("channels", "pad", "block"), [(8, 1, 1), (4, 4, 2), (3, 0, 1), (4, 1, 2)])
+def test_fused_subpixel_input_and_blocked_output(fused_kernels, dtype, channels, pad, block):
+    """The kernel reading an upsampling conv's output before pixel_shuffle, and writing its
+    padded result in 2x2 blocks, equals shuffling, normalising, padding and unshuffling."""
+    generator = torch.Generator().manual_seed(channels + pad)
+    z = torch.randn(1, 4 * channels, 10, 14, generator=generator).to(dtype)
+    z = z.contiguous(memory_format=torch.channels_last)
+    masks = torch.rand(1, 2, 20, 28, generator=generator)
+    masks[..., :6, :] = 0.0  # rows no other region reaches take the base's rows
+    masks = masks / (1.0 + masks.sum(dim=1, keepdim=True))
+    others = masks[:, 1:].contiguous()
+    gamma = torch.rand(2, channels, generator=generator) + 0.5
+    beta = torch.randn(2, channels, generator=generator)
+    fused = fused_norm.fused_region_norm(
+        fused_kernels,
+        z,
+        gamma,
+        beta,
+        others,
+        0,
+        1e-5,
+        relu=True,
+        out_pad=pad,
+        subpixel=True,
+        out_block=block,
+    )
+    x = F.pixel_shuffle(z, 2)
+    expected = fused_norm.fused_region_norm(
+        fused_kernels,
+        x.contiguous(memory_format=torch.channels_last),
+        gamma,
+        beta,
+        others,
+        0,
+        1e-5,
+        relu=True,
+        out_pad=pad,
+    )
+    if block > 1:
+        expected = F.pixel_unshuffle(expected, block)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    assert fused.shape == expected.shape
+    assert torch.allclose(fused.float(), expected.float(), atol=tolerance)

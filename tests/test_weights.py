@@ -94,8 +94,8 @@ def test_errors_are_one_line_naming_file_and_fix(tmp_path):
 def test_unknown_names_and_options_are_refused(tmp_path):
     with pytest.raises(Exception, match="unknown network 'nope'; known networks: multistyle26"):
         weights_named("nope")
-    with pytest.raises(TypeError, match="johnson takes no option precision"):
-        load_weights("johnson", tmp_path / "x.pth", precision="fp32")
+    with pytest.raises(TypeError, match="yolact takes no option precision"):
+        load_weights("yolact", tmp_path / "x.pth", precision="fp32")
 
 
 def test_cache_loads_once_per_file_and_device_under_concurrent_first_use(tmp_path):

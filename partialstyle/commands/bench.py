@@ -20,6 +20,7 @@ import torch
 
 from partialstyle.commands.bench_live import live_benchmark
 from partialstyle.commands.bench_machine import machine_peak, style_network_gflop
+from partialstyle.commands.bench_networks import network_benchmarks
 from partialstyle.commands.bench_report import print_results
 from partialstyle.config import LIVE, PipelineConfig
 from partialstyle.device import resolve_device, set_threads
@@ -344,6 +345,11 @@ def video_peak_memory_mb(frames: int = 45) -> float:
     return int(result.stdout.split()[-1]) / 1024.0
 
 
+def _thread_counts() -> tuple[int, ...]:
+    """One thread (OBS's default) and all of torch's, side by side."""
+    return tuple(sorted({1, torch.get_num_threads()}))
+
+
 def run_benchmarks(
     repeats: int = 5, threads: int | None = None, quick: bool = False, device: str = "auto"
 ) -> dict:
@@ -366,6 +372,9 @@ def run_benchmarks(
         "style_network_precision": str(network.compute_dtype).removeprefix("torch."),
         "fused_norm_kernel": fused_norm.status(),
         "machine_peak_gflops": machine_peak(torch_device),
+        "networks_640x360": network_benchmarks(
+            torch_device, repeats, webcam_frame(360, 640), _thread_counts()
+        ),
         "stages": stage_benchmarks(torch_device, repeats, SIZES[:1] if quick else SIZES),
         "presets_1280x720": preset_benchmarks(torch_device, repeats, photos),
         "frame_sizes_at_360": frame_size_benchmark(torch_device, repeats),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from partialstyle.commands.bench_live import print_live
+from partialstyle.commands.bench_networks import print_networks
 
 
 def print_results(results: dict) -> None:
@@ -14,6 +15,8 @@ def print_results(results: dict) -> None:
         f"{peak['bf16']:.0f} GFLOP/s bf16; style network in {precision}, fused norm kernel "
         f"{results['fused_norm_kernel']}"
     )
+    if "networks_640x360" in results:
+        print_networks(results["networks_640x360"])
     used = peak["bf16"] if precision == "bfloat16" else peak["fp32"]
     for size, row in results["stages"].items():
         print(f"\n{size} processing size")

@@ -75,7 +75,8 @@ class FastArbitraryTransformer:
         styles = styles.float()
 
         def norm(layer: StyledConv, y: torch.Tensor, **fused) -> torch.Tensor:
-            masks = levels.get(y.shape[-1]) if weights is not None else None
+            width = y.shape[-1] * (2 if fused.get("subpixel") else 1)
+            masks = levels.get(width) if weights is not None else None
             gamma, beta = layer.gamma(styles), layer.beta(styles)
             return fused_region_norm(kernels, y, gamma, beta, masks, base, layer.eps, **fused)
 
@@ -91,7 +92,11 @@ class FastArbitraryTransformer:
             x = norm(
                 second, convs[f"residual{i}b"](hidden), residual=inner, out_pad=1, pad_mode=mode
             )
-        x = norm(net.expand[0], convs["expand0"](x), relu=True, out_pad=1, pad_mode="replicate")
-        x = norm(net.expand[1], convs["expand1"](x), relu=True, out_pad=4)
-        x = norm(net.expand[2], convs["expand2"](x))
+        # The upsampling and blocked convs' outputs go to the norm before pixel_shuffle, and
+        # the norm before the blocked conv writes its input in blocks (fused_region_norm).
+        up = convs["expand0"](x, shuffle=False)
+        x = norm(net.expand[0], up, relu=True, out_pad=1, pad_mode="replicate", subpixel=True)
+        up = convs["expand1"](x, shuffle=False)
+        x = norm(net.expand[1], up, relu=True, out_pad=4, subpixel=True, out_block=2)
+        x = norm(net.expand[2], convs["expand2"](x, shuffle=False), subpixel=True)
         return x.float().sigmoid_()

@@ -115,6 +115,7 @@ class PackedConv:
         weight, bias = conv.weight.detach(), conv.bias
         if upsample:
             weight = subpixel_weight(weight)
+            bias = None if bias is None else bias.repeat_interleave(4)
         elif block > 1:
             weight = blocked_weight(weight, block)
             bias = None if bias is None else bias.repeat_interleave(block * block)
@@ -125,8 +126,12 @@ class PackedConv:
         self.block = block
         self._packed: tuple[tuple, Tensor] | None = None
 
-    def __call__(self, x: Tensor, relu: bool = False) -> Tensor:
-        if self.block > 1:
+    def __call__(self, x: Tensor, relu: bool = False, shuffle: bool = True) -> Tensor:
+        """The conv of ``x``, padded as the conv wants; a blocked conv also takes ``x``
+        already in blocks (``pixel_unshuffle(x, block)``, as ``fused_norm`` writes it).
+        ``shuffle`` False leaves an upsampling or blocked conv's output before
+        ``pixel_shuffle``, for a consumer that reads it in that layout."""
+        if self.block > 1 and x.shape[1] * self.block**2 == self.weight.shape[1]:
             x = F.pixel_unshuffle(x, self.block)
         if prepackable(x):
             key = (tuple(x.shape), x.dtype)
@@ -148,6 +153,6 @@ class PackedConv:
             bias = None if self.bias is None else self.bias.to(x.dtype)
             y = F.conv2d(x, self.weight.to(x.dtype), bias, self.stride)
             y = y.relu_() if relu else y
-        if self.upsample or self.block > 1:
+        if shuffle and (self.upsample or self.block > 1):
             y = F.pixel_shuffle(y, 2 if self.upsample else self.block)
         return y

@@ -233,6 +233,8 @@ def fused_region_norm(
     residual: Tensor | None = None,
     out_pad: int = 0,
     pad_mode: str = "reflect",
+    subpixel: bool = False,
+    out_block: int = 1,
 ) -> Tensor:
     """Region instance norm of one image [1,C,H,W] with the fused kernels.
 
@@ -246,6 +248,12 @@ def fused_region_norm(
     As in ``region_norm.FastSpatialCIN``, the base region's sums are the whole image's minus
     the others', and its row is the starting point to which the others add their masked
     differences, so pixels outside every other region cost no more than without regions.
+
+    With ``subpixel``, ``x`` [1,4C,H/2,W/2] is an upsampling conv's output before
+    ``pixel_shuffle(x, 2)`` (``fast_conv.PackedConv(..., shuffle=False)``): the kernel reads
+    the upsampled image from it. ``out_block`` 2 returns the padded result as
+    ``pixel_unshuffle(result, 2)``, the input of a conv on 2x2 pixel blocks. Both save a
+    pass over the full-resolution image.
     """
     x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
     if residual is not None and residual.stride(1) != 1:
@@ -263,6 +271,8 @@ def fused_region_norm(
         relu,
         out_pad,
         pad_mode == "reflect",
+        2 if subpixel else 1,
+        out_block,
     )
 
 

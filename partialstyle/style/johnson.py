@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from partialstyle.layers import pad_to_multiple
+from partialstyle.style import fused_norm
+from partialstyle.style.fast_conv import compute_dtype
 
 # The network halves the frame twice and doubles it twice, so sides must be multiples of 4; its
 # deepest reflection pad (1 px at a quarter of the size) needs at least 2 px there.
@@ -64,6 +66,10 @@ class TransformerNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        # None: plain ops in the weights' dtype. Set by ``set_precision`` for inference.
+        self.compute_dtype: torch.dtype | None = None
+        self._fast = None
+        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_fast", None))
         self.conv1 = ReflectConv(3, 32, 9)
         self.in1 = nn.InstanceNorm2d(32, affine=True)
         self.conv2 = ReflectConv(32, 64, 3, stride=2)
@@ -91,10 +97,30 @@ class TransformerNet(nn.Module):
         y = F.relu(self.in5(self.deconv2(y)))
         return self.deconv3(y)
 
+    def set_precision(self, precision: str = "auto") -> TransformerNet:
+        """Inference on the style networks' fast CPU path (``johnson_fast``) in "fp32", "bf16"
+        or "auto" (bf16 on CPUs with native bf16); returns self."""
+        self.compute_dtype = compute_dtype(precision, next(self.parameters()).device)
+        self._fast = None
+        return self
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"expected an [N,3,H,W] image batch, got shape {tuple(image.shape)}")
         height, width = image.shape[-2:]
         padded = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
+        kernels = self._fast_kernels(padded)
+        if kernels is not None:
+            if self._fast is None:
+                from partialstyle.style.johnson_fast import FastTransformerNet
+
+                self._fast = FastTransformerNet(self, self.compute_dtype)
+            return self._fast(kernels, padded)[..., :height, :width].to(image.dtype)
         styled = self.raw(padded * 255.0)[..., :height, :width]
         return (styled / 255.0).clamp(0.0, 1.0)
+
+    def _fast_kernels(self, image: torch.Tensor):
+        """The fused kernels where the fast path applies: asked for, CPU inference, built."""
+        if self.compute_dtype is None or self.training or not fused_norm.applies(image):
+            return None
+        return fused_norm.kernels()

@@ -109,19 +109,28 @@ class FastConvCIN(ConvCIN):
         out_pad: int = 0,
         residual: Tensor | None = None,
         pad_mode: str = "reflect",
+        out_block: int = 1,
     ) -> Tensor:
-        """``x`` comes padded by ``self.pad`` (``self.pad_mode``); the result by ``out_pad``."""
+        """``x`` comes padded by ``self.pad`` (``self.pad_mode``); the result by ``out_pad``.
+
+        On the fused kernel's path an upsampling or blocked conv's output goes to the norm
+        before ``pixel_shuffle`` (the kernel reads it as the image), and ``out_block`` 2
+        asks for the result in 2x2 pixel blocks (the next conv's ``space_to_depth``).
+        """
         weight = self.conv.weight
         if self._packed is None or self._packed[0] != weight.data_ptr():
             conv = PackedConv(self.conv, weight.dtype, self.upsample, self.space_to_depth)
             self._packed = (weight.data_ptr(), conv)
-        y = self._packed[1](x)
+        fused = fused_norm.applies(x) and fused_norm.kernels() is not None
+        subpixel = fused and (self.upsample or self.space_to_depth == 2)
+        y = self._packed[1](x, shuffle=not subpixel)
+        width = y.shape[-1] * (2 if subpixel else 1)
         mask = support = others = None
         if masks is not None:
-            support = masks.support.scaled(masks.width // y.shape[-1])
-            others = masks.others[y.shape[-1]]
-            if not (fused_norm.applies(y) and fused_norm.kernels() is not None):
-                mask = masks.at(y.shape[-1])  # the torch-op path wants every region's
+            support = masks.support.scaled(masks.width // width)
+            others = masks.others[width]
+            if not fused:
+                mask = masks.at(width)  # the torch-op path wants every region's
         return self.norm(
             y,
             style_weights,
@@ -132,6 +141,8 @@ class FastConvCIN(ConvCIN):
             pad_mode=pad_mode,
             support=support,
             other_masks=others,
+            subpixel=subpixel,
+            out_block=out_block if fused else 1,
         )
 
 
@@ -226,5 +237,8 @@ class FastMultiStyleNet(MultiStyleNet):
         # Each layer pads its output the way the next layer wants it.
         for layer, nxt in zip(layers, [*layers[1:], None], strict=True):
             out_pad, pad_mode = (0, "reflect") if nxt is None else (nxt.pad, nxt.pad_mode)
-            x = layer(x, style_weights, masks, out_pad=out_pad, pad_mode=pad_mode)
+            if isinstance(nxt, FastConvCIN) and nxt.space_to_depth > 1:
+                x = layer(x, style_weights, masks, out_pad, pad_mode=pad_mode, out_block=2)
+            else:
+                x = layer(x, style_weights, masks, out_pad=out_pad, pad_mode=pad_mode)
         return x[..., :height, :width].to(image.dtype).sigmoid_()

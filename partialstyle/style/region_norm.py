@@ -86,8 +86,14 @@ class FastSpatialCIN(SpatialCIN):
         pad_mode: str = "reflect",
         support: RegionSupport | None = None,
         other_masks: Tensor | None = None,
+        subpixel: bool = False,
+        out_block: int = 1,
     ) -> Tensor:
         """``SpatialCIN.forward``, then ReLU or + ``residual``, then padding by ``out_pad``.
+
+        ``subpixel``: ``x`` is ``pixel_unshuffle`` of the layer's input (an upsampling
+        conv's output before ``pixel_shuffle``); ``out_block`` 2: the result comes as
+        ``pixel_unshuffle(result, 2)``. The fused kernel does both on the way.
 
         ``support`` (at ``x``'s resolution) lets the torch-op path skip pixels where a
         region's mask is 0. ``other_masks`` are the masks of every region but
@@ -95,18 +101,25 @@ class FastSpatialCIN(SpatialCIN):
         ``region_masks`` may be None.
         """
         kernels = fused_norm.kernels() if fused_norm.applies(x) else None
+        if kernels is None and subpixel:
+            x = F.pixel_shuffle(x, 2)
         if kernels is not None:
             base = None if support is None else support.base
             if other_masks is None and region_masks is not None:
-                masks = resize_masks(region_masks.float(), x.shape[-2:])
+                scale = 2 if subpixel else 1
+                size = (x.shape[-2] * scale, x.shape[-1] * scale)
+                masks = resize_masks(region_masks.float(), size)
                 if base is None:
                     base = int(masks.sum(dim=(0, 2, 3)).argmax())
                 other_masks = masks[:, [r for r in range(masks.shape[1]) if r != base]]
                 other_masks = other_masks.contiguous()
             others = [None] * x.shape[0] if other_masks is None else other_masks.split(1)
             skips = [None] * x.shape[0] if residual is None else residual.split(1)
+            layout = {"subpixel": subpixel, "out_block": out_block}
             outputs = [
-                self._fused(kernels, xi, style_weights, oi, base, relu, ri, out_pad, pad_mode)
+                self._fused(
+                    kernels, xi, style_weights, oi, base, relu, ri, out_pad, pad_mode, layout
+                )
                 for xi, oi, ri in zip(x.split(1), others, skips, strict=True)
             ]
             return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
@@ -125,7 +138,8 @@ class FastSpatialCIN(SpatialCIN):
             y = y.relu_()
         if residual is not None:
             y = y.add_(residual)
-        return F.pad(y, [out_pad] * 4, mode=pad_mode) if out_pad else y
+        y = F.pad(y, [out_pad] * 4, mode=pad_mode) if out_pad else y
+        return F.pixel_unshuffle(y, out_block) if out_block > 1 else y
 
     def _fused(
         self,
@@ -138,10 +152,11 @@ class FastSpatialCIN(SpatialCIN):
         residual: Tensor | None,
         out_pad: int,
         pad_mode: str,
+        layout: dict,
     ) -> Tensor:
         """One image through ``fused_norm.fused_region_norm``."""
         rows = self.affine_rows(style_weights, other_masks)
-        channels = x.shape[1]
+        channels = self.gamma.shape[1]
         return fused_norm.fused_region_norm(
             kernels,
             x,
@@ -154,6 +169,7 @@ class FastSpatialCIN(SpatialCIN):
             residual=residual,
             out_pad=out_pad,
             pad_mode=pad_mode,
+            **layout,
         )
 
     def _normalize_one(

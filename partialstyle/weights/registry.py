@@ -137,6 +137,11 @@ def _johnson(weights, state, path, options) -> nn.Module:
     return TransformerNet()
 
 
+def _johnson_ready(network, device, options) -> nn.Module:
+    """On the device, for inference on the fast path (see ``TransformerNet.set_precision``)."""
+    return _to_device(network, device, options).set_precision(options.get("precision", "auto"))
+
+
 def _johnson_keys(state: dict[str, Any]) -> dict[str, Any]:
     """PyTorch 0.3 saved running statistics for InstanceNorm2d even though they were never
     used; the published checkpoints carry them. Later versions may add a batch counter."""
@@ -230,8 +235,9 @@ WEIGHTS: dict[str, Weights] = {
             "a fast_neural_style TransformerNet",
             "torch",
             build=_johnson,
-            ready=_to_device,
+            ready=_johnson_ready,
             adapt=_johnson_keys,
+            options=("precision",),
             input=InputContract(_IMAGE, multiple=4, min_side=8),
             fix=JOHNSON_FIX,
             meta={
