@@ -129,7 +129,7 @@ def played(device: torch.device, speed: int, frames: int) -> dict:
         for out, source in zip(outputs, shown, strict=True)
     ]
     within = [k for k, error in enumerate(errors) if error <= WITHIN]
-    fresh = [k for k in within if k == 0 or shown[k] != shown[k - 1]]
+    fresh = {shown[k] for k in within}  # distinct source frames shown within the bound
     seconds = frames / FPS
     ages = [age for age in record.keyframe_ages if age is not None]
     return {
