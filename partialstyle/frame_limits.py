@@ -1,4 +1,5 @@
-"""The frame sizes every command and the OBS filter accept, checkable without torch."""
+"""The frame sizes every command and the OBS filter accept, checkable without torch
+(`partialstyle.frames.check_frame` applies them to frames)."""
 
 from __future__ import annotations
 

@@ -6,9 +6,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MIN_SIDE = 32
-MAX_SIDE = 3840
-MAX_PIXELS = 3840 * 2160
+from partialstyle.frame_limits import frame_size_problem
 
 
 def check_frame(frame: object) -> np.ndarray:
@@ -23,12 +21,9 @@ def check_frame(frame: object) -> np.ndarray:
     if frame.ndim != 3 or frame.shape[2] not in (3, 4):
         raise ValueError(f"a frame must be H×W×3 (RGB) or H×W×4 (RGBA), got shape {frame.shape}")
     height, width = frame.shape[:2]
-    if min(height, width) < MIN_SIDE or max(height, width) > MAX_SIDE:
-        raise ValueError(
-            f"frame size {width}×{height} is outside {MIN_SIDE}×{MIN_SIDE} to 3840×2160"
-        )
-    if height * width > MAX_PIXELS:
-        raise ValueError(f"frame size {width}×{height} has more pixels than 3840×2160")
+    problem = frame_size_problem(width, height)
+    if problem is not None:
+        raise ValueError(problem)
     if not frame.flags.writeable:  # torch.from_numpy warns on read-only memory; never write it
         frame = frame.copy()
     return frame
