@@ -15,6 +15,8 @@ pixel of the person mask are out of the person's reach; only there must the look
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 import pytest
@@ -363,31 +365,19 @@ def test_fused_subpixel_input_and_blocked_output(fused_kernels, dtype, channels,
     others = masks[:, 1:].contiguous()
     gamma = torch.rand(2, channels, generator=generator) + 0.5
     beta = torch.randn(2, channels, generator=generator)
-    fused = fused_norm.fused_region_norm(
+    normalise = functools.partial(
+        fused_norm.fused_region_norm,
         fused_kernels,
-        z,
-        gamma,
-        beta,
-        others,
-        0,
-        1e-5,
-        relu=True,
-        out_pad=pad,
-        subpixel=True,
-        out_block=block,
-    )
-    x = F.pixel_shuffle(z, 2)
-    expected = fused_norm.fused_region_norm(
-        fused_kernels,
-        x.contiguous(memory_format=torch.channels_last),
-        gamma,
-        beta,
-        others,
-        0,
-        1e-5,
+        gamma=gamma,
+        beta=beta,
+        other_masks=others,
+        base=0,
+        eps=1e-5,
         relu=True,
         out_pad=pad,
     )
+    fused = normalise(z, subpixel=True, out_block=block)
+    expected = normalise(F.pixel_shuffle(z, 2).contiguous(memory_format=torch.channels_last))
     if block > 1:
         expected = F.pixel_unshuffle(expected, block)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
