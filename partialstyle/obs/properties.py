@@ -52,6 +52,8 @@ _EXTRA_SIGNATURES: dict[str, tuple[Any, list]] = {
     "obs_property_text_set_info_type": (None, [c_void_p, c_int]),
     "obs_property_text_set_info_word_wrap": (None, [c_void_p, c_bool]),
     "obs_source_update_properties": (None, [c_void_p]),
+    "obs_source_get_ref": (c_void_p, [c_void_p]),
+    "obs_source_release": (None, [c_void_p]),
     "obs_source_get_settings": (c_void_p, [c_void_p]),
     "obs_data_release": (None, [c_void_p]),
     "obs_data_set_string": (None, [c_void_p, c_char_p, c_char_p]),

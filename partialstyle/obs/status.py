@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from partialstyle.style.kernel_dir import BUILD_TAKES
 
@@ -140,6 +141,20 @@ def due_refresh(shown: Shown | None, text: str, now: float, idle: Callable[[], b
     return idle()
 
 
+def _update_properties(obs: Any, source: int) -> bool:
+    """Signal the source's dialog to rebuild, holding a reference meanwhile: this runs on
+    the script's timer while OBS may be destroying the filter on another thread (a source
+    that is going away gives no reference and is left alone)."""
+    held = obs.obs_source_get_ref(source)
+    if not held:
+        return False
+    try:
+        obs.obs_source_update_properties(held)
+    finally:
+        obs.obs_source_release(held)
+    return True
+
+
 def refresh_open_dialogs(
     shown: dict[int, Shown], idle: Callable[[], bool], now: float | None = None
 ) -> list[int]:
@@ -162,7 +177,6 @@ def refresh_open_dialogs(
         previous = shown.get(handle)
         if previous is None or due_refresh(previous, text, now, idle):
             shown[handle] = Shown(status_state(text), text, now)
-            if previous is not None:
-                properties.lib().obs_source_update_properties(instance.source)
+            if previous is not None and _update_properties(properties.lib(), instance.source):
                 rebuilt.append(instance.source)
     return rebuilt

@@ -265,7 +265,11 @@ def test_open_dialogs_show_new_states_at_once_and_new_figures_every_few_seconds(
     from partialstyle.obs import source_info
 
     reloaded = []
-    fake_lib = SimpleNamespace(obs_source_update_properties=reloaded.append)
+    fake_lib = SimpleNamespace(
+        obs_source_update_properties=reloaded.append,
+        obs_source_get_ref=lambda source: source,  # a live source: itself, referenced
+        obs_source_release=lambda source: None,
+    )
     monkeypatch.setattr(properties, "lib", lambda: fake_lib)
     shown: dict = {}
     idle = [True]
