@@ -200,7 +200,14 @@ class ObsSession:
 
     def screenshot(self, source: str = CAMERA, width: int = WIDTH, height: int = HEIGHT):
         """The source as rendered through its filters, RGB uint8 (lossless PNG)."""
-        reply = self.client.get_source_screenshot(source, "png", width, height, -1)
+        for attempt in range(3):  # OBS cannot render a source that is changing size (702)
+            try:
+                reply = self.client.get_source_screenshot(source, "png", width, height, -1)
+                break
+            except obsws_python.error.OBSSDKRequestError as error:
+                if error.code != 702 or attempt == 2:
+                    raise
+                time.sleep(0.2)
         data = base64.b64decode(reply.image_data.split(",", 1)[1])
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
