@@ -1,8 +1,9 @@
 """Image filters shared by mask refinement and upsampling (torch, any device).
 
-On the CPU, float32 box and Gaussian filters go through OpenCV, whose separable filters
-are several times faster than the same arithmetic as torch operations (they dominate mask
-refinement, which runs on every live frame); elsewhere they are torch operations.
+On the CPU, float32 box and Gaussian filters and resizes go through OpenCV, whose separable
+filters and resizes are several times faster than the same arithmetic as torch operations
+(they dominate mask refinement, which runs on every segmented live frame); elsewhere they are
+torch operations.
 """
 
 from __future__ import annotations
@@ -29,6 +30,40 @@ def _opencv_planes(x: torch.Tensor, filter_plane) -> torch.Tensor:
     for source, target in zip(sources, targets, strict=True):
         filter_plane(source, target)
     return out
+
+
+def _opencv_resized(x: torch.Tensor, size: tuple[int, int], interpolation: int) -> torch.Tensor:
+    x = x.contiguous()
+    height, width = size
+    planes = x.reshape(-1, *x.shape[-2:]).numpy()
+    out = torch.empty((*x.shape[:-2], height, width), dtype=x.dtype)
+    for source, target in zip(planes, out.reshape(-1, height, width).numpy(), strict=True):
+        cv2.resize(source, (width, height), dst=target, interpolation=interpolation)
+    return out
+
+
+def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of [N,C,H,W] with half-pixel centres (`align_corners=False`), no
+    antialiasing: for growing masks and filter coefficients."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if _opencv_can_filter(x):
+        return _opencv_resized(x, size, cv2.INTER_LINEAR)
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def downsample_area(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Area-average shrink of [N,C,H,W] (each output pixel the mean of the input it covers).
+
+    OpenCV weighs partly covered pixels by their share where torch's "area" mode takes whole
+    overlapping windows; at integer factors, the usual case, the two agree exactly."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    if _opencv_can_filter(x):
+        return _opencv_resized(x, size, cv2.INTER_AREA)
+    return F.interpolate(x, size=size, mode="area")
 
 
 def _window_sums(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
@@ -147,9 +182,9 @@ def guided_upsample(
     """
     radius = min(radius, (min(guide_small.shape[-2:]) - 1) // 2)
     if radius <= 0:
-        return F.interpolate(source_small, size=guide_full.shape[-2:], mode="bilinear")
+        return upsample_bilinear(source_small, guide_full.shape[-2:])
     slope, offset = _guided_coefficients(guide_small, source_small, radius, eps)
     size = guide_full.shape[-2:]
-    slope = F.interpolate(slope, size=size, mode="bilinear")
-    offset = F.interpolate(offset, size=size, mode="bilinear")
+    slope = upsample_bilinear(slope, size)
+    offset = upsample_bilinear(offset, size)
     return slope.mul_(guide_full).add_(offset)

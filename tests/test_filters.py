@@ -4,7 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from partialstyle.filters import box_filter, gaussian_blur, guided_filter, guided_upsample
+from partialstyle.filters import (
+    box_filter,
+    downsample_area,
+    gaussian_blur,
+    guided_filter,
+    guided_upsample,
+    upsample_bilinear,
+)
 
 
 @pytest.mark.parametrize("radius", [1, 2, 7, 20])
@@ -45,3 +52,19 @@ def test_constant_images_pass_through():
     small_guide = F.interpolate(guide, size=(10, 10), mode="area")
     up = guided_upsample(small_guide, constant[..., :10, :10], guide, 2, 1e-3)
     assert torch.allclose(up, torch.full((1, 3, 30, 30), 0.25), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(90, 160), (180, 320), (361, 641)])
+def test_opencv_resizes_match_torch(size):
+    """On the CPU, resizes go through OpenCV; torch's own resizes (other devices) are the
+    reference: bilinear growth alike to float rounding, area shrink alike at whole factors."""
+    x = torch.rand(1, 2, 45, 80)
+    grown = upsample_bilinear(x, size)
+    torch.testing.assert_close(
+        grown, F.interpolate(x, size=size, mode="bilinear", align_corners=False), atol=1e-5, rtol=0
+    )
+    big = torch.rand(1, 2, 2 * size[0], 2 * size[1])
+    torch.testing.assert_close(
+        downsample_area(big, size), F.interpolate(big, size=size, mode="area"), atol=1e-5, rtol=0
+    )
+    assert upsample_bilinear(x, (45, 80)) is x

@@ -21,13 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from partialstyle.errors import ModelMissingError, PartialStyleError
-from partialstyle.segment.mediapipe_resize import mediapipe_input
+from partialstyle.segment.mediapipe_resize import _gathered, _warped, mediapipe_input
 from partialstyle.segment.selfie import (
     VARIANTS,
     SelfieSegmenter,
     segment_person,
     tf_same_padding,
 )
+from partialstyle.segment.selfie_onnx import OnnxRuntimeSelfie
 from partialstyle.weights.convert_selfie import convert_selfie
 from partialstyle.weights.files import model_path
 from partialstyle.weights.load import load_weights
@@ -51,7 +52,7 @@ def selfie_weights(default_models: None) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def models(selfie_weights: dict[str, Path]) -> dict[str, SelfieSegmenter]:
+def models(selfie_weights: dict[str, Path]) -> dict[str, torch.nn.Module]:
     return {variant: load_weights(variant, path) for variant, path in selfie_weights.items()}
 
 
@@ -106,6 +107,14 @@ def test_resize_is_bit_exact(ref: dict) -> None:
         levels.float() * torch.tensor(1 / 255, dtype=torch.float32), tensor[0].permute(1, 2, 0)
     )
     assert hashlib.sha256(levels.contiguous().numpy().tobytes()).hexdigest() == ref["sha256"]
+
+
+@pytest.mark.parametrize("image_size", [(360, 640), (33, 47), (1, 1), (1001, 7), (720, 1280)])
+def test_resize_tables_match_opencv(image_size: tuple[int, int]) -> None:
+    """Other devices gather with tables; the CPU calls warpPerspective: the same levels."""
+    image = torch.from_numpy(pattern(*image_size))
+    for size in VARIANTS.values():
+        assert torch.equal(_gathered(image, size), _warped(image, size))
 
 
 def test_resize_of_exact_half_is_decimation() -> None:
@@ -258,3 +267,29 @@ def test_corrupt_model_file_is_one_clear_line(
         message = str(error.value)
         assert str(path) in message and "partialstyle models prepare" in message
         assert "\n" not in message
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_onnxruntime_form_matches_the_torch_network(
+    variant: str, selfie_weights: dict[str, Path], models: dict[str, torch.nn.Module]
+) -> None:
+    """On the CPU the loader hands out the network run by onnxruntime; the torch network
+    stays the reference it must match, at every thread count and batch size."""
+    fast = models[variant]
+    assert isinstance(fast, OnnxRuntimeSelfie)
+    reference = load_weights(variant, selfie_weights[variant], runtime="torch")
+    assert isinstance(reference, SelfieSegmenter)
+    image = torch.from_numpy(np.ascontiguousarray(photo("astronaut")))
+    x = torch.cat([mediapipe_input(image, reference.input_size)] * 2)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            with torch.inference_mode():
+                expected, got = reference(x), fast(x)
+            assert got.shape == expected.shape == (2, 1, *reference.input_size)
+            torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(ValueError, match="resize with mediapipe_input"):
+        fast(torch.rand(1, 3, 100, 100))

@@ -5,7 +5,8 @@ MediaPipe stretches the whole frame onto the model's input with OpenCV 4's `warp
 sensitive to this step: a half-pixel resize such as `F.interpolate` moves masks by up to 0.1.
 OpenCV samples source position (x * W / w, y * H / h) in 1/32 pixel steps and blends the four
 neighbours with integer weights, so the whole step is a fixed table of indices and weights per
-(frame size, tensor size).
+(frame size, tensor size). On the CPU the step simply is OpenCV's `warpPerspective` (four
+times faster than the gathers); the tables serve other devices and match it bit for bit.
 """
 
 from __future__ import annotations
@@ -23,18 +24,24 @@ _WEIGHT_BITS = 15  # OpenCV's INTER_REMAP_COEF_BITS: the four weights sum to 2**
 _BLOCK = 32  # OpenCV's BLOCK_SZ: warpPerspective computes coordinates in tiles
 
 
-def inverse_stretch_matrix(image_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
-    """The tensor -> image 3x3 homography that OpenCV derives for MediaPipe's full-frame stretch.
-
-    MediaPipe maps the image corners onto the tensor corners with getPerspectiveTransform; OpenCV
-    inverts that matrix. Its off-diagonal entries are not always exactly zero, and at exact
-    half-1/32 ties those tiny values decide the rounding, so the matrix is derived the same way.
-    """
+def stretch_matrix(image_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """The image -> tensor 3x3 homography MediaPipe passes to warpPerspective: the image's
+    corners onto the tensor's, by getPerspectiveTransform."""
     (img_h, img_w), (h, w) = image_size, size
     src = np.float32([[0, img_h], [0, 0], [img_w, 0], [img_w, img_h]])
     dst = np.float32([[0, h], [0, 0], [w, 0], [w, h]])
-    forward = cv2.getPerspectiveTransform(src, dst)
-    ok, inverse = cv2.invert(forward, flags=cv2.DECOMP_LU)
+    return cv2.getPerspectiveTransform(src, dst)
+
+
+def inverse_stretch_matrix(image_size: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+    """The tensor -> image 3x3 homography that OpenCV derives for MediaPipe's full-frame stretch.
+
+    OpenCV inverts MediaPipe's matrix. Its off-diagonal entries are not always exactly zero, and
+    at exact half-1/32 ties those tiny values decide the rounding, so the inverse is derived the
+    same way.
+    """
+    (img_h, img_w), (h, w) = image_size, size
+    ok, inverse = cv2.invert(stretch_matrix(image_size, size), flags=cv2.DECOMP_LU)
     if not ok:
         raise ValueError(f"cannot map a {img_w}x{img_h} image onto a {w}x{h} tensor")
     return inverse
@@ -122,12 +129,34 @@ def mediapipe_input(image: Tensor, size: tuple[int, int]) -> Tensor:
     h, w = int(size[0]), int(size[1])
     if img_h == 0 or img_w == 0 or h < 1 or w < 1:
         raise ValueError(f"cannot resize a {img_h}x{img_w} image to {h}x{w}")
-    indices, weights = _cached_taps((img_h, img_w), (h, w), image.device)
+    stretch = _warped if image.device.type == "cpu" else _gathered
+    values = stretch(image, (h, w))
+    scale = torch.tensor(1.0 / 255.0, dtype=torch.float32, device=image.device)
+    # Permuting h x w x 3 gives a channels-last 1 x 3 x h x w tensor, the layout the model prefers.
+    return (values * scale).permute(2, 0, 1).unsqueeze(0)
+
+
+def _warped(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """The stretched h x w x 3 levels as float32, by OpenCV itself (CPU tensors)."""
+    h, w = size
+    matrix = stretch_matrix((int(image.shape[0]), int(image.shape[1])), size)
+    warped = cv2.warpPerspective(
+        np.ascontiguousarray(image.numpy()),
+        matrix,
+        (w, h),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
+    return torch.from_numpy(warped.reshape(h, w, 3)).to(torch.float32)
+
+
+def _gathered(image: Tensor, size: tuple[int, int]) -> Tensor:
+    """The same levels by gathering with OpenCV's tables, on any device."""
+    h, w = size
+    indices, weights = _cached_taps((int(image.shape[0]), int(image.shape[1])), size, image.device)
     taps = image.reshape(-1).index_select(0, indices).view(4, h, w, 3).to(torch.float32)
     total = (taps * weights).sum(0)
     # OpenCV's fixed-point rounding, (total + 2**14) >> 15, done exactly in float32.
     half, unit = float(1 << (_WEIGHT_BITS - 1)), 1.0 / (1 << _WEIGHT_BITS)
-    values = torch.floor((total + half) * unit)
-    scale = torch.tensor(1.0 / 255.0, dtype=torch.float32, device=image.device)
-    # Permuting h x w x 3 gives a channels-last 1 x 3 x h x w tensor, the layout the model prefers.
-    return (values * scale).permute(2, 0, 1).unsqueeze(0)
+    return torch.floor((total + half) * unit)

@@ -8,9 +8,8 @@ to edges of the image itself, and a feather that softens what remains.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from partialstyle.filters import gaussian_blur, guided_filter, guided_upsample
+from partialstyle.filters import downsample_area, gaussian_blur, guided_filter, guided_upsample
 from partialstyle.layers import luminance
 
 # Width of the soft threshold: probabilities within ±_THRESHOLD_BAND/2 of the threshold ramp.
@@ -46,8 +45,8 @@ def refine_mask(
         radius = max(2, round(image.shape[-2] / 100))
         if image.shape[-2] >= _HALF_RESOLUTION_FROM:
             half = (image.shape[-2] // 2, image.shape[-1] // 2)
-            gray_half = F.interpolate(gray, size=half, mode="area")
-            mask_half = F.interpolate(mask, size=half, mode="area")
+            gray_half = downsample_area(gray, half)
+            mask_half = downsample_area(mask, half)
             mask = guided_upsample(gray_half, mask_half, gray, max(1, radius // 2), _GUIDED_EPS)
         else:
             mask = guided_filter(gray, mask, radius, _GUIDED_EPS)

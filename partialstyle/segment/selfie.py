@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from partialstyle.filters import upsample_bilinear
 from partialstyle.layers import tf_same_padding
 from partialstyle.segment.mediapipe_resize import mediapipe_input
 
@@ -164,13 +165,16 @@ class SelfieSegmenter(nn.Module):
         self.decode1 = DecoderStage(16, 16)
         self.to_mask = nn.ConvTranspose2d(16, 1, 2, stride=2)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x: N x 3 x H x W RGB in [0, 1] at `input_size`; returns N x 1 x H x W probabilities."""
+    def check_input(self, x: Tensor) -> None:
         if tuple(x.shape[-2:]) != self.input_size:
             raise ValueError(
                 f"the {self.variant} model takes {self.input_size[0]}x{self.input_size[1]} input, "
                 f"got {x.shape[-2]}x{x.shape[-1]}; resize with mediapipe_input first"
             )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: N x 3 x H x W RGB in [0, 1] at `input_size`; returns N x 1 x H x W probabilities."""
+        self.check_input(x)
         e0 = F.hardswish(self.stem(x))
         e1 = self.stage1(e0)
         e2 = self.stage2(e1)
@@ -193,12 +197,13 @@ def _check_image(image: Tensor) -> None:
 
 @torch.inference_mode()
 def segment_person(
-    model: SelfieSegmenter, image: Tensor, out_size: tuple[int, int] | None = None
+    model: nn.Module, image: Tensor, out_size: tuple[int, int] | None = None
 ) -> Tensor:
     """Person probability mask for one H x W x 3 uint8 RGB frame, as MediaPipe computes it.
 
-    The frame is stretched to the model's input size the way MediaPipe does it, and the mask is
-    resized bilinearly to `out_size` (height, width), by default the frame's own size. The result is
+    `model` is a `SelfieSegmenter` or its onnxruntime form (`selfie_onnx`). The frame is
+    stretched to the model's input size the way MediaPipe does it, and the mask is resized
+    bilinearly to `out_size` (height, width), by default the frame's own size. The result is
     an out_size float32 tensor in [0, 1] on the model's device.
     """
     _check_image(image)
@@ -208,9 +213,4 @@ def segment_person(
         raise ValueError(f"out_size must be positive (height, width), got {out_size}")
     weight = next(model.parameters())
     x = mediapipe_input(image.to(weight.device), model.input_size).to(weight.dtype)
-    mask = model(x).float()
-    if tuple(mask.shape[-2:]) != tuple(out_size):
-        mask = F.interpolate(
-            mask, size=tuple(out_size), mode="bilinear", align_corners=False, antialias=False
-        )
-    return mask[0, 0]
+    return upsample_bilinear(model(x).float(), out_size)[0, 0]
