@@ -1,11 +1,16 @@
 """Compositing: blend stylized regions into one layer, bring it to the frame's size and
 blend it onto the frame.
 
-All images here are float tensors [3,H,W] in [0,1] on any device; masks are [H,W] in [0,1].
+Images are float tensors [3,H,W] in [0,1] on any device, masks [H,W] in [0,1], except in
+the uint8 path (`layer_colors`, `blend_styled`): on the CPU, with bilinear upsampling, the
+full-resolution work is OpenCV's vectorised uint8 routines on the frame itself, with no
+float copy of it (the frame's size costs little: 3840×2160 is a few times 1280×720, not
+the 8× of its pixels in float).
 """
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -83,6 +88,67 @@ def upsample(
         radius=_GUIDED_UPSAMPLE_RADIUS,
         eps=_GUIDED_UPSAMPLE_EPS,
     )[0]
+
+
+# Coverage above this counts as styled when a layer's colour is recovered from it.
+_DEFINED = 1e-3
+
+
+def layer_colors(layer: torch.Tensor, small: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """A premultiplied layer [4,h,w] as uint8 colour h×w×3 and float32 coverage h×w (numpy):
+    the styled colour where some region is styled, `small`'s own colour elsewhere."""
+    layer = layer.float()
+    coverage = layer[3]
+    color = layer[:3] / coverage.clamp(min=_DEFINED)
+    color = torch.where(coverage > _DEFINED, color, small.float())
+    coverage = np.ascontiguousarray(coverage.clamp(0.0, 1.0).cpu().numpy())
+    return to_uint8(color).cpu().numpy(), coverage
+
+
+def blend_styled(frame: np.ndarray, color: np.ndarray, coverage: np.ndarray) -> np.ndarray:
+    """frame·(1 − coverage) + color·coverage at the frame's size, in uint8; alpha kept.
+
+    frame: uint8 H×W×3 or H×W×4; color: uint8 h×w×3 (processing size); coverage: float32
+    h×w in [0, 1]. Only the box around styled pixels is blended: where the coverage is 0 (a
+    region styled `none`) the frame's pixels come out exactly as they went in.
+    """
+    height, width = frame.shape[:2]
+    # Clipped and boxed at processing size: bilinear scaling keeps values in [0, 1] and
+    # zeros beyond a pixel's margin of the box, and the frame's size costs no pass here.
+    coverage = np.clip(coverage, 0.0, 1.0)
+    rows, columns = _styled_box(coverage)
+    if rows.start >= rows.stop:
+        return frame.copy()  # nothing styled: the frame as it is
+    if color.shape[:2] != (height, width):
+        rows = _scaled(rows, height / color.shape[0], height)
+        columns = _scaled(columns, width / color.shape[1], width)
+        color = cv2.resize(color, (width, height), interpolation=cv2.INTER_LINEAR)
+        coverage = cv2.resize(coverage, (width, height), interpolation=cv2.INTER_LINEAR)
+    weight = coverage[rows, columns]
+    part = np.ascontiguousarray(frame[rows, columns, :3])
+    blended = cv2.blendLinear(color[rows, columns], part, weight, 1.0 - weight)
+    if blended.shape == frame.shape:
+        return blended  # the whole frame was styled: no copy of it needed
+    out = frame.copy()
+    out[rows, columns, :3] = blended
+    return out
+
+
+def _scaled(span: slice, scale: float, limit: int) -> slice:
+    """A span of processing-size pixels as frame pixels, one processing pixel wider on each
+    side (what bilinear scaling spreads a pixel over)."""
+    return slice(
+        max(0, int((span.start - 1) * scale)), min(limit, int((span.stop + 1) * scale) + 1)
+    )
+
+
+def _styled_box(coverage: np.ndarray) -> tuple[slice, slice]:
+    """The rows and columns that hold every pixel with some coverage (only those blend)."""
+    rows = np.flatnonzero(coverage.max(1) > 0.0)
+    columns = np.flatnonzero(coverage.max(0) > 0.0)
+    if rows.size == 0:
+        return slice(0, 0), slice(0, 0)
+    return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
 
 
 def compose_frame(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -22,7 +23,13 @@ import torch
 from partialstyle import compose
 from partialstyle.config import PipelineConfig
 from partialstyle.device import resolve_device, set_threads
-from partialstyle.frames import check_frame, processing_size, resize_image, to_image
+from partialstyle.frames import (
+    check_frame,
+    processing_size,
+    resize_image,
+    shrink_uint8,
+    to_image,
+)
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.segment.regions import RegionMasks, RegionSegmenter
 from partialstyle.style import stage
@@ -37,19 +44,26 @@ __all__ = ["FrameAnalysis", "Pipeline", "look_weight"]
 class FrameAnalysis:
     """One frame after the cheap stage: what the costly stage and compositing work from.
 
-    original: the frame as float [3,H,W]; small: at processing size [3,h,w]; region_masks:
-    each region's mask [h,w] (None when the plan needs none); person: all people's mask.
-    time: the frame's timestamp (morphs); config and plan: the settings it was analysed with.
+    rgb: the frame's colour channels, uint8 [H,W,3] on the device; small: the frame at
+    processing size, float [3,h,w]; region_masks: each region's mask [h,w] (None when the
+    plan needs none); person: all people's mask. time: the frame's timestamp (morphs);
+    config and plan: the settings it was analysed with.
     """
 
     frame: np.ndarray
-    original: torch.Tensor
+    rgb: torch.Tensor
     small: torch.Tensor
     region_masks: dict[str, torch.Tensor] | None
     person: torch.Tensor | None
     time: float
     config: PipelineConfig
     plan: StylePlan
+
+    @cached_property
+    def original(self) -> torch.Tensor:
+        """The frame as float [3,H,W] in [0,1]: made only for the float compositing (guided
+        upsampling, the mask view, other devices), never in the uint8 path."""
+        return to_image(self.rgb)
 
 
 class Pipeline:
@@ -129,14 +143,14 @@ class Pipeline:
         frame = check_frame(frame)
         with self._lock:
             config, plan, device = self._config, self._plan, self._device
-        rgb, original, small = _prepare(frame, device, config)
+        rgb, small = _prepare(frame, device, config)
         if not (plan.needs_mask or config.show_mask):
             region_masks, person = None, None
         else:
             found = self._segmenter.regions(rgb, small, config, plan)
             region_masks, person = found.regions, found.person
         now = time.monotonic() if timestamp is None else timestamp
-        return FrameAnalysis(frame, original, small, region_masks, person, now, config, plan)
+        return FrameAnalysis(frame, rgb, small, region_masks, person, now, config, plan)
 
     @torch.inference_mode()
     def style_layer(self, analysis: FrameAnalysis) -> torch.Tensor:
@@ -164,8 +178,13 @@ class Pipeline:
 
     @torch.inference_mode()
     def compose(self, analysis: FrameAnalysis, layer: torch.Tensor) -> np.ndarray:
-        """The full-resolution pass: the layer scaled to the frame and blended onto it."""
+        """The full-resolution pass: the layer scaled to the frame and blended onto it (in
+        uint8 on the CPU with bilinear upsampling, else in float)."""
         config = analysis.config
+        small = analysis.small
+        if small.device.type == "cpu" and config.upsample == "bilinear" and not config.show_mask:
+            color, coverage = compose.layer_colors(layer, small)
+            return compose.blend_styled(analysis.frame, color, coverage)
         return compose.compose_frame(
             analysis.frame,
             analysis.original,
@@ -187,7 +206,7 @@ class Pipeline:
         """The frame's region masks at processing size with the current settings, as
         `analyse` finds them (the segmenter's temporal state moves on)."""
         config = self._config
-        rgb, _, small = _prepare(check_frame(frame), self._device, config)
+        rgb, small = _prepare(check_frame(frame), self._device, config)
         return self._segmenter.regions(rgb, small, config, self._plan)
 
     def _blends(self, analysis: FrameAnalysis) -> dict[str, Blend]:
@@ -202,14 +221,14 @@ class Pipeline:
 
 def _prepare(
     frame: np.ndarray, device: torch.device, config: PipelineConfig
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The frame's colour channels as uint8 H×W×3 on `device`, as float [3,H,W], and at
-    processing size [3,h,w]."""
-    # A view of the colour channels: `to_image` copies them once, into float.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The frame's colour channels as uint8 H×W×3 on `device` (on the CPU a view, no copy),
+    and the frame at processing size, float [3,h,w]."""
     rgb = torch.from_numpy(np.ascontiguousarray(frame))[..., :3].to(device)
-    original = to_image(rgb)
-    small = resize_image(original, processing_size(*original.shape[-2:], config.process_height))
-    return rgb, original, small
+    size = processing_size(*rgb.shape[:2], config.process_height)
+    if device.type == "cpu" and size != tuple(rgb.shape[:2]):
+        return rgb, shrink_uint8(rgb, size)
+    return rgb, resize_image(to_image(rgb), size)
 
 
 def _shown_regions(

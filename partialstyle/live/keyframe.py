@@ -13,11 +13,8 @@ import cv2
 import numpy as np
 import torch
 
-from partialstyle.frames import to_uint8
+from partialstyle.compose import layer_colors
 from partialstyle.pipeline import FrameAnalysis, Pipeline
-
-# Coverage above this counts as styled when a layer becomes a keyframe.
-_DEFINED = 1e-3
 
 
 def _numpy(mask: torch.Tensor) -> np.ndarray:
@@ -82,14 +79,10 @@ class Keyframe:
     @classmethod
     def of(cls, segmented: Segmented, layer: torch.Tensor) -> Keyframe:
         """A stylized layer ([4,h,w]: premultiplied colour and coverage) as a keyframe."""
-        small = segmented.analysis.small
-        layer = layer.float()
-        coverage = layer[3]
-        color = layer[:3] / coverage.clamp(min=_DEFINED)
-        color = torch.where(coverage > _DEFINED, color, small.float())
+        color, coverage = layer_colors(layer, segmented.analysis.small)
         return cls(
-            color=to_uint8(color).cpu().numpy(),
-            coverage=_numpy(coverage.clamp(0.0, 1.0)),
+            color=color,
+            coverage=coverage,
             person=segmented.person,
             gray=segmented.gray,
             time=segmented.analysis.time,

@@ -11,7 +11,7 @@ onto it by optical flow, while the networks refresh the keyframe beside it:
    (`policy.CarryBound`: motion, holes, age). Past the bound the frame waits for the style
    thread's run in progress, or is styled in line: the output gives up frame rate, never
    quality;
-4. blended onto the frame at full resolution, in uint8 (`blend`).
+4. blended onto the frame at full resolution, in uint8 (`compose.blend_styled`).
 
 Style runs:
 - `style_every=N`: every N-th frame in line (reproducible: `partialstyle video
@@ -37,8 +37,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from partialstyle.compose import blend_styled
 from partialstyle.live import policy
-from partialstyle.live.blend import blend_styled
 from partialstyle.live.carry import carry
 from partialstyle.live.flow import FlowEstimator, Warp, flow_gray, motion, warp
 from partialstyle.live.keyframe import Keyframe, Segmented
