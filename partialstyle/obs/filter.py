@@ -306,7 +306,13 @@ class FilterInstance:
             self.preparation.follow(now, self.worker.state, keyframe_age, interval)
             if processor is not None and hasattr(processor, "pace"):
                 processor.pace(pause, interval)
-            self.stats.sample(now, results=self.stats.results, stylizations=stylizations)
+            self.stats.sample(
+                now,
+                results=self.stats.results,
+                stylizations=stylizations,
+                waits=getattr(processor, "waits", 0),
+                in_line=getattr(processor, "in_line", 0),
+            )
             rates = self.stats.rates(STATUS_WINDOW)
             summary = self.stats.summary()
             summary["style_pause"] = pause
@@ -315,6 +321,9 @@ class FilterInstance:
             summary["missed_frames"] = missed_frames()
             summary["stylizations"] = stylizations
             summary["styles_per_second"] = rates.get("stylizations", 0.0)
+            # Frames past the bound: waiting for the style thread, or styled in line.
+            summary["waits_per_second"] = rates.get("waits", 0.0)
+            summary["styled_in_line_per_second"] = rates.get("in_line", 0.0)
             summary["keyframe_age"] = keyframe_age
             summary["preparing"] = self.preparation.building
             summary["stale_style"] = self.preparation.stale_style
@@ -324,6 +333,9 @@ class FilterInstance:
             summary["inference_ms_mean"] = (
                 1000.0 * sum(durations) / len(durations) if durations else 0.0
             )
+            # Of that, the inference process's own time (the rest is the hand-over).
+            child = list(getattr(processor, "recent_seconds", ()))
+            summary["inference_own_ms_mean"] = 1000.0 * sum(child) / len(child) if child else 0.0
             summary["results"] = self.worker.results
             summary["inference_pid"] = getattr(self.worker.processor, "pid", None)
             summary["state"] = self.worker.state

@@ -148,7 +148,13 @@ class ClientSession:
         live = self.live
         self.send(
             messages.Result(
-                self.client, number, seconds, live.stylizations, live.report.keyframe_age
+                self.client,
+                number,
+                seconds,
+                live.stylizations,
+                live.report.keyframe_age,
+                live.waits,
+                live.in_line,
             )
         )
 

@@ -83,6 +83,8 @@ class Result:
     seconds: float
     stylizations: int
     keyframe_age: float = 0.0  # seconds between this frame and the stylization carried onto it
+    waits: int = 0  # frames so far that waited past the bound for the style thread's run
+    in_line: int = 0  # of the stylizations, those run on the frame thread (past the bound)
 
 
 @dataclass(frozen=True)

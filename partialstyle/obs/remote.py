@@ -200,7 +200,10 @@ class RemoteProcessor:
         self.service = service or shared_service(python, nice)
         self.client = next(_client_numbers)
         self.seconds = 0.0  # the child's own time for the last frame
+        self.recent_seconds: deque[float] = deque(maxlen=50)  # and for the frames before
         self.stylizations = 0  # how often the child has run the style networks so far
+        self.waits = 0  # frames that waited for a style run (past the bound), so far
+        self.in_line = 0  # style runs on the child's frame thread (past the bound), so far
         self.keyframe_age: float | None = None  # of the newest result, in OBS's frames
         # Told about a recovered failure (the process restarted), for the log.
         self.report: Callable[[str], None] = lambda message: None
@@ -312,7 +315,9 @@ class RemoteProcessor:
         if not isinstance(reply, messages.Result):
             raise RuntimeError(_failure(reply, f"unexpected answer {reply.op!r}"))
         self.seconds = float(reply.seconds)
+        self.recent_seconds.append(self.seconds)
         self.stylizations = int(reply.stylizations)
+        self.waits, self.in_line = int(reply.waits), int(reply.in_line)
         interval = self._pace[1]
         age = float(reply.keyframe_age)
         self.keyframe_age = age / interval if interval > 0 else age * 30.0  # 30 fps till paced
