@@ -15,6 +15,7 @@ from partialstyle.config import PipelineConfig
 from partialstyle.live import CarryBound, LiveStylizer
 from partialstyle.live.carry import carry
 from partialstyle.live.flow import FlowEstimator, Warp, flow_gray, flow_size
+from partialstyle.live.plate import BackgroundPlate
 from partialstyle.obs.sample_clip import sample_frame
 from partialstyle.obs.settings import to_pipeline
 from partialstyle.pipeline import Pipeline
@@ -32,14 +33,16 @@ def small(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def carried(color, key_person, gray_key, gray_now, person_now) -> np.ndarray:
+def carried(color, key_person, gray_key, gray_now, person_now, plate=None) -> np.ndarray:
     """`color` (styled on the key frame) carried onto the current frame."""
     flows = FlowEstimator()
     backward, forward = flows(gray_now, gray_key), flows(gray_key, gray_now)
     size = flow_size(*color.shape[:2])
     key_person = small(key_person, *size)
     to_key, to_key_small = Warp(backward, *color.shape[:2]), Warp(backward, *size)
-    return carry(color, key_person, to_key, to_key_small, forward, person_now).color
+    return carry(
+        color, key_person, to_key, to_key_small, forward, person_now, gray_now, plate
+    ).color
 
 
 def differs_by_rounding(a: np.ndarray, b: np.ndarray) -> bool:
@@ -88,6 +91,42 @@ def test_what_the_person_uncovers_takes_the_wall_not_the_person(wall):
     assert uncovered.sum() > 1000
     assert red[inside].mean() > 0.97
     assert blue[uncovered].mean() > 0.9
+
+
+def test_the_uncovered_wall_comes_from_the_plate_while_it_looks_the_same(wall):
+    """The person steps 30 pixels right, as above. An earlier keyframe saw the whole wall
+    (the person stood out of the picture) and styled it green with stripes: the uncovered
+    wall takes exactly that, strokes and all, instead of a local mean. Once the wall looks
+    different from when the plate saw it (the lights went down), the local mean fills."""
+    before, after = sample_frame(WIDTH, HEIGHT, 0), sample_frame(WIDTH, HEIGHT, 30)
+    person_before, person_after = person_mask(before, wall), person_mask(after, wall)
+    coded = np.where(person_before[..., None] > 0.5, [255, 0, 0], [0, 0, 255]).astype(np.uint8)
+    size = flow_size(HEIGHT, WIDTH)
+    styled_wall = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    styled_wall[..., 1] = 200
+    styled_wall[::4, :, 1] = 90  # strokes a local mean would flatten
+    everywhere = np.ones(size, bool)
+    no_person = np.zeros(size, np.float32)
+    kernel = np.ones((9, 9), np.uint8)
+    uncovered = cv2.erode(((person_before > 0.5) & (person_after < 0.5)).astype(np.uint8), kernel)
+    uncovered = uncovered > 0
+    for lights, expected in ((1.0, styled_wall), (0.6, None)):
+        seen = (flow_gray(wall) * lights).astype(np.uint8)
+        plate = BackgroundPlate.empty(styled_wall.shape, seen.shape)
+        plate = plate.updated(styled_wall, seen, no_person, everywhere)
+        moved = carried(
+            coded,
+            person_before,
+            flow_gray(before),
+            flow_gray(after),
+            small(person_after, *size),
+            plate,
+        )
+        if expected is not None:
+            assert np.array_equal(moved[uncovered], expected[uncovered])
+        else:  # filled from the wall around, as without a plate
+            blue = (moved[..., 2] > 128) & (moved[..., 0] < 128)
+            assert blue[uncovered].mean() > 0.9
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ few frames ago can be moved along with what moved since: the flow from the curre
 back to the styled one tells each pixel where to fetch its styled colour. Pixels the flow
 cannot vouch for (what was hidden in the styled frame, e.g. the wall behind a person who
 stepped aside) are found with a forward-backward check and a region check, and filled from
-nearby styled pixels of the same region. How far a keyframe may be carried is
+the styled wall an earlier keyframe saw there (`plate`) or else from nearby styled pixels
+of the same region. How far a keyframe may be carried is
 `partialstyle.live.policy`'s business; this module only moves pixels.
 
 All arrays are numpy: uint8 h×w×3 colours at processing size, float32 masks, flows and the
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 
 from partialstyle.live.flow import Warp
+from partialstyle.live.plate import BackgroundPlate
 
 # Forward-backward consistency (Sundaram, Brox and Keutzer 2010): a pixel whose round trip
 # misses by more than this share of the motion, plus a constant (flow pixels), is occluded.
@@ -120,16 +122,26 @@ def carry(
     backward_small: Warp,
     forward: np.ndarray,
     person: np.ndarray,
+    gray: np.ndarray,
+    plate: BackgroundPlate | None = None,
 ) -> Carried:
     """A keyframe's styled `color` (uint8 h×w×3) carried onto the current frame.
 
     key_person: the keyframe's person mask at flow size; backward and backward_small: the
     warp from the current frame to the keyframe at processing and at flow size; forward:
     the flow the other way (key → current, flow size); person: the current frame's person
-    mask at flow size.
+    mask and gray the current frame, at flow size; plate: the styled background seen by
+    earlier keyframes, which fills the wall a person uncovered first. `filled` counts the
+    pixels left to local means.
     """
     moved = backward(color)
     holes = occluded(backward_small, forward, backward_small(key_person), person)
+    if plate is not None:
+        # Wall the keyframe did not see: holes, and where the person stood in the keyframe
+        # (flow drags nearby wall strokes over those; a standing wall is best taken as seen).
+        hidden = (person < 0.5) & (holes | (key_person >= 0.5))
+        left = plate.fill(moved, hidden, gray)
+        holes = (holes & ~hidden) | (holes & left)
     filled = float(holes.mean())
     if filled > 0.0:
         fill_holes(moved, holes, person)

@@ -34,6 +34,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
+import cv2
 import numpy as np
 import torch
 
@@ -42,6 +43,7 @@ from partialstyle.live import policy
 from partialstyle.live.carry import carry
 from partialstyle.live.flow import FlowEstimator, Warp, flow_gray, motion, warp
 from partialstyle.live.keyframe import Keyframe, Segmented
+from partialstyle.live.plate import BackgroundPlate
 from partialstyle.live.policy import CarryBound
 from partialstyle.pipeline import Pipeline
 
@@ -86,6 +88,8 @@ class LiveStylizer:
         self.style_seconds: deque[float] = deque(maxlen=20)
         self._flows = FlowEstimator()
         self._key: Keyframe | None = None
+        # The styled wall earlier keyframes saw, and the keyframe that last added to it.
+        self._plate: tuple[Keyframe, BackgroundPlate] | None = None
         self._segmented: Segmented | None = None
         self._condition = threading.Condition()
         self._pending: Segmented | None = None  # the newest segmented frame, for the thread
@@ -134,6 +138,7 @@ class LiveStylizer:
         with self._condition:
             self._pending = None
             self._key = None
+            self._plate = None
         self._segmented = None
         self.frames = 0
         self.pipeline.reset()
@@ -191,7 +196,19 @@ class LiveStylizer:
             else:
                 to_segmented = self._flows(gray, segmented.gray)
                 person, coverage = warp(person, to_segmented), warp(coverage, to_segmented)
-        carried = carry(key.color, key.person, to_key, to_key_small, forward, person)
+        plate = self._plate
+        if plate is not None and not (plate[0].fits(segmented) and plate[1].fits(key.color, gray)):
+            plate = None  # made with other settings or at another size
+        carried = carry(
+            key.color,
+            key.person,
+            to_key,
+            to_key_small,
+            forward,
+            person,
+            gray,
+            plate[1] if plate is not None else None,
+        )
         if not bound.whole_enough(carried.filled):
             return None
         self.report = FrameReport("carried", key.number, now - key.time, moved, carried.filled)
@@ -278,10 +295,26 @@ class LiveStylizer:
         with self._condition:
             if self._key is None or self._key.time <= key.time:
                 self._key = key
+                self._plate = (key, self._next_plate(key))
             self.stylizations += 1
             self._condition.notify_all()
         self.style_seconds.append(time.perf_counter() - started)
         return key
+
+    def _next_plate(self, key: Keyframe) -> BackgroundPlate:
+        """The background plate with this keyframe's background laid over it (a plate made
+        with other settings or at another size starts afresh)."""
+        styled = _at_size(key.coverage, key.gray) > 0.0
+        plate = self._plate
+        if (
+            plate is None
+            or not plate[0].fits(key.segmented)
+            or not plate[1].fits(key.color, key.gray)
+        ):
+            base = BackgroundPlate.empty(key.color.shape, key.gray.shape)
+        else:
+            base = plate[1]
+        return base.updated(key.color, key.gray, key.person, styled)
 
     def _style_loop(self) -> None:
         last_start = float("-inf")
@@ -310,3 +343,10 @@ class LiveStylizer:
                 with self._condition:
                     self._styling = False
                     self._condition.notify_all()
+
+
+def _at_size(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
+    height, width = like.shape[:2]
+    if mask.shape[:2] == (height, width):
+        return mask
+    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_AREA)
