@@ -63,11 +63,16 @@ def premultiplied_layer(
     independent of the number of regions, and pixels no region styles keep their exact
     original values.
     """
+    # Regions styled by one shared pass hold the same image: weigh it once, by their sum.
+    by_image: dict[int, tuple[torch.Tensor, torch.Tensor | float]] = {}
+    for styled, weight in parts:
+        _, total = by_image.get(id(styled), (styled, 0.0))
+        by_image[id(styled)] = (styled, total + weight)
     coverage = small.new_zeros(small.shape[-2:])
     premultiplied = small.new_zeros(small.shape)
-    for styled, weight in parts:
+    for styled, weight in by_image.values():
         coverage += weight
-        premultiplied += weight * styled
+        premultiplied.add_(styled * weight)
     return torch.cat([premultiplied, coverage[None]])
 
 
