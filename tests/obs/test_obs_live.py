@@ -170,7 +170,9 @@ def test_a_moving_person_comes_out_styled_in_place(obs_session, record_property,
     # the floor at 2 px a frame, see bench_live), 12.5–19.4 p90, 16–25 fresh frames/s
     # within the bound, 2 behind. (Until the source frames were counted by their place in
     # the looping clip, the count stopped at 15 a second: 120 tags in 8 seconds.)
-    assert numbers["tagged_share"] > 0.9
+    # At 8 px a frame the person's head passes under the tag in the top-left corner for
+    # about half a second each way, and her styling hides it (measured 0.90-0.95 there).
+    assert numbers["tagged_share"] > 0.85
     assert numbers["person_error_median"] <= 16.0
     assert numbers["person_error_p90"] <= 22.0
     assert numbers["fresh_within_bound_fps"] >= 8
