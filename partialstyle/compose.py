@@ -68,12 +68,15 @@ def premultiplied_layer(
     for styled, weight in parts:
         _, total = by_image.get(id(styled), (styled, 0.0))
         by_image[id(styled)] = (styled, total + weight)
-    coverage = small.new_zeros(small.shape[-2:])
-    premultiplied = small.new_zeros(small.shape)
-    for styled, weight in by_image.values():
-        coverage += weight
-        premultiplied.add_(styled * weight)
-    return torch.cat([premultiplied, coverage[None]])
+    layer = small.new_zeros((4, *small.shape[-2:]))
+    premultiplied, coverage = layer[:3], layer[3]
+    for index, (styled, weight) in enumerate(by_image.values()):
+        if index == 0:  # written in place: the usual single image costs one product
+            torch.mul(styled, weight, out=premultiplied)
+        else:
+            premultiplied.add_(styled * weight)
+        coverage.add_(weight)
+    return layer
 
 
 def upsample(
@@ -104,8 +107,9 @@ def layer_colors(layer: torch.Tensor, small: torch.Tensor) -> tuple[np.ndarray, 
     the styled colour where some region is styled, `small`'s own colour elsewhere."""
     layer = layer.float()
     coverage = layer[3]
-    color = layer[:3] / coverage.clamp(min=_DEFINED)
-    color = torch.where(coverage > _DEFINED, color, small.float())
+    # One division per pixel, not per value: the colour is the layer times 1 / coverage.
+    inverse = coverage.clamp(min=_DEFINED).reciprocal_()
+    color = torch.where(coverage > _DEFINED, layer[:3] * inverse, small.float())
     coverage = np.ascontiguousarray(coverage.clamp(0.0, 1.0).cpu().numpy())
     return to_uint8(color).cpu().numpy(), coverage
 
