@@ -48,6 +48,12 @@ class PipelineConfig:
     half_precision: bool = True
     show_mask: bool = False
 
+    @property
+    def composes_in_uint8(self) -> bool:
+        """Whether the full-resolution pass can blend in uint8 (`compose.blend_styled`): with
+        bilinear upsampling and without the mask view, which need the float frame."""
+        return self.upsample == "bilinear" and not self.show_mask
+
     def __post_init__(self) -> None:
         if self.segmenter not in SEGMENTERS:
             raise ValueError(

@@ -20,12 +20,15 @@ def _opencv_can_filter(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad
 
 
-def _opencv_planes(x: torch.Tensor, filter_plane) -> torch.Tensor:
-    """Apply `filter_plane(src, dst)` to every [H,W] plane of [N,C,H,W] x."""
+def _opencv_planes(
+    x: torch.Tensor, filter_plane, size: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Apply `filter_plane(src, dst)` to every [H,W] plane of [N,C,H,W] x; `size` (h, w) is
+    the planes' size out, by default the same."""
     x = x.contiguous()
-    out = torch.empty_like(x)
-    height, width = x.shape[-2:]
-    sources = x.reshape(-1, height, width).numpy()
+    height, width = size or x.shape[-2:]
+    out = x.new_empty((*x.shape[:-2], height, width))
+    sources = x.reshape(-1, *x.shape[-2:]).numpy()
     targets = out.reshape(-1, height, width).numpy()
     for source, target in zip(sources, targets, strict=True):
         filter_plane(source, target)
@@ -33,13 +36,12 @@ def _opencv_planes(x: torch.Tensor, filter_plane) -> torch.Tensor:
 
 
 def _opencv_resized(x: torch.Tensor, size: tuple[int, int], interpolation: int) -> torch.Tensor:
-    x = x.contiguous()
     height, width = size
-    planes = x.reshape(-1, *x.shape[-2:]).numpy()
-    out = torch.empty((*x.shape[:-2], height, width), dtype=x.dtype)
-    for source, target in zip(planes, out.reshape(-1, height, width).numpy(), strict=True):
+
+    def resize(source: np.ndarray, target: np.ndarray) -> None:
         cv2.resize(source, (width, height), dst=target, interpolation=interpolation)
-    return out
+
+    return _opencv_planes(x, resize, size)
 
 
 def upsample_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

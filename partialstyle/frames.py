@@ -48,14 +48,25 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return torch.empty(scaled.shape, dtype=torch.uint8, device=image.device).copy_(scaled)
 
 
+def whole_pixels(rgb: torch.Tensor) -> torch.Tensor:
+    """The colour channels of an RGBA frame (an H×W×3 view of H×W×4 memory) as the whole
+    H×W×4 pixels, else `rgb` itself. Resizes run on whole pixels without first copying the
+    frame into a dense H×W×3; callers drop the fourth channel from their (small) result."""
+    height, width, channels = rgb.shape
+    whole = rgb.storage_offset() + 4 * height * width <= rgb.untyped_storage().nbytes()
+    if channels == 3 and rgb.dtype == torch.uint8 and rgb.stride() == (4 * width, 4, 1) and whole:
+        return rgb.as_strided((height, width, 4), (4 * width, 4, 1))
+    return rgb
+
+
 def shrink_uint8(rgb: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """uint8 [H,W,3] → float [3,h,w] in [0,1] at a smaller size, antialiased: what
     `resize_image(to_image(rgb), size)` gives, within rounding (one level), straight from the
     uint8 pixels. torch's uint8 antialiased resize is vectorised on the CPU; a 3840×2160
     frame scales to 640×360 in a twentieth of the float path's time."""
-    pixels = rgb.permute(2, 0, 1)[None]  # channels-last view: no copy
+    pixels = whole_pixels(rgb).permute(2, 0, 1)[None]  # channels-last view: no copy
     small = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return small[0].float().div_(255.0)
+    return small[0, :3].float().div_(255.0)
 
 
 def resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

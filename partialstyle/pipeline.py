@@ -182,7 +182,7 @@ class Pipeline:
         uint8 on the CPU with bilinear upsampling, else in float)."""
         config = analysis.config
         small = analysis.small
-        if small.device.type == "cpu" and config.upsample == "bilinear" and not config.show_mask:
+        if small.device.type == "cpu" and config.composes_in_uint8:
             color, coverage = compose.layer_colors(layer, small)
             return compose.blend_styled(analysis.frame, color, coverage)
         return compose.compose_frame(

@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from partialstyle.errors import ModelMissingError, PartialStyleError
+from partialstyle.frames import shrink_uint8
 from partialstyle.segment.mediapipe_resize import _gathered, _warped, mediapipe_input
 from partialstyle.segment.selfie import (
     VARIANTS,
@@ -115,6 +116,18 @@ def test_resize_tables_match_opencv(image_size: tuple[int, int]) -> None:
     image = torch.from_numpy(pattern(*image_size))
     for size in VARIANTS.values():
         assert torch.equal(_gathered(image, size), _warped(image, size))
+
+
+def test_rgba_frames_resize_like_their_colour_channels() -> None:
+    """OBS hands over RGBA: the colour channels (a strided view) resize on whole pixels, to
+    exactly what the same colours as a dense H x W x 3 frame give."""
+    rgba = torch.from_numpy(
+        np.dstack([pattern(361, 641), np.full((361, 641), 7, np.uint8)])
+    ).contiguous()
+    view, dense = rgba[..., :3], rgba[..., :3].contiguous()
+    for size in VARIANTS.values():
+        assert torch.equal(mediapipe_input(view, size), mediapipe_input(dense, size))
+    assert torch.equal(shrink_uint8(view, (180, 320)), shrink_uint8(dense, (180, 320)))
 
 
 def test_resize_of_exact_half_is_decimation() -> None:

@@ -9,10 +9,12 @@ peak says how much of its time is arithmetic and how much is memory traffic and 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
+from torch import nn
 
-from partialstyle.style.multistyle import ConvCIN, MultiStyleNet
+from partialstyle.style.multistyle import MultiStyleNet
 from partialstyle.style.names import NUM_MULTISTYLE
 
 _MATMUL_SIDE = 2048
@@ -45,22 +47,33 @@ def machine_peak(device: torch.device) -> dict[str, float]:
         }
 
 
+def conv_gflop(network: nn.Module, call: Callable[[], object]) -> float:
+    """The convolution arithmetic of one ``call`` through ``network``'s nn.Conv2d layers, GFLOP."""
+    total = [0]
+
+    def count(conv: nn.Conv2d, inputs: object, output: torch.Tensor) -> None:
+        kernel = conv.kernel_size[0] * conv.kernel_size[1]
+        pixels = output.shape[0] * output.shape[-2] * output.shape[-1]
+        total[0] += 2 * conv.in_channels * conv.out_channels * kernel * pixels // conv.groups
+
+    hooks = [
+        layer.register_forward_hook(count)
+        for layer in network.modules()
+        if isinstance(layer, nn.Conv2d)
+    ]
+    try:
+        with torch.inference_mode():
+            call()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total[0] / 1e9
+
+
 def style_network_gflop(height: int, width: int) -> float:
     """The 26-style network's convolution arithmetic on a height×width frame, in GFLOP
     (counted on the plain network's layers; weights do not matter for the count)."""
-    network, total = MultiStyleNet().eval(), [0]
-
-    def count(layer: ConvCIN, inputs: object, output: torch.Tensor) -> None:
-        conv = layer.conv
-        kernel = conv.kernel_size[0] * conv.kernel_size[1]
-        pixels = output.shape[-2] * output.shape[-1]
-        total[0] += 2 * conv.in_channels * conv.out_channels * kernel * pixels // conv.groups
-
-    for layer in network.modules():
-        if isinstance(layer, ConvCIN):
-            layer.register_forward_hook(count)
+    network = MultiStyleNet().eval()
     weights = torch.zeros(1, NUM_MULTISTYLE)
     weights[0, 0] = 1.0
-    with torch.inference_mode():
-        network(torch.rand(1, 3, height, width), weights)
-    return total[0] / 1e9
+    return conv_gflop(network, lambda: network(torch.rand(1, 3, height, width), weights))

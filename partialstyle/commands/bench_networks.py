@@ -8,36 +8,11 @@ traffic (normalisation, padding, layout changes) and per-call overhead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 from torch import nn
 
-from partialstyle.commands.bench_machine import matmul_gflops, style_network_gflop
-
-
-def conv_gflop(network: nn.Module, call: Callable[[], object]) -> float:
-    """The convolution arithmetic of one ``call`` through ``network``'s nn.Conv2d layers, GFLOP."""
-    total = [0]
-
-    def count(conv: nn.Conv2d, inputs: object, output: torch.Tensor) -> None:
-        kernel = conv.kernel_size[0] * conv.kernel_size[1]
-        pixels = output.shape[0] * output.shape[-2] * output.shape[-1]
-        total[0] += 2 * conv.in_channels * conv.out_channels * kernel * pixels // conv.groups
-
-    hooks = [
-        layer.register_forward_hook(count)
-        for layer in network.modules()
-        if isinstance(layer, nn.Conv2d)
-    ]
-    try:
-        with torch.inference_mode():
-            call()
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return total[0] / 1e9
+from partialstyle.commands.bench_machine import conv_gflop, matmul_gflops, style_network_gflop
 
 
 def _johnson(device: torch.device, fast: bool = True) -> nn.Module:

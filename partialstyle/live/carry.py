@@ -140,8 +140,7 @@ def carry(
         # Wall the keyframe did not see: holes, and where the person stood in the keyframe
         # (flow drags nearby wall strokes over those; a standing wall is best taken as seen).
         hidden = (person < 0.5) & (holes | (key_person >= 0.5))
-        left = plate.fill(moved, hidden, gray)
-        holes = (holes & ~hidden) | (holes & left)
+        holes &= ~plate.fill(moved, hidden, gray)
     filled = float(holes.mean())
     if filled > 0.0:
         fill_holes(moved, holes, person)

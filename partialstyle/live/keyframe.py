@@ -7,13 +7,14 @@ converts nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 import torch
 
 from partialstyle.compose import layer_colors
+from partialstyle.live.plate import BackgroundPlate
 from partialstyle.pipeline import FrameAnalysis, Pipeline
 
 
@@ -65,7 +66,8 @@ class Keyframe:
     color: uint8 h×w×3 at processing size, the styled colour where some region is styled and
     the frame's own elsewhere (what a region that grows into it falls back to); coverage:
     float32 h×w; person: the person mask at flow size; gray: the styled frame at flow size;
-    time and number: the frame's time and its count in the stylizer.
+    time and number: the frame's time and its count in the stylizer; plate: the styled wall
+    this and earlier keyframes saw (`with_plate`).
     """
 
     color: np.ndarray
@@ -75,6 +77,7 @@ class Keyframe:
     time: float
     number: int
     segmented: Segmented
+    plate: BackgroundPlate | None = None
 
     @classmethod
     def of(cls, segmented: Segmented, layer: torch.Tensor) -> Keyframe:
@@ -89,6 +92,19 @@ class Keyframe:
             number=segmented.number,
             segmented=segmented,
         )
+
+    def with_plate(self, previous: Keyframe | None) -> Keyframe:
+        """This keyframe with its background laid over the previous keyframe's plate (a plate
+        made with other settings or at another size is not continued)."""
+        plate = previous.plate if previous is not None else None
+        if (
+            plate is None
+            or not previous.fits(self.segmented)
+            or not plate.fits(self.color, self.gray)
+        ):
+            plate = BackgroundPlate.empty(self.color.shape, self.gray.shape)
+        styled = _at_flow_size(self.coverage, self.gray) > 0.0
+        return replace(self, plate=plate.updated(self.color, self.gray, self.person, styled))
 
     def fits(self, segmented: Segmented) -> bool:
         """Made with the same settings as `segmented`, at the same processing size."""

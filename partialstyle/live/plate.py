@@ -68,12 +68,12 @@ class BackgroundPlate:
 
     def fill(self, color: np.ndarray, holes: np.ndarray, gray: np.ndarray) -> np.ndarray:
         """Fill the `holes` (bool, flow size) of `color` (changed in place) that the plate saw
-        and that look as they did then; returns the holes left for another fill."""
+        and that look as they did then; returns the pixels it filled."""
         usable = holes & self.seen
         usable &= np.abs(gray.astype(np.int16) - self.gray) <= _SAME_GRAY
         if usable.any():
             cv2.copyTo(self.color, _at_color_size(usable, color).astype(np.uint8), color)
-        return holes & ~usable
+        return usable
 
 
 def _at_color_size(mask: np.ndarray, color: np.ndarray) -> np.ndarray:

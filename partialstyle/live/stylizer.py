@@ -34,7 +34,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 
-import cv2
 import numpy as np
 import torch
 
@@ -43,7 +42,6 @@ from partialstyle.live import policy
 from partialstyle.live.carry import carry
 from partialstyle.live.flow import FlowEstimator, Warp, flow_gray, motion, warp
 from partialstyle.live.keyframe import Keyframe, Segmented
-from partialstyle.live.plate import BackgroundPlate
 from partialstyle.live.policy import CarryBound
 from partialstyle.pipeline import Pipeline
 
@@ -88,8 +86,6 @@ class LiveStylizer:
         self.style_seconds: deque[float] = deque(maxlen=20)
         self._flows = FlowEstimator()
         self._key: Keyframe | None = None
-        # The styled wall earlier keyframes saw, and the keyframe that last added to it.
-        self._plate: tuple[Keyframe, BackgroundPlate] | None = None
         self._segmented: Segmented | None = None
         self._condition = threading.Condition()
         self._pending: Segmented | None = None  # the newest segmented frame, for the thread
@@ -138,7 +134,6 @@ class LiveStylizer:
         with self._condition:
             self._pending = None
             self._key = None
-            self._plate = None
         self._segmented = None
         self.frames = 0
         self.pipeline.reset()
@@ -157,12 +152,11 @@ class LiveStylizer:
         """The newest segmented frame: this one when it is due (or the settings changed),
         else the last one (its masks are moved onto this frame where they are used)."""
         segmented, config = self._segmented, self.pipeline.config
-        slow_compose = config.upsample != "bilinear" or config.show_mask
         if (
             segmented is not None
             and segmented.matches(self.pipeline, gray)
             and number - segmented.number < self.segment_every
-            and not slow_compose
+            and config.composes_in_uint8
         ):
             return segmented
         return self._segment(frame, gray, now, number)
@@ -196,18 +190,8 @@ class LiveStylizer:
             else:
                 to_segmented = self._flows(gray, segmented.gray)
                 person, coverage = warp(person, to_segmented), warp(coverage, to_segmented)
-        plate = self._plate
-        if plate is not None and not (plate[0].fits(segmented) and plate[1].fits(key.color, gray)):
-            plate = None  # made with other settings or at another size
         carried = carry(
-            key.color,
-            key.person,
-            to_key,
-            to_key_small,
-            forward,
-            person,
-            gray,
-            plate[1] if plate is not None else None,
+            key.color, key.person, to_key, to_key_small, forward, person, gray, key.plate
         )
         if not bound.whole_enough(carried.filled):
             return None
@@ -265,7 +249,7 @@ class LiveStylizer:
         """The styled colour blended onto the frame; the pipeline's float compositing for its
         edge-aware upsampling and the mask view (those segment every frame)."""
         config = segmented.analysis.config
-        if config.upsample == "bilinear" and not config.show_mask:
+        if config.composes_in_uint8:
             return blend_styled(frame, color, coverage)
         analysis = segmented.analysis
         styled = torch.from_numpy(color).to(analysis.small).permute(2, 0, 1).div(255.0)
@@ -292,29 +276,14 @@ class LiveStylizer:
         own temporal state)."""
         started = time.perf_counter()
         key = Keyframe.of(segmented, self.pipeline.style_layer(segmented.analysis))
+        key = key.with_plate(self._key)  # outside the lock: the frame thread need not wait
         with self._condition:
             if self._key is None or self._key.time <= key.time:
                 self._key = key
-                self._plate = (key, self._next_plate(key))
             self.stylizations += 1
             self._condition.notify_all()
         self.style_seconds.append(time.perf_counter() - started)
         return key
-
-    def _next_plate(self, key: Keyframe) -> BackgroundPlate:
-        """The background plate with this keyframe's background laid over it (a plate made
-        with other settings or at another size starts afresh)."""
-        styled = _at_size(key.coverage, key.gray) > 0.0
-        plate = self._plate
-        if (
-            plate is None
-            or not plate[0].fits(key.segmented)
-            or not plate[1].fits(key.color, key.gray)
-        ):
-            base = BackgroundPlate.empty(key.color.shape, key.gray.shape)
-        else:
-            base = plate[1]
-        return base.updated(key.color, key.gray, key.person, styled)
 
     def _style_loop(self) -> None:
         last_start = float("-inf")
@@ -343,10 +312,3 @@ class LiveStylizer:
                 with self._condition:
                     self._styling = False
                     self._condition.notify_all()
-
-
-def _at_size(mask: np.ndarray, like: np.ndarray) -> np.ndarray:
-    height, width = like.shape[:2]
-    if mask.shape[:2] == (height, width):
-        return mask
-    return cv2.resize(mask, (width, height), interpolation=cv2.INTER_AREA)

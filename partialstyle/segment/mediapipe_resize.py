@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from partialstyle.frames import whole_pixels
+
 _SUBPIXEL_BITS = 5  # OpenCV's INTER_BITS: positions are rounded to 1/32 pixel
 _SUBPIXELS = 1 << _SUBPIXEL_BITS
 _WEIGHT_BITS = 15  # OpenCV's INTER_REMAP_COEF_BITS: the four weights sum to 2**15
@@ -141,14 +143,14 @@ def _warped(image: Tensor, size: tuple[int, int]) -> Tensor:
     h, w = size
     matrix = stretch_matrix((int(image.shape[0]), int(image.shape[1])), size)
     warped = cv2.warpPerspective(
-        np.ascontiguousarray(image.numpy()),
+        np.ascontiguousarray(whole_pixels(image).numpy()),  # an RGBA frame is not copied
         matrix,
         (w, h),
         flags=cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    return torch.from_numpy(warped.reshape(h, w, 3)).to(torch.float32)
+    return torch.from_numpy(warped.reshape(h, w, -1)[..., :3]).to(torch.float32)
 
 
 def _gathered(image: Tensor, size: tuple[int, int]) -> Tensor:
