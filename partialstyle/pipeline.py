@@ -22,7 +22,7 @@ import torch
 
 from partialstyle import compose
 from partialstyle.config import PipelineConfig
-from partialstyle.device import resolve_device, set_threads
+from partialstyle.device import keep_freed_memory, resolve_device, set_threads
 from partialstyle.frames import (
     check_frame,
     processing_size,
@@ -88,6 +88,8 @@ class Pipeline:
         self._lock = threading.Lock()
         self._device = resolve_device(self._config.device)
         set_threads(self._config.threads)
+        if self._device.type == "cpu":
+            keep_freed_memory()
 
     @property
     def config(self) -> PipelineConfig:

@@ -290,17 +290,23 @@ def test_inference_path_matches_plain_instance_norm(net, reference, fused) -> No
     assert (fast[..., 30:80, 40:90] - second[..., 30:80, 40:90]).abs().mean() > 0.02
 
 
-def test_loaded_in_inference_mode_and_reloaded_weights_are_used(weights_path) -> None:
-    """The pipeline may load under inference_mode; load_state_dict must repack weights."""
+@pytest.mark.parametrize("key", ["contract.0.conv.weight", "res.2.first.norm.gamma"])
+def test_loaded_in_inference_mode_and_reloaded_weights_are_used(weights_path, key) -> None:
+    """The pipeline may load under inference_mode; load_state_dict (which copies in place)
+    must repack the conv weights and rebuild the norms' row table."""
     image, weights = photo(64, 96), style_mix({3: 1.0})
     with torch.inference_mode():
         model = load_weights("multistyle26", weights_path, precision="fp32")
         before = model(image, weights)
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        state["contract.0.conv.weight"] = state["contract.0.conv.weight"].flip(-1)
+        state[key] = state[key].flip(-1)
         model.load_state_dict(state)
         after = model(image, weights)
+        reference = MultiStyleNet()
+        reference.load_state_dict(state)
+        expected = reference(image, weights)
     assert (before - after).abs().mean() > 0.01
+    assert (after - expected).abs().max() <= 1e-4
 
 
 def test_auto_precision_follows_the_cpu(weights_path) -> None:

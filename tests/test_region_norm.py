@@ -233,11 +233,11 @@ def test_one_persons_style_does_not_change_the_other(two_people) -> None:
     ("relu", "residual", "pad", "mode"),
     [(True, False, 1, "reflect"), (False, True, 4, "reflect"), (True, True, 1, "replicate")],
 )
+@pytest.mark.parametrize("channels", [32, 5])  # whole vectors a pixel, and an odd count
 def test_fused_kernel_equals_the_reference(
-    fused_kernels, dtype, regions, relu, residual, pad, mode
+    fused_kernels, dtype, regions, relu, residual, pad, mode, channels
 ) -> None:
     """Statistics, blended affine, ReLU, residual and padding against plain ops."""
-    channels = 32 if regions != 3 else 5  # a common and an odd channel count
     norm = _norm_with_styles(channels, seed=4)
     generator = torch.Generator().manual_seed(5)
     x = torch.randn(1, channels, 45, 80, generator=generator) * 2 + 1.5
@@ -383,3 +383,49 @@ def test_fused_subpixel_input_and_blocked_output(fused_kernels, dtype, channels,
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2
     assert fused.shape == expected.shape
     assert torch.allclose(fused.float(), expected.float(), atol=tolerance)
+
+
+def _rgb_frame_view(height: int, width: int) -> torch.Tensor:
+    """An fp32 image [1,3,H,W] viewed from an RGB frame, as the pipeline hands one over."""
+    generator = torch.Generator().manual_seed(height)
+    rgb = torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8)
+    return rgb.permute(2, 0, 1)[None].float().div(255.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block", [1, 2])
+@pytest.mark.parametrize("layout", ["frame view", "planar"])
+def test_network_input_in_one_pass(fused_kernels, dtype, block, layout) -> None:
+    """The kernel's padded (and blocked) network input is bit for bit what torch ops make."""
+    image = _rgb_frame_view(36, 52)
+    image = image if layout == "frame view" else image.contiguous()
+    made = fused_norm.padded_input(image, 4, dtype, block=block)
+    expected = F.pad(image, [4] * 4, mode="reflect").to(dtype)
+    if block > 1:
+        expected = F.pixel_unshuffle(expected, block)
+    assert made.is_contiguous(memory_format=torch.channels_last)
+    assert made.dtype == dtype and torch.equal(made, expected)
+
+
+@pytest.mark.parametrize("subpixel", [False, True])
+def test_padded_activation_equals_shuffle_and_pad(fused_kernels, subpixel) -> None:
+    generator = torch.Generator().manual_seed(9)
+    y = torch.randn(1, 12 if subpixel else 8, 10, 14, generator=generator).to(torch.bfloat16)
+    y = y.contiguous(memory_format=torch.channels_last)
+    made = fused_norm.padded_activation(fused_kernels, y, 1, subpixel=subpixel)
+    expected = F.pad(F.pixel_shuffle(y, 2) if subpixel else y, [1] * 4, mode="reflect")
+    assert torch.equal(made, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sigmoid_output_matches_torch(fused_kernels, dtype) -> None:
+    """The network's last step (crop, fp32, sigmoid) in one pass, over the whole range."""
+    generator = torch.Generator().manual_seed(10)
+    x = torch.randn(1, 3, 24, 40, generator=generator) * 6
+    x[0, :, 0, :13] = torch.tensor([-1e4, -100, -88, -30, -1, -1e-3, 0, 1e-3, 1, 30, 88, 100, 1e4])
+    x = x.to(dtype, memory_format=torch.channels_last)
+    made = fused_norm.sigmoid_output(x, 20, 36)
+    expected = x[..., :20, :36].float().sigmoid()
+    assert made.dtype == torch.float32 and made.shape == expected.shape
+    assert made.is_contiguous(memory_format=torch.channels_last)
+    assert (made - expected).abs().max() <= 1e-6

@@ -16,7 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from partialstyle.style.fast_conv import PackedConv
-from partialstyle.style.fused_norm import fused_region_norm
+from partialstyle.style.fused_norm import (
+    fused_region_norm,
+    padded_activation,
+    padded_input,
+    sigmoid_output,
+)
 
 if TYPE_CHECKING:
     from partialstyle.style.arbitrary import ArbitraryTransformer, StyledConv
@@ -48,6 +53,13 @@ class FastArbitraryTransformer:
                 layer.conv, dtype, upsample=layer.upsample, block=block
             )
         self.convs = convs
+        # Every norm's gamma and beta heads as one linear layer: one call a frame for all the
+        # rows instead of two per norm (26 calls, about 1 ms at 640x360 on one thread).
+        self.norms = [layer for pair in net.residual for layer in pair] + list(net.expand)
+        heads = [head for layer in self.norms for head in (layer.gamma, layer.beta)]
+        self.head_weight = torch.cat([head.weight.detach().float() for head in heads])
+        self.head_bias = torch.cat([head.bias.detach().float() for head in heads])
+        self.head_sizes = [head.out_features for head in heads]
 
     def __call__(
         self,
@@ -72,18 +84,23 @@ class FastArbitraryTransformer:
             chosen, *pyramid = kernels.mask_pyramid(weights.float().contiguous())
             base = int(chosen)
             levels = {m.shape[-1]: m for m in pyramid}
-        styles = styles.float()
+        heads = F.linear(styles.float(), self.head_weight, self.head_bias)
+        rows = iter(heads.split(self.head_sizes, dim=1))
+        rows = {id(layer): (next(rows), next(rows)) for layer in self.norms}
 
         def norm(layer: StyledConv, y: torch.Tensor, **fused) -> torch.Tensor:
             width = y.shape[-1] * (2 if fused.get("subpixel") else 1)
             masks = levels.get(width) if weights is not None else None
-            gamma, beta = layer.gamma(styles), layer.beta(styles)
+            gamma, beta = rows[id(layer)]
             return fused_region_norm(kernels, y, gamma, beta, masks, base, layer.eps, **fused)
 
-        x = F.pad(image, (4,) * 4, mode="reflect")
-        x = x.to(self.dtype, memory_format=torch.channels_last)
+        # The contracting convs have no norm: the kernel only pads their outputs (and puts a
+        # blocked conv's output back in pixel order), and the input comes padded in blocks.
+        x = padded_input(image, 4, self.dtype, block=convs["contract0"].block)
         for i in range(len(net.contract)):
-            x = F.pad(convs[f"contract{i}"](x, relu=True), (1,) * 4, mode="reflect")
+            conv = convs[f"contract{i}"]
+            y = conv(x, relu=True, shuffle=False)
+            x = padded_activation(kernels, y, 1, subpixel=conv.block > 1)
         last = len(net.residual) - 1
         for i, (first, second) in enumerate(net.residual):
             inner = x[..., 1:-1, 1:-1]
@@ -99,4 +116,4 @@ class FastArbitraryTransformer:
         up = convs["expand1"](x, shuffle=False)
         x = norm(net.expand[1], up, relu=True, out_pad=4, subpixel=True, out_block=2)
         x = norm(net.expand[2], convs["expand2"](x, shuffle=False), subpixel=True)
-        return x.float().sigmoid_()
+        return sigmoid_output(x, *x.shape[-2:])

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <numeric>
 #include <type_traits>
+#include <immintrin.h>
 #include <vector>
 
 namespace {
@@ -18,6 +19,50 @@ inline float to_float(at::BFloat16 v) {
   std::memcpy(&f, &bits, sizeof f);
   return f;
 }
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+#define PARTIALSTYLE_AVX512 1
+// 16 values at a time. GCC leaves the scalar loops below unvectorised (it unrolls their short
+// constant-length inner loops first), so the row loops that carry most of the traffic use
+// these; `count` < 16 masks the tail. bf16 is converted exactly as to_float and store_one do,
+// so both forms give the same bits.
+inline __mmask16 lanes(int64_t count) {
+  return count >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << count) - 1u);
+}
+inline __m512 load16(const float* p, int64_t count) {
+  return _mm512_maskz_loadu_ps(lanes(count), p);
+}
+inline __m512 load16(const at::BFloat16* p, int64_t count) {
+  const __m256i half = _mm256_maskz_loadu_epi16(lanes(count), p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(half), 16));
+}
+inline void store16(float* p, __m512 v, int64_t count) {
+  _mm512_mask_storeu_ps(p, lanes(count), v);
+}
+inline void store16(at::BFloat16* p, __m512 v, int64_t count) {
+  __m512i bits = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
+  bits = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7FFF)));
+  const __m256i half = _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
+  _mm256_mask_storeu_epi16(p, lanes(count), half);
+}
+// exp(v) for |v| < 88: v = k ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial to
+// degree 7 (relative error below 1e-7 there), times 2^k.
+inline __m512 exp16(__m512 v) {
+  v = _mm512_max_ps(_mm512_min_ps(v, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-88.0f));
+  const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), v);  // ln2, high bits
+  r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187045e-06f), r);  // and the rest
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  for (const float c : {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f})
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+  return _mm512_scalef_ps(p, k);
+}
+constexpr bool kVectorised = true;
+#else
+constexpr bool kVectorised = false;
+#endif
 
 // Layout of the kernels' input x: the conv output z [1,K,Hz,Wz] with channels innermost. With
 // `ph` = 1 it is the image itself (K = C channels). With `ph` = 2 it is a subpixel conv's output
@@ -35,6 +80,16 @@ inline bool row_touched(const float* m, int64_t R, int64_t H, int64_t W, int64_t
     if (std::any_of(row, row + W, [](float v) { return v != 0.0f; })) return true;
   }
   return false;
+}
+
+// The sum of n floats, in 16 partial sums (a single running sum is one long dependency chain).
+inline float row_sum(const float* v, int64_t n) {
+  float partial[16] = {};
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int j = 0; j < 16; ++j) partial[j] += v[i + j];
+  for (; i < n; ++i) partial[i % 16] += v[i];
+  return std::accumulate(partial, partial + 16, 0.0f);
 }
 
 // One mask plane's values for z row hz laid out like the row itself (each value's own
@@ -109,13 +164,37 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
           // Each value weighted by its own pixel's mask, as flat loops.
           mexp.resize(Wz * K);
           for (int64_t r = 0; r < R; ++r) {
-            expand_mask<PH>(m + r * H * W, W, hz, Wz, K, C, mexp.data());
+            // Each value's mask: one per pixel broadcast over its channels where a pixel is
+            // whole vectors, else expanded along the row first.
+            constexpr bool per_pixel = kVectorised && PH == 1 && KK > 0 && KK % 16 == 0;
+            if (!per_pixel) expand_mask<PH>(m + r * H * W, W, hz, Wz, K, C, mexp.data());
             float* r1 = row.data() + (1 + r) * 2 * C;
             float* r2 = r1 + C;
             const int64_t n = Wz * K, p = P > 0 ? P : K, whole = n - n % p;
             constexpr int64_t lanes = P > 0 ? P : 1024;  // K = C * phases <= 1024
             float a[lanes] = {}, b[lanes] = {};
             const float* __restrict__ mk = mexp.data();
+#ifdef PARTIALSTYLE_AVX512
+            if constexpr (P > 0 && P % 16 == 0) {
+              constexpr int V = P / 16;
+              __m512 va[V], vb[V];
+              for (int v = 0; v < V; ++v) va[v] = vb[v] = _mm512_setzero_ps();
+              const float* mask_row = m + (r * H + hz) * W;
+              for (int64_t i = 0; i < whole; i += P)
+                for (int v = 0; v < V; ++v) {
+                  const __m512 value = load16(xrow + i + 16 * v, 16);
+                  const __m512 mask = per_pixel ? _mm512_set1_ps(mask_row[i / KK])
+                                                : load16(mk + i + 16 * v, 16);
+                  const __m512 weighted = _mm512_mul_ps(mask, value);
+                  va[v] = _mm512_add_ps(va[v], weighted);
+                  vb[v] = _mm512_fmadd_ps(weighted, value, vb[v]);
+                }
+              for (int v = 0; v < V; ++v) {
+                _mm512_storeu_ps(a + 16 * v, va[v]);
+                _mm512_storeu_ps(b + 16 * v, vb[v]);
+              }
+            } else
+#endif
             for (int64_t i = 0; i < whole; i += p)
               for (int64_t j = 0; j < p; ++j) {
                 const float v = to_float(xrow[i + j]), mv = mk[i + j] * v;
@@ -133,7 +212,7 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
             }
             for (int64_t i = 0; i < ph; ++i) {
               const float* plane_row = m + (r * H + hz * ph + i) * W;
-              row[(1 + R) * 2 * C + r] += std::accumulate(plane_row, plane_row + W, 0.0f);
+              row[(1 + R) * 2 * C + r] += row_sum(plane_row, W);
             }
           }
         }
@@ -154,6 +233,7 @@ inline void store_one(at::BFloat16* out, int64_t i, float v) {
   reinterpret_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(bits >> 16);
 }
 
+
 // Where channel c of the padded image's pixel (hp, wp) lives in the output: channels-last rows
 // (block 1), or their space-to-depth by 2 in pixel_unshuffle's channel order (block 2), the
 // input a blocked conv wants, written without a pass of its own.
@@ -172,6 +252,20 @@ inline void flat_affine(const T* __restrict__ x, const float* __restrict__ S,
                         const float* __restrict__ Tt, const T* __restrict__ res,
                         O* __restrict__ y, int64_t n, int64_t runtime_period) {
   const int64_t p = P > 0 ? P : runtime_period;
+#ifdef PARTIALSTYLE_AVX512
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t b = 0; b < n; b += p) {
+    const int64_t len = std::min(p, n - b);
+    for (int64_t j = 0; j < len; j += 16) {
+      const int64_t count = len - j;
+      __m512 v = _mm512_fmadd_ps(load16(x + b + j, count), load16(S + j, count),
+                                 load16(Tt + j, count));
+      if (RELU) v = _mm512_max_ps(v, zero);
+      if (RES) v = _mm512_add_ps(v, load16(res + b + j, count));
+      store16(y + b + j, v, count);
+    }
+  }
+#else
   int64_t i = 0;
   for (; i + p <= n; i += p)
     for (int64_t j = 0; j < p; ++j) {
@@ -186,11 +280,13 @@ inline void flat_affine(const T* __restrict__ x, const float* __restrict__ S,
     if (RES) v += to_float(res[i + j]);
     store_one(y, i + j, v);
   }
+#endif
 }
 
 // flat_affine with one other region: scale S + m S1 and shift T + m T1 per value, m its own
-// pixel's mask (rows = {S, T, S1, T1}, each repeating with period p).
-template <int P, bool RELU, bool RES, typename T, typename O>
+// pixel's mask (rows = {S, T, S1, T1}, each repeating with period p). With PER_PIXEL, P is one
+// pixel's values and `mk` the mask row itself, one value per pixel.
+template <int P, bool RELU, bool RES, bool PER_PIXEL = false, typename T, typename O>
 inline void masked_affine(const T* __restrict__ x, const float* __restrict__ mk,
                           const float* const rows[4], const T* __restrict__ res,
                           O* __restrict__ y, int64_t n, int64_t runtime_period) {
@@ -199,6 +295,46 @@ inline void masked_affine(const T* __restrict__ x, const float* __restrict__ mk,
   const float* __restrict__ Tt = rows[1];
   const float* __restrict__ S1 = rows[2];
   const float* __restrict__ T1 = rows[3];
+#ifdef PARTIALSTYLE_AVX512
+  const __m512 zero = _mm512_setzero_ps();
+  if constexpr (PER_PIXEL) {
+    // mk holds one mask value per pixel of P values (a pixel is whole vectors).
+    constexpr int V = P / 16;
+    __m512 s0[V], t0[V], s1[V], t1[V];
+    for (int v = 0; v < V; ++v) {
+      s0[v] = load16(S + 16 * v, 16);
+      t0[v] = load16(Tt + 16 * v, 16);
+      s1[v] = load16(S1 + 16 * v, 16);
+      t1[v] = load16(T1 + 16 * v, 16);
+    }
+    for (int64_t b = 0; b < n; b += P) {
+      const __m512 mv = _mm512_set1_ps(mk[b / P]);
+      for (int v = 0; v < V; ++v) {
+        const int64_t i = b + 16 * v;
+        const __m512 scale = _mm512_fmadd_ps(mv, s1[v], s0[v]);
+        const __m512 shift = _mm512_fmadd_ps(mv, t1[v], t0[v]);
+        __m512 value = _mm512_fmadd_ps(load16(x + i, 16), scale, shift);
+        if (RELU) value = _mm512_max_ps(value, zero);
+        if (RES) value = _mm512_add_ps(value, load16(res + i, 16));
+        store16(y + i, value, 16);
+      }
+    }
+    return;
+  }
+  for (int64_t b = 0; b < n; b += p) {
+    const int64_t len = std::min(p, n - b);
+    for (int64_t j = 0; j < len; j += 16) {
+      const int64_t count = len - j;
+      const __m512 mv = load16(mk + b + j, count);
+      const __m512 scale = _mm512_fmadd_ps(mv, load16(S1 + j, count), load16(S + j, count));
+      const __m512 shift = _mm512_fmadd_ps(mv, load16(T1 + j, count), load16(Tt + j, count));
+      __m512 v = _mm512_fmadd_ps(load16(x + b + j, count), scale, shift);
+      if (RELU) v = _mm512_max_ps(v, zero);
+      if (RES) v = _mm512_add_ps(v, load16(res + b + j, count));
+      store16(y + b + j, v, count);
+    }
+  }
+#else
   for (int64_t b = 0; b < n; b += p) {
     const int64_t len = std::min(p, n - b);
     const T* __restrict__ xb = x + b;
@@ -211,6 +347,7 @@ inline void masked_affine(const T* __restrict__ x, const float* __restrict__ mk,
       store_one(y, b + j, v);
     }
   }
+#endif
 }
 
 // y = x * scale(p) + shift(p) with scale(p) = scale[0] + sum_r m_r(p) scale[r + 1] for the R
@@ -264,9 +401,15 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
         // One other region (a person and the background): each value's scale and shift
         // blended inside the flat loop from its own pixel's mask.
         const int64_t n = Wz * K;
+        const float* rows[4] = {S.data(), Tt.data(), SR.data(), TR.data()};
+        constexpr bool per_pixel = kVectorised && PH == 1 && KK > 0 && KK % 16 == 0;
+        if (per_pixel && direct) {
+          T* dst = y + layout.index(hz * ph + pad, pad, 0);
+          masked_affine<KK, RELU, RES, true>(xrow, m + hz * W, rows, rrow, dst, n, p);
+          continue;
+        }
         if (mexp.empty()) mexp.resize(n);
         expand_mask<PH>(m, W, hz, Wz, K, C, mexp.data());
-        const float* rows[4] = {S.data(), Tt.data(), SR.data(), TR.data()};
         if (direct) {
           T* dst = y + layout.index(hz * ph + pad, pad, 0);
           masked_affine<P, RELU, RES>(xrow, mexp.data(), rows, rrow, dst, n, p);
@@ -490,9 +633,9 @@ torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor ga
   const int64_t C = x.size(1) / (ph * ph);
   const int64_t K = masks.numel() ? masks.size(1) : 0;  // regions besides the base
   const int64_t R = K + 1;
-  TORCH_CHECK(gamma.scalar_type() == at::kFloat && beta.scalar_type() == at::kFloat &&
-              gamma.is_contiguous() && beta.is_contiguous() && gamma.numel() == R * C &&
-              beta.numel() == R * C, "gamma and beta must be fp32 [R, C]");
+  gamma = gamma.to(at::kFloat).contiguous();  // no copy when they already are
+  beta = beta.to(at::kFloat).contiguous();
+  TORCH_CHECK(gamma.numel() == R * C && beta.numel() == R * C, "gamma and beta must be [R, C]");
   TORCH_CHECK(K == 0 || (base >= 0 && base < R), "base must index a region");
   if (K == 0) base = 0;
   const double* sums = nullptr;
@@ -564,6 +707,107 @@ torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor ga
     }
   }
   return region_affine(x, masks, scale, shift, residual, relu, pad, reflect, ph, block);
+}
+
+// An fp32 image [1,C,H,W] -> reflect-padded by `pad`, channels-last, in bf16 or fp32, and with
+// `block` 2 in 2x2 pixel blocks (pixel_unshuffle's order, see OutLayout): the style networks'
+// input in one pass. As torch ops (pad, a cast to channels-last, an unshuffle) it is two or three
+// passes, one a 3-channel transpose that torch runs slowly (0.9 ms at 640x360).
+torch::Tensor padded_input(torch::Tensor image, int64_t pad, bool bf16, int64_t block) {
+  TORCH_CHECK(image.dim() == 4 && image.size(0) == 1 && image.scalar_type() == at::kFloat,
+              "expected one fp32 image [1,C,H,W]");
+  const int64_t C = image.size(1), H = image.size(2), W = image.size(3);
+  TORCH_CHECK(pad >= 0 && pad < H && pad < W, "reflect padding must be smaller than the image");
+  const int64_t Hp = H + 2 * pad, Wp = W + 2 * pad;
+  TORCH_CHECK(block == 1 || (block == 2 && Hp % 2 == 0 && Wp % 2 == 0),
+              "block must be 1, or 2 with even padded sides");
+  // Any layout: planar, or the channels-last view of an RGB frame, read through its strides.
+  const int64_t sc = image.stride(1), sh = image.stride(2), sw = image.stride(3);
+  auto y = torch::empty({1, C * block * block, Hp / block, Wp / block},
+                        image.options()
+                            .dtype(bf16 ? at::kBFloat16 : at::kFloat)
+                            .memory_format(at::MemoryFormat::ChannelsLast));
+  const OutLayout layout{C, Wp, block};
+  const float* in = image.data_ptr<float>();
+  auto reflect = [pad](int64_t q, int64_t n) {
+    int64_t v = q - pad;
+    if (v < 0) v = -v;
+    else if (v >= n) v = 2 * (n - 1) - v;
+    return v;
+  };
+  auto fill_blocks = [&](auto* out) {
+    // Straight into 2x2 pixel blocks (a blocked conv's input), one block's 4C values at a time.
+    at::parallel_for(0, Hp / 2, 8, [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) {
+        const float* rows[2] = {in + reflect(2 * k, H) * sh, in + reflect(2 * k + 1, H) * sh};
+        auto* o = out + layout.index(2 * k, 0, 0);
+        for (int64_t l = 0; l < Wp / 2; ++l, o += 4 * C) {
+          const int64_t cols[2] = {reflect(2 * l, W) * sw, reflect(2 * l + 1, W) * sw};
+          for (int64_t c = 0; c < C; ++c)
+            for (int i = 0; i < 2; ++i)
+              for (int j = 0; j < 2; ++j)
+                store_one(o, c * 4 + i * 2 + j, rows[i][cols[j] + c * sc]);
+        }
+      }
+    });
+  };
+  auto fill = [&](auto* out) {
+    if (block == 2) return fill_blocks(out);
+    at::parallel_for(0, Hp, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t hp = begin; hp < end; ++hp) {
+        const float* source = in + reflect(hp, H) * sh;
+        auto* row = out + hp * Wp * C;
+        auto* interior = row + pad * C;
+        if (sc == 1 && sw == C) {  // already channels-last: one flat run
+          for (int64_t i = 0; i < W * C; ++i) store_one(interior, i, source[i]);
+        } else {
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t w = 0; w < W; ++w) store_one(interior, w * C + c, source[c * sc + w * sw]);
+        }
+        for (int64_t j = 0; j < pad; ++j)
+          for (const int64_t wp : {j, W + 2 * pad - 1 - j}) {
+            const int64_t from = reflect(wp, W) + pad;
+            std::copy(row + from * C, row + (from + 1) * C, row + wp * C);
+          }
+      }
+    });
+  };
+  if (bf16) fill(y.data_ptr<at::BFloat16>());
+  else fill(y.data_ptr<float>());
+  return y;
+}
+
+// The network's last step: sigmoid of the top-left [H, W] of x (one channels-last image, fp32
+// or bf16) into a new fp32 channels-last image. As torch ops that is a crop, a cast and an
+// in-place sigmoid: three passes over the frame, the cast a slow 3-channel one.
+torch::Tensor sigmoid_output(torch::Tensor x, int64_t H, int64_t W) {
+  check_image(x);
+  TORCH_CHECK(H <= x.size(2) && W <= x.size(3), "the output must fit in x");
+  const int64_t C = x.size(1), n = W * C;
+  auto y = torch::empty({1, C, H, W}, x.options().dtype(at::kFloat)
+                                          .memory_format(at::MemoryFormat::ChannelsLast));
+  float* out = y.data_ptr<float>();
+  auto run = [&](const auto* in) {
+    at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t h = begin; h < end; ++h) {
+        const auto* row = in + h * x.stride(2);
+        float* o = out + h * n;
+#ifdef PARTIALSTYLE_AVX512
+        const __m512 one = _mm512_set1_ps(1.0f);
+        for (int64_t i = 0; i < n; i += 16) {
+          const __m512 v = load16(row + i, n - i);
+          const __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), v));
+          store16(o + i, _mm512_div_ps(one, _mm512_add_ps(one, e)), n - i);
+        }
+#else
+        for (int64_t i = 0; i < n; ++i) o[i] = 1.0f / (1.0f + std::exp(-to_float(row[i])));
+#endif
+      }
+    });
+  };
+  if (x.scalar_type() == at::kFloat) run(x.data_ptr<float>());
+  else run(x.data_ptr<at::BFloat16>());
+  return y;
 }
 
 // Region masks [1,R,H,W] (fp32, H and W multiples of 4) -> the base region (the largest)

@@ -97,7 +97,14 @@ def _compile(name: str, folder: Path) -> ModuleType:
         return load_inline(
             name=name,
             cpp_sources=[_SOURCE_PATH.read_text()],
-            functions=["region_moments", "region_affine", "region_norm", "mask_pyramid"],
+            functions=[
+                "region_moments",
+                "region_affine",
+                "region_norm",
+                "mask_pyramid",
+                "padded_input",
+                "sigmoid_output",
+            ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
             build_directory=str(build_directory),
@@ -258,22 +265,82 @@ def fused_region_norm(
     x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
     if residual is not None and residual.stride(1) != 1:
         residual = residual.contiguous(memory_format=torch.channels_last)
-    empty = x.new_empty(0, dtype=torch.float32)
+    # The kernel makes gamma and beta fp32 and contiguous itself: one call less each here.
     return kernels.region_norm(
         x,
-        empty if other_masks is None else other_masks,
-        gamma.float().contiguous(),
-        beta.float().contiguous(),
+        _empty(torch.float32) if other_masks is None else other_masks,
+        gamma,
+        beta,
         -1 if base is None else base,
         eps,
         STATISTICS_PRIOR_PIXELS,
-        x.new_empty(0) if residual is None else residual,
+        _empty(x.dtype) if residual is None else residual,
         relu,
         out_pad,
         pad_mode == "reflect",
         2 if subpixel else 1,
         out_block,
     )
+
+
+def padded_input(image: Tensor, pad: int, dtype: torch.dtype, block: int = 1) -> Tensor:
+    """A style network's input: ``image`` [N,C,H,W] reflect-padded by ``pad``, channels-last,
+    in ``dtype``, and with ``block`` 2 as ``pixel_unshuffle(padded, 2)`` (a blocked conv's
+    input); in one pass of the kernel for one fp32 CPU image, else with torch ops."""
+    kernels = _module if _enabled else None
+    if (
+        kernels is not None
+        and applies(image)
+        and image.shape[0] == 1
+        and image.dtype == torch.float32
+        and dtype in (torch.float32, torch.bfloat16)
+        and (block == 1 or all((side + 2 * pad) % 2 == 0 for side in image.shape[-2:]))
+    ):
+        return kernels.padded_input(image, pad, dtype == torch.bfloat16, block)
+    padded = torch.nn.functional.pad(image, [pad] * 4, mode="reflect")
+    padded = padded.to(dtype, memory_format=torch.channels_last)
+    return torch.nn.functional.pixel_unshuffle(padded, block) if block > 1 else padded
+
+
+def padded_activation(kernels: ModuleType, y: Tensor, pad: int, subpixel: bool = False) -> Tensor:
+    """A conv's output ``y`` (one image, channels-last) reflect-padded by ``pad`` for the next
+    conv, in one pass of the kernel (an identity affine); with ``subpixel``, ``y`` comes before
+    ``pixel_shuffle(y, 2)`` and leaves shuffled. As torch ops that is two passes, each slow on
+    channels-last images."""
+    channels = y.shape[1] // (4 if subpixel else 1)
+    ones = torch.ones(1, channels)
+    zeros = torch.zeros(1, channels)
+    return kernels.region_affine(
+        y,
+        _empty(torch.float32),
+        ones,
+        zeros,
+        _empty(y.dtype),
+        False,
+        pad,
+        True,
+        2 if subpixel else 1,
+        1,
+    )
+
+
+def sigmoid_output(x: Tensor, height: int, width: int) -> Tensor:
+    """A style network's result: sigmoid of ``x``'s top-left ``height`` x ``width``, in fp32;
+    one pass of the kernel for one channels-last CPU image, else torch ops."""
+    kernels = _module if _enabled else None
+    if kernels is not None and applies(x) and x.shape[0] == 1 and x.stride(1) == 1:
+        return kernels.sigmoid_output(x, height, width)
+    return x[..., :height, :width].float().sigmoid_()
+
+
+_empties: dict[torch.dtype, Tensor] = {}
+
+
+def _empty(dtype: torch.dtype) -> Tensor:
+    """An empty CPU tensor standing for "none" in a kernel argument (made once per dtype)."""
+    if dtype not in _empties:
+        _empties[dtype] = torch.empty(0, dtype=dtype)
+    return _empties[dtype]
 
 
 def _main(argv: list[str]) -> int:

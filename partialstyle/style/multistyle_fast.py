@@ -77,6 +77,25 @@ def _with_base(others: Tensor, base: int) -> Tensor:
     return torch.cat([others[:, :base], rest, others[:, base:]], dim=1)
 
 
+class StyleRows:
+    """Every norm layer's mixed gamma and beta rows for one call, from one matrix product.
+
+    Mixing two rows per layer with torch ops costs more Python and dispatch time than a
+    small layer's whole arithmetic on this network (36 products and 18 concatenations a
+    frame); one product over all the layers' tables takes one call.
+    """
+
+    def __init__(self, table: Tensor, norms: dict[int, int], weights: Tensor):
+        mixed = weights.float() @ table  # [R, 2 * total]: every gamma, then every beta
+        sizes = list(norms.values())
+        parts = mixed.split(sizes + sizes, dim=1)  # one call for all the views
+        self._rows = {key: (parts[i], parts[len(sizes) + i]) for i, key in enumerate(norms)}
+
+    def of(self, norm: FastSpatialCIN) -> tuple[Tensor, Tensor]:
+        """``norm``'s gamma and beta rows, [R, C] each (fp32 views of the product)."""
+        return self._rows[id(norm)]
+
+
 class FastConvCIN(ConvCIN):
     """``ConvCIN`` on an input the previous layer already padded.
 
@@ -101,6 +120,14 @@ class FastConvCIN(ConvCIN):
         """Drop the packed weight, so the next call packs the current one."""
         self._packed = None
 
+    def packed(self) -> PackedConv:
+        """The packed conv of the current weight (made again when the weight moved)."""
+        weight = self.conv.weight
+        if self._packed is None or self._packed[0] != weight.data_ptr():
+            conv = PackedConv(self.conv, weight.dtype, self.upsample, self.space_to_depth)
+            self._packed = (weight.data_ptr(), conv)
+        return self._packed[1]
+
     def forward(
         self,
         x: Tensor,
@@ -110,27 +137,51 @@ class FastConvCIN(ConvCIN):
         residual: Tensor | None = None,
         pad_mode: str = "reflect",
         out_block: int = 1,
+        rows: StyleRows | None = None,
     ) -> Tensor:
         """``x`` comes padded by ``self.pad`` (``self.pad_mode``); the result by ``out_pad``.
 
         On the fused kernel's path an upsampling or blocked conv's output goes to the norm
         before ``pixel_shuffle`` (the kernel reads it as the image), and ``out_block`` 2
         asks for the result in 2x2 pixel blocks (the next conv's ``space_to_depth``).
+        ``rows``: the network's mixed norm rows for this call (else mixed here).
         """
-        weight = self.conv.weight
-        if self._packed is None or self._packed[0] != weight.data_ptr():
-            conv = PackedConv(self.conv, weight.dtype, self.upsample, self.space_to_depth)
-            self._packed = (weight.data_ptr(), conv)
-        fused = fused_norm.applies(x) and fused_norm.kernels() is not None
-        subpixel = fused and (self.upsample or self.space_to_depth == 2)
-        y = self._packed[1](x, shuffle=not subpixel)
-        width = y.shape[-1] * (2 if subpixel else 1)
-        mask = support = others = None
+        kernels = fused_norm.kernels() if fused_norm.applies(x) else None
+        if kernels is not None and x.shape[0] == 1:
+            # One image on the kernel's path: straight to it, the layer's overhead kept to
+            # the conv and one kernel call (it is most of a small layer's time).
+            subpixel = self.upsample or self.space_to_depth == 2
+            y = self.packed()(x, shuffle=not subpixel)
+            others = base = None
+            if masks is not None:
+                others = masks.others[y.shape[-1] * (2 if subpixel else 1)]
+                base = masks.support.base
+            if rows is None:
+                mixed = self.norm.affine_rows(style_weights, others)
+                gamma, beta = mixed.split(mixed.shape[1] // 2, dim=1)
+            else:
+                gamma, beta = rows.of(self.norm)
+            return fused_norm.fused_region_norm(
+                kernels,
+                y,
+                gamma,
+                beta,
+                others,
+                base,
+                self.norm.eps,
+                relu=self.relu,
+                residual=residual,
+                out_pad=out_pad,
+                pad_mode=pad_mode,
+                subpixel=subpixel,
+                out_block=out_block,
+            )
+        y = self.packed()(x)
+        width = y.shape[-1]
+        mask = support = None
         if masks is not None:
             support = masks.support.scaled(masks.width // width)
-            others = masks.others[width]
-            if not fused:
-                mask = masks.at(width)  # the torch-op path wants every region's
+            mask = masks.at(width)
         return self.norm(
             y,
             style_weights,
@@ -140,9 +191,6 @@ class FastConvCIN(ConvCIN):
             out_pad=out_pad,
             pad_mode=pad_mode,
             support=support,
-            other_masks=others,
-            subpixel=subpixel,
-            out_block=out_block if fused else 1,
         )
 
 
@@ -163,12 +211,19 @@ class FastResidualBlock(ResidualBlock):
         masks: MaskPyramid | None,
         out_pad: int,
         pad_mode: str = "reflect",
+        rows: StyleRows | None = None,
     ) -> Tensor:
         """``x`` comes padded by 1 (for the first conv); the result is padded by ``out_pad``."""
         inner = x[..., 1:-1, 1:-1]
-        hidden = self.first(x, style_weights, masks, out_pad=self.second.pad)
+        hidden = self.first(x, style_weights, masks, out_pad=self.second.pad, rows=rows)
         return self.second(
-            hidden, style_weights, masks, out_pad=out_pad, residual=inner, pad_mode=pad_mode
+            hidden,
+            style_weights,
+            masks,
+            out_pad=out_pad,
+            residual=inner,
+            pad_mode=pad_mode,
+            rows=rows,
         )
 
 
@@ -189,6 +244,9 @@ class FastMultiStyleNet(MultiStyleNet):
     def __init__(self, num_residual_blocks: int = 6) -> None:
         super().__init__(num_residual_blocks)
         self.compute_dtype = torch.float32
+        # (parameter addresses, every norm's gammas then betas, each norm's channel count)
+        self._row_table: tuple[tuple, Tensor, dict[int, int]] | None = None
+        self.register_load_state_dict_post_hook(lambda module, _: module.forget_row_table())
         # The last 4->3 9x9 conv at full resolution runs on 2x2 pixel blocks.
         self.expand[-1].space_to_depth = 2
 
@@ -208,6 +266,7 @@ class FastMultiStyleNet(MultiStyleNet):
         pixel. "auto" is bf16 on such CPUs and fp32 on any other device.
         """
         self.compute_dtype = compute_dtype(precision, next(self.parameters()).device)
+        self.forget_row_table()
         for layer in self.modules():
             if isinstance(layer, FastConvCIN):
                 # Conv weights are cast once here; norm tables stay fp32 for the statistics.
@@ -215,6 +274,24 @@ class FastMultiStyleNet(MultiStyleNet):
                 layer.forget_packed()
         # channels_last is oneDNN's fast layout on CPU and changes no result.
         return self.to(memory_format=torch.channels_last).eval().requires_grad_(False)
+
+    def forget_row_table(self) -> None:
+        """Drop the norms' row table, so the next call builds it from the current weights."""
+        self._row_table = None
+
+    def style_rows(self, style_weights: Tensor) -> StyleRows:
+        """Every norm's mixed rows for ``style_weights`` [R, 26], from one table of all
+        layers' gamma and beta rows, made again when the parameters moved or were loaded
+        (as each layer's packed conv is)."""
+        norms = [m for m in self.modules() if isinstance(m, FastSpatialCIN)]
+        key = tuple(p.data_ptr() for m in norms for p in (m.gamma, m.beta))
+        if self._row_table is None or self._row_table[0] != key:
+            channels = {id(norm): norm.gamma.shape[1] for norm in norms}
+            gammas = [norm.gamma.detach().float() for norm in norms]
+            betas = [norm.beta.detach().float() for norm in norms]
+            self._row_table = (key, torch.cat([*gammas, *betas], dim=1), channels)
+        _, table, channels = self._row_table
+        return StyleRows(table, channels, style_weights)
 
     def forward(
         self,
@@ -231,14 +308,14 @@ class FastMultiStyleNet(MultiStyleNet):
         masks = None if padded_masks is None else MaskPyramid.build(padded_masks, dtype)
         height, width = image.shape[-2:]
         x = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
-        x = F.pad(x, [self.contract[0].pad] * 4, mode="reflect")
-        x = x.to(dtype, memory_format=torch.channels_last)
+        x = fused_norm.padded_input(x, self.contract[0].pad, dtype)
+        rows = self.style_rows(style_weights)
         layers = [*self.contract, *self.res, *self.expand]
         # Each layer pads its output the way the next layer wants it.
         for layer, nxt in zip(layers, [*layers[1:], None], strict=True):
             out_pad, pad_mode = (0, "reflect") if nxt is None else (nxt.pad, nxt.pad_mode)
+            layout = {"pad_mode": pad_mode, "rows": rows}
             if isinstance(nxt, FastConvCIN) and nxt.space_to_depth > 1:
-                x = layer(x, style_weights, masks, out_pad, pad_mode=pad_mode, out_block=2)
-            else:
-                x = layer(x, style_weights, masks, out_pad=out_pad, pad_mode=pad_mode)
-        return x[..., :height, :width].to(image.dtype).sigmoid_()
+                layout["out_block"] = 2
+            x = layer(x, style_weights, masks, out_pad, **layout)
+        return fused_norm.sigmoid_output(x, height, width).to(image.dtype)
