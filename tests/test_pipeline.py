@@ -5,12 +5,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from partialstyle import compose
 from partialstyle.config import PipelineConfig
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.segment.regions import choose_segmenter
+from partialstyle.style import fused_norm
 from partialstyle.style.spec import StyleSpec
 from partialstyle.weights.model_cache import default_cache
 
@@ -161,6 +163,24 @@ def test_show_mask_tints_people(astronaut):
     mask = pipeline.person_mask(astronaut)
     red_excess = shown[..., 0].astype(int) - shown[..., 1].astype(int)
     assert red_excess[mask > 0.99].mean() > red_excess[mask < 0.01].mean() + 20
+
+
+def test_layer_colors_kernel_equals_the_torch_ops():
+    """The compiled one-pass layer_colors gives exactly what its torch definition gives: the
+    colour under partial and full coverage, the frame's own where nothing is styled."""
+    assert fused_norm.kernels(wait=True) is not None
+    generator = torch.Generator().manual_seed(3)
+    small = torch.rand(30, 40, 3, generator=generator).permute(2, 0, 1)  # a frame's view
+    mask = torch.rand(30, 40, generator=generator)
+    mask[:8], mask[8:12] = 0.0, 1.0
+    styled = torch.rand(3, 30, 40, generator=generator)
+    layer = compose.premultiplied_layer(small, [(styled, mask)])
+    color, coverage = compose.layer_colors(layer, small)
+    with fused_norm.disabled():
+        expected_color, expected_coverage = compose.layer_colors(layer, small)
+    assert color.dtype == np.uint8 and color.shape == (30, 40, 3)
+    assert np.array_equal(color, expected_color)
+    assert np.array_equal(coverage, expected_coverage)
 
 
 @pytest.mark.parametrize("background", ["none", "multistyle:mosaic"])

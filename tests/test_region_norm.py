@@ -28,6 +28,7 @@ from scipy import ndimage
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.style import fused_norm
+from partialstyle.style.kinds.spatial import normalized_regions
 from partialstyle.style.multistyle import (
     STATISTICS_PRIOR_PIXELS,
     SpatialCIN,
@@ -429,3 +430,17 @@ def test_sigmoid_output_matches_torch(fused_kernels, dtype) -> None:
     assert made.dtype == torch.float32 and made.shape == expected.shape
     assert made.is_contiguous(memory_format=torch.channels_last)
     assert (made - expected).abs().max() <= 1e-6
+
+
+def test_normalized_regions_kernel_equals_the_torch_ops(fused_kernels) -> None:
+    """Region masks made to sum to 1 in one pass: each over their sum, or shared equally
+    where no region shows; masks in any layout."""
+    generator = torch.Generator().manual_seed(11)
+    person = torch.rand(30, 40, generator=generator)
+    wall = torch.rand(40, 30, generator=generator).t()  # a transposed view
+    person[:5], wall[:5] = 0.0, 0.0
+    made = normalized_regions((person, wall))
+    with fused_norm.disabled():
+        expected = normalized_regions((person, wall))
+    assert made.shape == (1, 2, 30, 40) and torch.equal(made, expected)
+    assert torch.equal(made[0, :, :5], torch.full((2, 5, 40), 0.5))

@@ -810,6 +810,44 @@ torch::Tensor sigmoid_output(torch::Tensor x, int64_t H, int64_t W) {
   return y;
 }
 
+// Soft region masks (N fp32 planes [h,w], any strides) as one [1,N,h,w] tensor of masks that
+// sum to 1 per pixel: each divided by their sum, or 1/N where none of them shows (sum <= 1e-6).
+// kinds/spatial.py defines it; as torch ops (stack, sum, clamp, divide, where) it is five
+// passes over the frame.
+torch::Tensor normalized_regions(std::vector<torch::Tensor> masks) {
+  TORCH_CHECK(!masks.empty(), "expected at least one mask");
+  const int64_t N = masks.size(), H = masks[0].size(0), W = masks[0].size(1);
+  std::vector<const float*> planes;
+  std::vector<int64_t> row_strides, column_strides;
+  for (auto& mask : masks) {
+    TORCH_CHECK(mask.dim() == 2 && mask.size(0) == H && mask.size(1) == W &&
+                mask.scalar_type() == at::kFloat, "masks must be fp32 [h,w] of one size");
+    planes.push_back(mask.data_ptr<float>());
+    row_strides.push_back(mask.stride(0));
+    column_strides.push_back(mask.stride(1));
+  }
+  auto out = torch::empty({1, N, H, W}, masks[0].options());
+  float* o = out.data_ptr<float>();
+  const float share = 1.0f / static_cast<float>(N);
+  at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+    std::vector<float> total(W);
+    for (int64_t h = begin; h < end; ++h) {
+      std::fill(total.begin(), total.end(), 0.0f);
+      for (int64_t n = 0; n < N; ++n) {
+        const float* row = planes[n] + h * row_strides[n];
+        for (int64_t w = 0; w < W; ++w) total[w] += row[w * column_strides[n]];
+      }
+      for (int64_t n = 0; n < N; ++n) {
+        const float* row = planes[n] + h * row_strides[n];
+        float* dst = o + (n * H + h) * W;
+        for (int64_t w = 0; w < W; ++w)
+          dst[w] = total[w] > 1e-6f ? row[w * column_strides[n]] / total[w] : share;
+      }
+    }
+  });
+  return out;
+}
+
 // Region masks [1,R,H,W] (fp32, H and W multiples of 4) -> the base region (the largest)
 // and the other regions' masks at full, 1/2 and 1/4 size (2x2 means, as avg_pool2d), all
 // in one parallel pass: each torch op on a full-size mask would be a parallel region of its

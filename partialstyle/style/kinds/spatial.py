@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from partialstyle.style import fused_norm
 from partialstyle.style.kinds.base import Look, StyleKind, StylePass
 
 
@@ -18,11 +19,7 @@ def conditioned_pass(
     batch = image[None].half() if run.half else image[None]
     conditioning = torch.stack([look.conditioning for look in looks]).to(image.device)
     if len(looks) > 1:
-        stacked = torch.stack(masks)
-        total = stacked.sum(0, keepdim=True)
-        # Where none of these regions shows, any style will do; share the pixel equally.
-        stacked = torch.where(total > 1e-6, stacked / total.clamp(min=1e-6), 1.0 / len(looks))
-        return batch, conditioning, stacked[None].to(batch.dtype), True
+        return batch, conditioning, normalized_regions(masks).to(batch.dtype), True
     if masks and bool((masks[0] < 1.0 - 1e-6).any()):
         # The look shows on part of the frame only; the rest is painted by another network
         # or left as it is. Normalising the look's region with its own statistics keeps it
@@ -31,6 +28,19 @@ def conditioned_pass(
         region_masks = torch.stack([region, 1.0 - region])[None].to(batch.dtype)
         return batch, conditioning.repeat(2, 1), region_masks, False
     return batch, conditioning, None, True
+
+
+def normalized_regions(masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Soft region masks ([h,w] each) as [1,N,h,w] masks that sum to 1 per pixel: where none
+    of the regions shows, any style will do, so the pixel is shared equally. One pass of the
+    compiled kernel for fp32 CPU masks, else torch ops."""
+    kernels = fused_norm.kernels()
+    cpu_fp32 = all(mask.device.type == "cpu" and mask.dtype == torch.float32 for mask in masks)
+    if kernels is not None and cpu_fp32:
+        return kernels.normalized_regions(list(masks))
+    stacked = torch.stack(masks)
+    total = stacked.sum(0, keepdim=True)
+    return torch.where(total > 1e-6, stacked / total.clamp(min=1e-6), 1.0 / len(masks))[None]
 
 
 def mixed(kind: StyleKind, old: Look, old_share: float, new: Look, new_share: float) -> Look:
