@@ -69,14 +69,20 @@ def premultiplied_layer(
     for styled, weight in parts:
         _, total = by_image.get(id(styled), (styled, 0.0))
         by_image[id(styled)] = (styled, total + weight)
-    layer = small.new_zeros((4, *small.shape[-2:]))
+    layer = small.new_empty((4, *small.shape[-2:]))
+    if not by_image:
+        return layer.zero_()
     premultiplied, coverage = layer[:3], layer[3]
     for index, (styled, weight) in enumerate(by_image.values()):
         if index == 0:  # written in place: the usual single image costs one product
             torch.mul(styled, weight, out=premultiplied)
+            if isinstance(weight, torch.Tensor):
+                coverage.copy_(weight)
+            else:
+                coverage.fill_(weight)
         else:
             premultiplied.add_(styled * weight)
-        coverage.add_(weight)
+            coverage.add_(weight)
     return layer
 
 

@@ -16,6 +16,8 @@ from partialstyle.config import PipelineConfig
 from partialstyle.errors import ModelMissingError
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
+from partialstyle.stabilize import OutputStabilizer
+from partialstyle.style import fused_norm
 from partialstyle.style.spec import StyleSpec
 from partialstyle.weights.model_cache import load_johnson
 
@@ -182,3 +184,26 @@ def test_stabilizer_lets_a_new_style_through_at_once(astronaut_wide):
     switched = pipeline.process(astronaut_wide)
     fresh = Pipeline(PipelineConfig(process_height=180), plan_b).process(astronaut_wide)
     assert np.array_equal(switched, fresh)  # no trace of the old style on a still picture
+
+
+def test_stabilizer_kernels_equal_the_torch_ops():
+    """The stabiliser's compiled passes (change, blend) give what its torch ops give, on the
+    layouts the pipeline hands over (the frame as a view of its pixels, a planar layer) and
+    on a planar frame."""
+    assert fused_norm.kernels(wait=True) is not None
+    generator = torch.Generator().manual_seed(12)
+    frames = [torch.rand(40, 60, 3, generator=generator).permute(2, 0, 1) for _ in range(3)]
+    frames[0] = frames[0].contiguous()  # planar beside pixel views: the general loop too
+    frames[2] = frames[1] + 0.001 * frames[2]  # a still third frame: mostly kept
+    layers = [torch.rand(4, 40, 60, generator=generator) for _ in range(3)]
+
+    def run() -> list[torch.Tensor]:
+        stabilizer = OutputStabilizer()
+        return [stabilizer(frame, layer, 0.7) for frame, layer in zip(frames, layers, strict=True)]
+
+    made = run()
+    with fused_norm.disabled():
+        expected = run()
+    for one, other in zip(made, expected, strict=True):
+        assert (one - other).abs().max() <= 1e-6
+    assert (made[2] - layers[2]).abs().mean() > 0.05  # the still frame did blend

@@ -40,8 +40,8 @@ from partialstyle.style.multistyle import STATISTICS_PRIOR_PIXELS
 _log = logging.getLogger(__name__)
 
 _SOURCE_PATH = Path(__file__).with_name("fused_norm.cpp")
-# Compositing's kernel, built into the same extension (one build, one import).
-_COMPOSE_SOURCE_PATH = Path(__file__).parent.parent / "compose_kernel.cpp"
+# The frame passes' kernels (compositing, stabilisation), built into the same extension.
+_FRAME_SOURCE_PATH = Path(__file__).parent.parent / "frame_kernels.cpp"
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -64,7 +64,7 @@ def _cpu_flags() -> str:
 
 def _name() -> str:
     """The extension's name: a new source, torch or CPU gets a build of its own."""
-    source = _SOURCE_PATH.read_text() + _COMPOSE_SOURCE_PATH.read_text()
+    source = _SOURCE_PATH.read_text() + _FRAME_SOURCE_PATH.read_text()
     key = hashlib.sha256((source + _cpu_flags() + torch.__version__).encode()).hexdigest()
     return f"partialstyle_fused_norm_{key[:12]}"
 
@@ -98,7 +98,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
         build_directory.mkdir(parents=True, exist_ok=True)
         return load_inline(
             name=name,
-            cpp_sources=[_SOURCE_PATH.read_text(), _COMPOSE_SOURCE_PATH.read_text()],
+            cpp_sources=[_SOURCE_PATH.read_text(), _FRAME_SOURCE_PATH.read_text()],
             functions=[
                 "region_moments",
                 "region_affine",
@@ -108,6 +108,8 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "sigmoid_output",
                 "layer_colors",
                 "normalized_regions",
+                "mean_abs_change",
+                "steady_blend",
             ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
