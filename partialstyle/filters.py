@@ -8,6 +8,7 @@ torch operations.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -83,6 +84,22 @@ def _window_counts(length: int, radius: int, device: torch.device) -> torch.Tens
     return (index + radius).clamp(max=length - 1) - (index - radius).clamp(min=0) + 1
 
 
+@functools.lru_cache(maxsize=16)
+def _window_counts_2d(height: int, width: int, radius: int) -> np.ndarray:
+    """How many in-bounds pixels each pixel's (2r+1)² window covers; the same for every frame
+    of a size, so made once (read only)."""
+    window = (2 * radius + 1, 2 * radius + 1)
+    counts = cv2.boxFilter(
+        np.ones((height, width), np.float32),
+        -1,
+        window,
+        normalize=False,
+        borderType=cv2.BORDER_CONSTANT,
+    )
+    counts.flags.writeable = False
+    return counts
+
+
 def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean over a (2r+1)² window, normalised at the borders; x is [N,C,H,W].
 
@@ -94,13 +111,7 @@ def box_filter(x: torch.Tensor, radius: int) -> torch.Tensor:
     height, width = x.shape[-2:]
     if _opencv_can_filter(x):
         window = (2 * radius + 1, 2 * radius + 1)
-        counts = cv2.boxFilter(
-            np.ones((height, width), np.float32),
-            -1,
-            window,
-            normalize=False,
-            borderType=cv2.BORDER_CONSTANT,
-        )
+        counts = _window_counts_2d(height, width, radius)
 
         def mean(source: np.ndarray, target: np.ndarray) -> None:
             cv2.boxFilter(

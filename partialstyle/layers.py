@@ -6,15 +6,28 @@ the BT.601 luma the compositing and the mask refinement both use.
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 # ITU-R BT.601 luma weights (what JPEG's YCbCr uses).
 BT601_LUMA = (0.299, 0.587, 0.114)
+_LUMA_ROW = np.array([BT601_LUMA], dtype=np.float32)
 
 
 def luminance(image: torch.Tensor) -> torch.Tensor:
     """BT.601 luma of an RGB image [3,H,W] (or [3,...]) -> [H,W]."""
+    if (
+        image.dim() == 3
+        and image.device.type == "cpu"
+        and image.dtype == torch.float32
+        and image.permute(1, 2, 0).is_contiguous()
+    ):
+        # A view of a frame's RGB pixels (what the pipeline hands over): OpenCV's weighted
+        # channel sum reads the pixels as they lie, a third of the time of the torch ops.
+        pixels = image.permute(1, 2, 0).numpy()
+        return torch.from_numpy(cv2.transform(pixels, _LUMA_ROW))
     red, green, blue = BT601_LUMA
     # One new tensor, summed into in place: a third of the time of the plain expression.
     return (image[0] * red).add_(image[1], alpha=green).add_(image[2], alpha=blue)

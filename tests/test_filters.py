@@ -12,6 +12,7 @@ from partialstyle.filters import (
     guided_upsample,
     upsample_bilinear,
 )
+from partialstyle.layers import BT601_LUMA, luminance
 
 
 @pytest.mark.parametrize("radius", [1, 2, 7, 20])
@@ -68,3 +69,16 @@ def test_opencv_resizes_match_torch(size):
         downsample_area(big, size), F.interpolate(big, size=size, mode="area"), atol=1e-5, rtol=0
     )
     assert upsample_bilinear(x, (45, 80)) is x
+
+
+def test_luminance_of_a_frame_view_equals_the_planar_one():
+    """BT.601 luma through OpenCV on a view of RGB pixels, as through torch on planes."""
+    generator = torch.Generator().manual_seed(4)
+    pixels = torch.rand(30, 40, 3, generator=generator)
+    view = pixels.permute(2, 0, 1)  # how the pipeline hands a frame over
+    planar = view.contiguous()
+    red, green, blue = BT601_LUMA
+    expected = planar[0] * red + planar[1] * green + planar[2] * blue
+    assert luminance(view).shape == (30, 40)
+    assert (luminance(view) - expected).abs().max() <= 1e-6
+    assert (luminance(planar) - expected).abs().max() <= 1e-6
