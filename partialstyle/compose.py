@@ -112,11 +112,11 @@ _DEFINED = 1e-3
 def layer_colors(layer: torch.Tensor, small: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """A premultiplied layer [4,h,w] as uint8 colour h×w×3 and float32 coverage h×w (numpy):
     the styled colour where some region is styled, `small`'s own colour elsewhere."""
-    kernels = fused_norm.kernels()
-    if kernels is not None and layer.device.type == "cpu" and small.dtype == torch.float32:
+    kernels = fused_norm.for_frames(layer, small)
+    if kernels is not None:
         # The same in one pass of the compiled kernel (eight of torch ops, about 3 ms a
         # 640x360 frame on one thread).
-        color, coverage = kernels.layer_colors(layer.float(), small, _DEFINED)
+        color, coverage = kernels.layer_colors(layer, small, _DEFINED)
         return color.numpy(), coverage.numpy()
     layer = layer.float()
     coverage = layer[3]

@@ -42,12 +42,8 @@ class OutputStabilizer:
         ):
             self._previous_output = output
             return output
-        kernels = fused_norm.kernels()
-        one_pass = kernels is not None and all(
-            t.device.type == "cpu" and t.dtype == torch.float32
-            for t in (image, previous_input, output, previous_output)
-        )
-        if one_pass:  # the same arithmetic, a pass each instead of three and four
+        kernels = fused_norm.for_frames(image, previous_input, output, previous_output)
+        if kernels is not None:  # the same arithmetic, a pass each instead of three and four
             change = kernels.mean_abs_change(image, previous_input)[None, None]
             motion = box_filter(change, _MOTION_RADIUS)[0, 0]
             steady = kernels.steady_blend(output, previous_output, motion, strength, _MOTION_LEVEL)

@@ -479,6 +479,15 @@ void affine_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t
   else run(no{}, no{});
 }
 
+// The interior coordinate (0..n-1) that padded coordinate q of a side of n padded by `pad`
+// copies: mirrored without repeating the edge (reflect) or the edge repeated (replicate).
+inline int64_t padded_source(int64_t q, int64_t pad, int64_t n, bool reflect) {
+  int64_t v = q - pad;
+  if (v < 0) v = reflect ? -v : 0;
+  else if (v >= n) v = reflect ? 2 * (n - 1) - v : n - 1;
+  return v;
+}
+
 // Fill the border of the padded [H+2p, W+2p] image in `layout` from its interior: reflect
 // (mirror without repeating the edge) or replicate. Left and right columns first, then whole
 // top and bottom rows.
@@ -487,10 +496,7 @@ void pad_borders(T* y, int64_t H, int64_t W, int64_t C, int64_t pad, bool reflec
                  OutLayout layout) {
   if (pad == 0) return;
   auto source = [&](int64_t q, int64_t n) {  // padded coordinate -> the one it copies
-    int64_t v = q - pad;
-    if (v < 0) v = reflect ? -v : 0;
-    else if (v >= n) v = reflect ? 2 * (n - 1) - v : n - 1;
-    return v + pad;
+    return padded_source(q, pad, n, reflect) + pad;
   };
   const int64_t stride = layout.stride(), Wp = W + 2 * pad;
   auto copy = [&](int64_t hp, int64_t wp, int64_t from_h, int64_t from_w) {
@@ -729,12 +735,7 @@ torch::Tensor padded_input(torch::Tensor image, int64_t pad, bool bf16, int64_t 
                             .memory_format(at::MemoryFormat::ChannelsLast));
   const OutLayout layout{C, Wp, block};
   const float* in = image.data_ptr<float>();
-  auto reflect = [pad](int64_t q, int64_t n) {
-    int64_t v = q - pad;
-    if (v < 0) v = -v;
-    else if (v >= n) v = 2 * (n - 1) - v;
-    return v;
-  };
+  auto reflect = [pad](int64_t q, int64_t n) { return padded_source(q, pad, n, true); };
   auto fill_blocks = [&](auto* out) {
     // Straight into 2x2 pixel blocks (a blocked conv's input), one block's 4C values at a time.
     at::parallel_for(0, Hp / 2, 8, [&](int64_t begin, int64_t end) {

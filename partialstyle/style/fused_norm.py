@@ -18,6 +18,7 @@ build short; without a C++ compiler the plain ops stay.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -222,6 +223,19 @@ def status() -> str:
     return _state if _enabled else "disabled"
 
 
+def for_frames(*tensors: Tensor) -> ModuleType | None:
+    """The compiled kernels for the frame passes around the networks (compositing, masks,
+    stabilisation, the networks' input) when every tensor is a float32 CPU tensor outside
+    autograd, else None; like ``kernels``, starts the build if it has not started."""
+    grad = torch.is_grad_enabled()
+    if all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and not (grad and t.requires_grad)
+        for t in tensors
+    ):
+        return kernels()
+    return None
+
+
 def applies(x: Tensor) -> bool:
     """Whether the kernels handle ``x`` [N,C,H,W]: CPU inference in fp32 or bf16."""
     return (
@@ -293,16 +307,13 @@ def padded_input(image: Tensor, pad: int, dtype: torch.dtype, block: int = 1) ->
     """A style network's input: ``image`` [N,C,H,W] reflect-padded by ``pad``, channels-last,
     in ``dtype``, and with ``block`` 2 as ``pixel_unshuffle(padded, 2)`` (a blocked conv's
     input); in one pass of the kernel for one fp32 CPU image, else with torch ops."""
-    kernels = _module if _enabled else None
+    module = for_frames(image) if image.dim() == 4 and image.shape[0] == 1 else None
     if (
-        kernels is not None
-        and applies(image)
-        and image.shape[0] == 1
-        and image.dtype == torch.float32
+        module is not None
         and dtype in (torch.float32, torch.bfloat16)
         and (block == 1 or all((side + 2 * pad) % 2 == 0 for side in image.shape[-2:]))
     ):
-        return kernels.padded_input(image, pad, dtype == torch.bfloat16, block)
+        return module.padded_input(image, pad, dtype == torch.bfloat16, block)
     padded = torch.nn.functional.pad(image, [pad] * 4, mode="reflect")
     padded = padded.to(dtype, memory_format=torch.channels_last)
     return torch.nn.functional.pixel_unshuffle(padded, block) if block > 1 else padded
@@ -313,14 +324,12 @@ def padded_activation(kernels: ModuleType, y: Tensor, pad: int, subpixel: bool =
     conv, in one pass of the kernel (an identity affine); with ``subpixel``, ``y`` comes before
     ``pixel_shuffle(y, 2)`` and leaves shuffled. As torch ops that is two passes, each slow on
     channels-last images."""
-    channels = y.shape[1] // (4 if subpixel else 1)
-    ones = torch.ones(1, channels)
-    zeros = torch.zeros(1, channels)
+    scale, shift = _identity_rows(y.shape[1] // (4 if subpixel else 1))
     return kernels.region_affine(
         y,
         _empty(torch.float32),
-        ones,
-        zeros,
+        scale,
+        shift,
         _empty(y.dtype),
         False,
         pad,
@@ -333,10 +342,16 @@ def padded_activation(kernels: ModuleType, y: Tensor, pad: int, subpixel: bool =
 def sigmoid_output(x: Tensor, height: int, width: int) -> Tensor:
     """A style network's result: sigmoid of ``x``'s top-left ``height`` x ``width``, in fp32;
     one pass of the kernel for one channels-last CPU image, else torch ops."""
-    kernels = _module if _enabled else None
-    if kernels is not None and applies(x) and x.shape[0] == 1 and x.stride(1) == 1:
-        return kernels.sigmoid_output(x, height, width)
+    module = kernels() if applies(x) and x.shape[0] == 1 and x.stride(1) == 1 else None
+    if module is not None:
+        return module.sigmoid_output(x, height, width)
     return x[..., :height, :width].float().sigmoid_()
+
+
+@functools.lru_cache(maxsize=8)
+def _identity_rows(channels: int) -> tuple[Tensor, Tensor]:
+    """Scale 1 and shift 0 for ``channels`` channels: region_affine as padding only."""
+    return torch.ones(1, channels), torch.zeros(1, channels)
 
 
 _empties: dict[torch.dtype, Tensor] = {}

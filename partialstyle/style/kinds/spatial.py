@@ -34,9 +34,8 @@ def normalized_regions(masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """Soft region masks ([h,w] each) as [1,N,h,w] masks that sum to 1 per pixel: where none
     of the regions shows, any style will do, so the pixel is shared equally. One pass of the
     compiled kernel for fp32 CPU masks, else torch ops."""
-    kernels = fused_norm.kernels()
-    cpu_fp32 = all(mask.device.type == "cpu" and mask.dtype == torch.float32 for mask in masks)
-    if kernels is not None and cpu_fp32:
+    kernels = fused_norm.for_frames(*masks)
+    if kernels is not None:
         return kernels.normalized_regions(list(masks))
     stacked = torch.stack(masks)
     total = stacked.sum(0, keepdim=True)
