@@ -2,8 +2,9 @@
 
 On the CPU, float32 box and Gaussian filters and resizes go through OpenCV, whose separable
 filters and resizes are several times faster than the same arithmetic as torch operations
-(they dominate mask refinement, which runs on every segmented live frame); elsewhere they are
-torch operations.
+(they dominate mask refinement, which runs on every segmented live frame), and the guided
+upsampling of one frame is one compiled kernel (frame_kernels.cpp); elsewhere they are torch
+operations, which define what the fast forms must give.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from partialstyle.style import fused_norm
 
 
 def _opencv_can_filter(x: torch.Tensor) -> bool:
@@ -196,6 +199,13 @@ def guided_upsample(
     radius = min(radius, (min(guide_small.shape[-2:]) - 1) // 2)
     if radius <= 0:
         return upsample_bilinear(source_small, guide_full.shape[-2:])
+    kernels = fused_norm.for_frames(guide_small, source_small, guide_full)
+    if kernels is not None and guide_small.shape[0] == 1 and source_small.shape[0] == 1:
+        # One pass over each plane instead of some twenty torch and OpenCV calls.
+        upsampled = kernels.guided_upsample(
+            guide_small[0, 0], source_small[0], guide_full[0, 0], radius, eps
+        )
+        return upsampled[None]
     slope, offset = _guided_coefficients(guide_small, source_small, radius, eps)
     size = guide_full.shape[-2:]
     slope = upsample_bilinear(slope, size)

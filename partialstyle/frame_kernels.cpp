@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <tuple>
 #include <vector>
 
@@ -125,4 +126,205 @@ torch::Tensor steady_blend(torch::Tensor output, torch::Tensor previous, torch::
     }
   });
   return out;
+}
+
+// Mean over a (2r+1)^2 window of each pixel of an h x w plane, zeros outside and divided by the
+// in-bounds count (filters.box_filter): rows first into `rows`, then columns into `out`. Each
+// loop adds one shifted row, so all of them vectorise.
+static void box_mean(const float* in, float* out, float* rows, int64_t H, int64_t W, int64_t r) {
+  for (int64_t h = 0; h < H; ++h) {
+    const float* x = in + h * W;
+    float* y = rows + h * W;
+    for (int64_t w = 0; w < W; ++w) y[w] = x[w];
+    for (int64_t k = 1; k <= r && k < W; ++k) {
+      for (int64_t w = 0; w < W - k; ++w) y[w] += x[w + k];
+      for (int64_t w = k; w < W; ++w) y[w] += x[w - k];
+    }
+  }
+  std::vector<float> column_count(W);
+  for (int64_t w = 0; w < W; ++w)
+    column_count[w] = static_cast<float>(std::min(W - 1, w + r) - std::max<int64_t>(0, w - r) + 1);
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t first = std::max<int64_t>(0, h - r), last = std::min(H - 1, h + r);
+    const float row_count = static_cast<float>(last - first + 1);
+    float* y = out + h * W;
+    for (int64_t w = 0; w < W; ++w) y[w] = rows[first * W + w];
+    for (int64_t k = first + 1; k <= last; ++k) {
+      const float* x = rows + k * W;
+      for (int64_t w = 0; w < W; ++w) y[w] += x[w];
+    }
+    for (int64_t w = 0; w < W; ++w) y[w] /= row_count * column_count[w];
+  }
+}
+
+// Where a bilinear resize from `in` to `out` samples (half-pixel centres, no antialiasing, as
+// F.interpolate with align_corners=False): the lower neighbour, the upper one and its weight.
+static void bilinear_taps(int64_t in, int64_t out, std::vector<int32_t>& low,
+                          std::vector<int32_t>& high, std::vector<float>& weight) {
+  low.resize(out);
+  high.resize(out);
+  weight.resize(out);
+  const float scale = static_cast<float>(in) / static_cast<float>(out);
+  for (int64_t i = 0; i < out; ++i) {
+    const float source = std::max(scale * (static_cast<float>(i) + 0.5f) - 0.5f, 0.0f);
+    const int64_t below = std::min(static_cast<int64_t>(source), in - 1);
+    low[i] = static_cast<int32_t>(below);
+    high[i] = static_cast<int32_t>(std::min(below + 1, in - 1));
+    weight[i] = source - static_cast<float>(below);
+  }
+}
+
+// He & Sun's fast guided filter with a gray guide (filters.guided_upsample): fit source ~
+// slope * guide + offset in (2r+1)^2 windows of the small planes, box-average the fit, scale it
+// bilinearly to the full guide's size and apply it there. guide_small [h,w], source_small
+// [C,h,w] and guide_full [H,W] fp32 -> [C,H,W]. As torch ops (or OpenCV calls) it is some
+// twenty passes, most of them small but each with its own call.
+torch::Tensor guided_upsample(torch::Tensor guide_small, torch::Tensor source_small,
+                              torch::Tensor guide_full, int64_t radius, double eps) {
+  TORCH_CHECK(guide_small.dim() == 2 && source_small.dim() == 3 && guide_full.dim() == 2 &&
+              source_small.size(1) == guide_small.size(0) &&
+              source_small.size(2) == guide_small.size(1) &&
+              guide_small.scalar_type() == at::kFloat && source_small.scalar_type() == at::kFloat &&
+              guide_full.scalar_type() == at::kFloat,
+              "expected fp32 guide [h,w], source [C,h,w] and full-size guide [H,W]");
+  TORCH_CHECK(radius >= 1, "radius must be at least 1");
+  guide_small = guide_small.contiguous();
+  source_small = source_small.contiguous();
+  guide_full = guide_full.contiguous();
+  const int64_t C = source_small.size(0), h = guide_small.size(0), w = guide_small.size(1);
+  const int64_t H = guide_full.size(0), W = guide_full.size(1), small = h * w;
+  const float* g = guide_small.data_ptr<float>();
+  const float* G = guide_full.data_ptr<float>();
+  auto out = torch::empty({C, H, W}, guide_full.options());
+
+  // Working planes, uninitialised (each is written before it is read): seven of the small
+  // size, and the fit scaled along the rows to the full width.
+  std::unique_ptr<float[]> buffer(new float[7 * small + 2 * h * W]);
+  float* rows = buffer.get();
+  float* product = rows + small;
+  float* mean_guide = product + small;
+  float* mean_square = mean_guide + small;
+  float* mean_source = mean_square + small;
+  float* slope = mean_source + small;
+  float* offset = slope + small;
+  float* wide_slope = offset + small;
+  float* wide_offset = wide_slope + h * W;
+
+  // The guide's own window means, shared by every channel.
+  for (int64_t i = 0; i < small; ++i) product[i] = g[i] * g[i];
+  box_mean(g, mean_guide, rows, h, w, radius);
+  box_mean(product, mean_square, rows, h, w, radius);
+  std::vector<int32_t> x0, x1, y0, y1;
+  std::vector<float> xw, yw;
+  bilinear_taps(w, W, x0, x1, xw);
+  bilinear_taps(h, H, y0, y1, yw);
+
+  for (int64_t c = 0; c < C; ++c) {
+    const float* s = source_small.data_ptr<float>() + c * small;
+    for (int64_t i = 0; i < small; ++i) product[i] = g[i] * s[i];
+    box_mean(s, mean_source, rows, h, w, radius);
+    box_mean(product, slope, rows, h, w, radius);  // the mean of g * s
+    const float regulariser = static_cast<float>(eps);
+    for (int64_t i = 0; i < small; ++i) {
+      const float covariance = slope[i] - mean_guide[i] * mean_source[i];
+      const float variance = mean_square[i] - mean_guide[i] * mean_guide[i];
+      const float a = covariance / (variance + regulariser);
+      slope[i] = a;
+      offset[i] = mean_source[i] - a * mean_guide[i];
+    }
+    box_mean(slope, product, rows, h, w, radius);  // the averaged fit: product, mean_source
+    box_mean(offset, mean_source, rows, h, w, radius);
+    // Scale the averaged fit along the rows once, then blend two rows per output row.
+    for (int64_t y = 0; y < h; ++y) {
+      const float* a = product + y * w;
+      const float* b = mean_source + y * w;
+      float* wa = wide_slope + y * W;
+      float* wb = wide_offset + y * W;
+      for (int64_t x = 0; x < W; ++x) {
+        const float right = xw[x], left = 1.0f - right;
+        wa[x] = left * a[x0[x]] + right * a[x1[x]];
+        wb[x] = left * b[x0[x]] + right * b[x1[x]];
+      }
+    }
+    float* o = out.data_ptr<float>() + c * H * W;
+    at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t y = begin; y < end; ++y) {
+        const float below = yw[y], above = 1.0f - below;  // the weights of rows y1 and y0
+        const float* a0 = wide_slope + y0[y] * W;
+        const float* a1 = wide_slope + y1[y] * W;
+        const float* b0 = wide_offset + y0[y] * W;
+        const float* b1 = wide_offset + y1[y] * W;
+        const float* guide = G + y * W;
+        float* row = o + y * W;
+        for (int64_t x = 0; x < W; ++x)
+          row[x] = (above * a0[x] + below * a1[x]) * guide[x] + (above * b0[x] + below * b1[x]);
+      }
+    });
+  }
+  return out;
+}
+
+// What mask refinement feeds its half-resolution guided filter, in one pass over the frame
+// (segment/refine.py defines it): the person probability [H,W] through the soft threshold
+// clamp((p - threshold) / band + 0.5, 0, 1), the frame's luma (`luma` weights; small [3,H,W]
+// fp32 in any layout), and both shrunk to [H/2,W/2] by 2x2 means. H and W must be even.
+// Returns (luma [H,W], luma_half, mask_half).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
+    torch::Tensor probability, torch::Tensor small, double threshold, double band,
+    std::vector<double> luma) {
+  TORCH_CHECK(probability.dim() == 2 && probability.scalar_type() == at::kFloat &&
+              small.dim() == 3 && small.size(0) == 3 && small.scalar_type() == at::kFloat &&
+              small.size(1) == probability.size(0) && small.size(2) == probability.size(1),
+              "expected an fp32 probability [H,W] and frame [3,H,W] of one size");
+  TORCH_CHECK(probability.size(0) % 2 == 0 && probability.size(1) % 2 == 0,
+              "refine_inputs needs an even height and width");
+  TORCH_CHECK(luma.size() == 3, "luma must be three weights");
+  probability = probability.contiguous();
+  const int64_t H = probability.size(0), W = probability.size(1), h = H / 2, w = W / 2;
+  const int64_t sc = small.stride(0), sh = small.stride(1), sw = small.stride(2);
+  auto gray = torch::empty({H, W}, probability.options());
+  auto gray_half = torch::empty({h, w}, probability.options());
+  auto mask_half = torch::empty({h, w}, probability.options());
+  const float* p = probability.data_ptr<float>();
+  const float* frame = small.data_ptr<float>();
+  float* y = gray.data_ptr<float>();
+  float* yh = gray_half.data_ptr<float>();
+  float* mh = mask_half.data_ptr<float>();
+  const float t = static_cast<float>(threshold), b = static_cast<float>(band);
+  const float red = static_cast<float>(luma[0]), green = static_cast<float>(luma[1]),
+              blue = static_cast<float>(luma[2]);
+  // Row by row, each loop without branches so that it vectorises: two lines of luma and of
+  // the thresholded mask, then their 2x2 means.
+  at::parallel_for(0, h, 8, [&](int64_t begin, int64_t end) {
+    std::vector<float> soft(2 * W);
+    for (int64_t row = begin; row < end; ++row) {
+      for (int64_t k = 0; k < 2; ++k) {
+        const int64_t line = 2 * row + k;
+        const float* pixel = frame + line * sh;
+        float* out = y + line * W;
+        if (sc == 1 && sw == 3) {  // a view of RGB pixels
+          for (int64_t x = 0; x < W; ++x)
+            out[x] = red * pixel[3 * x] + green * pixel[3 * x + 1] + blue * pixel[3 * x + 2];
+        } else {
+          for (int64_t x = 0; x < W; ++x)
+            out[x] = red * pixel[x * sw] + green * pixel[x * sw + sc] + blue * pixel[x * sw + 2 * sc];
+        }
+        const float* q = p + line * W;
+        float* m = soft.data() + k * W;
+        for (int64_t x = 0; x < W; ++x) m[x] = std::min(std::max((q[x] - t) / b + 0.5f, 0.0f), 1.0f);
+      }
+      const float* top = y + 2 * row * W;
+      const float* bottom = top + W;
+      const float* soft_top = soft.data();
+      const float* soft_bottom = soft_top + W;
+      float* gray_out = yh + row * w;
+      float* mask_out = mh + row * w;
+      for (int64_t x = 0; x < w; ++x) {
+        gray_out[x] = (top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1]) * 0.25f;
+        mask_out[x] = (soft_top[2 * x] + soft_top[2 * x + 1] + soft_bottom[2 * x] +
+                       soft_bottom[2 * x + 1]) * 0.25f;
+      }
+    }
+  });
+  return {gray, gray_half, mask_half};
 }

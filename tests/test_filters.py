@@ -13,6 +13,8 @@ from partialstyle.filters import (
     upsample_bilinear,
 )
 from partialstyle.layers import BT601_LUMA, luminance
+from partialstyle.segment.refine import _half_resolution_inputs, refine_mask
+from partialstyle.style import fused_norm
 
 
 @pytest.mark.parametrize("radius", [1, 2, 7, 20])
@@ -82,3 +84,52 @@ def test_luminance_of_a_frame_view_equals_the_planar_one():
     assert luminance(view).shape == (30, 40)
     assert (luminance(view) - expected).abs().max() <= 1e-6
     assert (luminance(planar) - expected).abs().max() <= 1e-6
+
+
+@pytest.fixture(scope="module")
+def frame_kernels():
+    """The compiled frame kernels (built on first use; this machine has a C++ compiler)."""
+    kernels = fused_norm.kernels(wait=True)
+    assert kernels is not None, f"kernel build: {fused_norm.status()}"
+    return kernels
+
+
+@pytest.mark.parametrize(
+    ("small", "full", "radius", "channels"),
+    [((180, 320), (360, 640), 2, 1), ((45, 81), (91, 163), 3, 3), ((7, 9), (15, 20), 1, 2)],
+)
+def test_guided_upsample_kernel_equals_the_torch_ops(frame_kernels, small, full, radius, channels):
+    """The one-pass guided upsampling gives what its torch and OpenCV definition gives, at
+    the pipeline's size, at odd sizes and scales, and with several source channels."""
+    generator = torch.Generator().manual_seed(5)
+    guide = torch.rand(1, 1, *full, generator=generator)
+    guide_small = F.interpolate(guide, size=small, mode="area")
+    source = torch.rand(1, channels, *small, generator=generator).round_()  # mask-like
+    fast = guided_upsample(guide_small, source, guide, radius, 1e-3)
+    with fused_norm.disabled():
+        reference = guided_upsample(guide_small, source, guide, radius, 1e-3)
+    assert fast.shape == reference.shape == (1, channels, *full)
+    assert (fast - reference).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("layout", ["pixels", "planes"])
+def test_refinement_inputs_in_one_pass_equal_the_torch_ops(frame_kernels, astronaut, layout):
+    """Mask refinement's luma and half-size guide and mask come from one pass of the kernel:
+    the same as the torch and OpenCV ops within float rounding, and so is the refined mask."""
+    frame = torch.from_numpy(astronaut[:360, :480].copy()).float().div(255.0)
+    image = frame.permute(2, 0, 1)  # how the pipeline hands a frame over
+    if layout == "planes":
+        image = image.contiguous()
+    rows = torch.linspace(-1.0, 1.0, 360)[:, None]
+    columns = torch.linspace(-1.0, 1.0, 480)[None, :]
+    probability = torch.sigmoid(8.0 * (0.6 - rows**2 - columns**2))  # a soft blob
+    fast = _half_resolution_inputs(probability, image, 0.5)
+    refined = refine_mask(probability, image, 0.5, 2.0, edge_refine=True)
+    with fused_norm.disabled():
+        reference = _half_resolution_inputs(probability, image, 0.5)
+        expected = refine_mask(probability, image, 0.5, 2.0, edge_refine=True)
+    for got, want in zip(fast, reference, strict=True):
+        assert got.shape == want.shape
+        assert (got - want).abs().max() < 1e-6
+    assert (refined - expected).abs().max() < 1e-5
+    assert 0.2 < refined.mean() < 0.8  # a real mask, neither empty nor full

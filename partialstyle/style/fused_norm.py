@@ -111,6 +111,8 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "normalized_regions",
                 "mean_abs_change",
                 "steady_blend",
+                "guided_upsample",
+                "refine_inputs",
             ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
