@@ -328,3 +328,65 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
   });
   return {gray, gray_half, mask_half};
 }
+
+// Backward-warp maps for cv2.remap from a flow estimated at a smaller size (live/flow.py's Warp
+// defines them): the flow [h,w,2] (fp32, pixels, x then y) scaled bilinearly to H x W with its
+// vectors scaled alike, plus each pixel's own position, in OpenCV's fixed-point form (what
+// cv2.convertMaps makes for CV_16SC2): whole pixels [H,W,2] int16 and 1/32-pixel fractions [H,W]
+// uint16 (row fraction * 32 + column fraction), rounded to the nearest 1/32 as OpenCV does. As
+// numpy and OpenCV calls it is a resize, two scalings, two additions and the conversion.
+std::tuple<torch::Tensor, torch::Tensor> flow_maps(torch::Tensor flow, int64_t H, int64_t W) {
+  TORCH_CHECK(flow.dim() == 3 && flow.size(2) == 2 && flow.scalar_type() == at::kFloat,
+              "expected an fp32 flow [h,w,2]");
+  TORCH_CHECK(H >= 1 && W >= 1 && H < 32768 && W < 32768, "maps must be 1 to 32767 pixels a side");
+  flow = flow.contiguous();
+  const int64_t h = flow.size(0), w = flow.size(1);
+  const float* f = flow.data_ptr<float>();
+  auto whole = torch::empty({H, W, 2}, flow.options().dtype(at::kShort));
+  auto fraction = torch::empty({H, W}, flow.options().dtype(at::kShort));
+  int16_t* out_whole = whole.data_ptr<int16_t>();
+  uint16_t* out_fraction = reinterpret_cast<uint16_t*>(fraction.data_ptr<int16_t>());
+  std::vector<int32_t> x0, x1, y0, y1;
+  std::vector<float> xw, yw;
+  bilinear_taps(w, W, x0, x1, xw);
+  bilinear_taps(h, H, y0, y1, yw);
+  const float scale_x = static_cast<float>(W) / static_cast<float>(w);
+  const float scale_y = static_cast<float>(H) / static_cast<float>(h);
+  // The flow scaled along the rows once (both components), then two rows blended per map row.
+  std::unique_ptr<float[]> wide(new float[2 * h * W]);
+  for (int64_t y = 0; y < h; ++y) {
+    const float* row = f + 2 * y * w;
+    float* u = wide.get() + 2 * y * W;
+    float* v = u + W;
+    for (int64_t x = 0; x < W; ++x) {
+      const float right = xw[x], left = 1.0f - right;
+      u[x] = left * row[2 * x0[x]] + right * row[2 * x1[x]];
+      v[x] = left * row[2 * x0[x] + 1] + right * row[2 * x1[x] + 1];
+    }
+  }
+  at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+    std::vector<int32_t> ix(W), iy(W);
+    for (int64_t y = begin; y < end; ++y) {
+      const float below = yw[y], above = 1.0f - below;  // the weights of rows y1 and y0
+      const float* u0 = wide.get() + 2 * y0[y] * W;
+      const float* u1 = wide.get() + 2 * y1[y] * W;
+      const float* v0 = u0 + W;
+      const float* v1 = u1 + W;
+      const float row = static_cast<float>(y);
+      for (int64_t x = 0; x < W; ++x) {
+        const float u = (above * u0[x] + below * u1[x]) * scale_x + static_cast<float>(x);
+        const float v = (above * v0[x] + below * v1[x]) * scale_y + row;
+        ix[x] = static_cast<int32_t>(std::nearbyint(u * 32.0f));
+        iy[x] = static_cast<int32_t>(std::nearbyint(v * 32.0f));
+      }
+      int16_t* o = out_whole + 2 * y * W;
+      uint16_t* q = out_fraction + y * W;
+      for (int64_t x = 0; x < W; ++x) {
+        o[2 * x] = static_cast<int16_t>(std::min(std::max(ix[x] >> 5, -32768), 32767));
+        o[2 * x + 1] = static_cast<int16_t>(std::min(std::max(iy[x] >> 5, -32768), 32767));
+        q[x] = static_cast<uint16_t>((iy[x] & 31) * 32 + (ix[x] & 31));
+      }
+    }
+  });
+  return {whole, fraction};
+}

@@ -20,6 +20,7 @@ from partialstyle.obs.sample_clip import sample_frame
 from partialstyle.obs.settings import to_pipeline
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import StylePlan
+from partialstyle.style import fused_norm
 
 WIDTH, HEIGHT = 640, 360
 
@@ -68,6 +69,32 @@ def test_a_pure_translation_is_reproduced(astronaut):
     unmoved = np.abs(before[inner].astype(float) - after[inner]).mean()
     assert error < 4.0
     assert error < 0.2 * unmoved
+
+
+@pytest.mark.parametrize(("small", "full"), [((180, 320), (360, 640)), ((45, 80), (361, 641))])
+def test_warp_maps_from_the_kernel_equal_opencvs_conversion(astronaut, small, full):
+    """The compiled kernel's fixed-point maps are OpenCV's (the scaled flow plus the pixel
+    grid through cv2.convertMaps) to within one rounding of a 1/32-pixel step, in a few
+    pixels at most, and so warp a picture alike."""
+    assert fused_norm.kernels(wait=True) is not None, fused_norm.status()
+    noise = np.random.default_rng(2).standard_normal((*small, 2)).astype(np.float32)
+    flow = cv2.GaussianBlur(noise, (0, 0), 3) * 40.0  # smooth, several pixels long
+    fast = Warp(flow, *full)
+    with fused_norm.disabled():
+        reference = Warp(flow, *full)
+
+    def positions(maps):  # in 1/32 pixels
+        whole, fraction = maps
+        return np.stack(
+            [whole[..., 0] * 32 + (fraction & 31), whole[..., 1] * 32 + (fraction >> 5)], -1
+        ).astype(np.int64)
+
+    difference = np.abs(positions(fast._maps) - positions(reference._maps))
+    assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
+    picture = cv2.resize(astronaut, full[::-1], interpolation=cv2.INTER_AREA)
+    moved = np.abs(fast(picture).astype(int) - reference(picture))
+    assert moved.max() <= 255 // 32 and moved.mean() < 1e-3  # a 1/32 step, in a few pixels
+    assert np.array_equal(fast.flow, reference.flow)  # the scaled flow, made on request
 
 
 def test_what_the_person_uncovers_takes_the_wall_not_the_person(wall):

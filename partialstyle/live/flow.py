@@ -9,8 +9,13 @@ All arrays here are numpy: uint8 gray frames, float32 H×W×2 flows (pixels, x t
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
+import torch
+
+from partialstyle.style import fused_norm
 
 # Flow is estimated on frames at most this wide: DIS takes about 1 ms at 320×180 here and the
 # motion a keyframe may be carried over (partialstyle.live.policy) is well within its range.
@@ -95,12 +100,24 @@ class Warp:
     """
 
     def __init__(self, flow: np.ndarray, height: int, width: int):
-        flow = self.flow = scaled_flow(flow, height, width)
+        self.size = (height, width)
+        self._flow = flow
+        kernels = fused_norm.kernels()
+        if kernels is not None and flow.dtype == np.float32:
+            # One pass of the compiled kernel: the same maps, without the full-size flow.
+            whole, fraction = kernels.flow_maps(torch.from_numpy(flow), height, width)
+            self._maps = (whole.numpy(), fraction.numpy().view(np.uint16))
+            return
+        flow = self.flow
         columns, rows = _grid(height, width)
         # Fixed-point maps (1/32-pixel steps, plenty for styled texture): OpenCV's fast path
         # when one warp serves several images.
         self._maps = cv2.convertMaps(flow[..., 0] + columns, flow[..., 1] + rows, cv2.CV_16SC2)
-        self.size = (height, width)
+
+    @functools.cached_property
+    def flow(self) -> np.ndarray:
+        """The flow at the warp's size, its vectors scaled with it."""
+        return scaled_flow(self._flow, *self.size)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if image.shape[:2] != self.size:

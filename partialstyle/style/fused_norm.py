@@ -113,6 +113,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "steady_blend",
                 "guided_upsample",
                 "refine_inputs",
+                "flow_maps",
             ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
