@@ -33,21 +33,41 @@ std::tuple<torch::Tensor, torch::Tensor> layer_colors(torch::Tensor layer, torch
   auto to_byte = [](float v) {  // frames.to_uint8: v * 255 + 0.5, clamped, truncated
     return static_cast<uint8_t>(std::min(std::max(v * 255.0f + 0.5f, 0.0f), 255.0f));
   };
-  at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
-    for (int64_t h = begin; h < end; ++h)
-      for (int64_t w = 0; w < W; ++w) {
-        const int64_t i = h * W + w;
-        const float c = in[3 * plane + i];
-        uint8_t* o = out + 3 * i;
-        if (c > threshold) {
-          const float inverse = 1.0f / c;
-          for (int k = 0; k < 3; ++k) o[k] = to_byte(in[k * plane + i] * inverse);
+  // Row by row in loops without branches, so that they vectorise: the three colours as
+  // floats first, then rounded and interleaved into pixels. The bounds are copied into the
+  // lambda: a uint8 store may alias anything, so a bound read through a reference would be
+  // read again every step and the loops would not vectorise.
+  at::parallel_for(0, H, 16, [=](int64_t begin, int64_t end) {
+    std::vector<float> rgb(3 * W);
+    for (int64_t h = begin; h < end; ++h) {
+      const int64_t row = h * W;
+      const float* c = in + 3 * plane + row;
+      const float* pixel = frame + h * sh;
+      for (int64_t k = 0; k < 3; ++k) {
+        const float* premultiplied = in + k * plane + row;
+        float* value = rgb.data() + k * W;
+        // Where nothing is styled, the frame's own colour: read as RGB pixels (the pipeline's
+        // view of a frame), as planes, or with any strides.
+        auto colour = [&](int64_t w, float own) {
+          const bool styled = c[w] > threshold;
+          return styled ? premultiplied[w] * (1.0f / (styled ? c[w] : 1.0f)) : own;
+        };
+        if (sw == 3 && sc == 1) {
+          for (int64_t w = 0; w < W; ++w) value[w] = colour(w, pixel[3 * w + k]);
+        } else if (sw == 1) {
+          for (int64_t w = 0; w < W; ++w) value[w] = colour(w, pixel[k * sc + w]);
         } else {
-          const float* pixel = frame + h * sh + w * sw;
-          for (int k = 0; k < 3; ++k) o[k] = to_byte(pixel[k * sc]);
+          for (int64_t w = 0; w < W; ++w) value[w] = colour(w, pixel[w * sw + k * sc]);
         }
-        cov[i] = std::min(std::max(c, 0.0f), 1.0f);
       }
+      uint8_t* o = out + 3 * row;
+      for (int64_t w = 0; w < W; ++w) {
+        o[3 * w] = to_byte(rgb[w]);
+        o[3 * w + 1] = to_byte(rgb[W + w]);
+        o[3 * w + 2] = to_byte(rgb[2 * W + w]);
+      }
+      for (int64_t w = 0; w < W; ++w) cov[row + w] = std::min(std::max(c[w], 0.0f), 1.0f);
+    }
   });
   return {color, coverage};
 }
@@ -389,4 +409,60 @@ std::tuple<torch::Tensor, torch::Tensor> flow_maps(torch::Tensor flow, int64_t H
     }
   });
   return {whole, fraction};
+}
+
+// frame * (1 - coverage) + color * coverage in uint8, rounded to nearest, in one pass
+// (compose.blend_styled at the frame's own size): frame [H,W,C] uint8 (C = 3, or 4 with an
+// alpha channel that is kept), color [H,W,3] uint8, coverage [H,W] fp32 clamped to [0, 1]. Where
+// the coverage is 0 the frame's pixel comes out exactly as it went in. As OpenCV calls it is a
+// clip, the styled box's search, a blend and a copy of the frame to paste it into.
+torch::Tensor blend_pixels(torch::Tensor frame, torch::Tensor color, torch::Tensor coverage) {
+  TORCH_CHECK(frame.dim() == 3 && (frame.size(2) == 3 || frame.size(2) == 4) &&
+              frame.scalar_type() == at::kByte, "frame must be uint8 [H,W,3] or [H,W,4]");
+  TORCH_CHECK(color.dim() == 3 && color.size(0) == frame.size(0) && color.size(1) == frame.size(1) &&
+              color.size(2) == 3 && color.scalar_type() == at::kByte,
+              "color must be uint8 [H,W,3] of the frame's size");
+  TORCH_CHECK(coverage.dim() == 2 && coverage.size(0) == frame.size(0) &&
+              coverage.size(1) == frame.size(1) && coverage.scalar_type() == at::kFloat,
+              "coverage must be fp32 [H,W] of the frame's size");
+  frame = frame.contiguous();
+  color = color.contiguous();
+  coverage = coverage.contiguous();
+  const int64_t H = frame.size(0), W = frame.size(1), C = frame.size(2);
+  auto out = torch::empty_like(frame);
+  const uint8_t* f = frame.data_ptr<uint8_t>();
+  const uint8_t* s = color.data_ptr<uint8_t>();
+  const float* weight = coverage.data_ptr<float>();
+  uint8_t* o = out.data_ptr<uint8_t>();
+  at::parallel_for(0, H, 16, [=](int64_t begin, int64_t end) {
+    std::vector<float> c(W), c3(3 * W);
+    for (int64_t h = begin; h < end; ++h) {
+      const int64_t row = h * W;
+      for (int64_t w = 0; w < W; ++w) c[w] = std::min(std::max(weight[row + w], 0.0f), 1.0f);
+      const uint8_t* frame_row = f + row * C;
+      const uint8_t* color_row = s + row * 3;
+      uint8_t* out_row = o + row * C;
+      if (C == 3) {  // as one flat row of values, with the weights spread over each pixel's
+        for (int64_t w = 0; w < W; ++w) c3[3 * w] = c3[3 * w + 1] = c3[3 * w + 2] = c[w];
+        // Bounds are copied into the lambda (as in layer_colors) and this one is local.
+        const int64_t n = 3 * W;
+        for (int64_t i = 0; i < n; ++i) {
+          const float value = static_cast<float>(color_row[i]) * c3[i] +
+                              static_cast<float>(frame_row[i]) * (1.0f - c3[i]);
+          out_row[i] = static_cast<uint8_t>(value + 0.5f);
+        }
+        continue;
+      }
+      for (int64_t w = 0; w < W; ++w) {
+        const float styled = c[w], own = 1.0f - styled;
+        for (int64_t k = 0; k < 3; ++k) {
+          const float value = static_cast<float>(color_row[3 * w + k]) * styled +
+                              static_cast<float>(frame_row[C * w + k]) * own;
+          out_row[C * w + k] = static_cast<uint8_t>(value + 0.5f);
+        }
+        if (C == 4) out_row[C * w + 3] = frame_row[C * w + 3];
+      }
+    }
+  });
+  return out;
 }

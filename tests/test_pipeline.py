@@ -183,6 +183,30 @@ def test_layer_colors_kernel_equals_the_torch_ops():
     assert np.array_equal(coverage, expected_coverage)
 
 
+@pytest.mark.parametrize("channels", [3, 4])
+def test_blend_kernel_equals_the_opencv_blend(astronaut, channels):
+    """At the frame's own size (the live path) the uint8 blend is one compiled pass: OpenCV's
+    blend within one level of rounding, pixels with no coverage exactly the frame's, full
+    coverage exactly the styled colour, alpha kept."""
+    assert fused_norm.kernels(wait=True) is not None
+    generator = np.random.default_rng(6)
+    frame = np.ascontiguousarray(astronaut[:300, :400])
+    if channels == 4:
+        frame = np.dstack([frame, generator.integers(0, 256, frame.shape[:2], dtype=np.uint8)])
+    color = np.ascontiguousarray(astronaut[100:400, 50:450, ::-1])
+    coverage = generator.random(frame.shape[:2], dtype=np.float32) * 1.4 - 0.2  # clamped
+    coverage[:, :80], coverage[:, 80:120] = 0.0, 1.0
+    fast = compose.blend_styled(frame, color, coverage)
+    with fused_norm.disabled():
+        expected = compose.blend_styled(frame, color, coverage)
+    assert fast.shape == frame.shape and fast.dtype == np.uint8
+    assert np.abs(fast.astype(int) - expected).max() <= 1
+    assert np.array_equal(fast[:, :80], frame[:, :80])
+    assert np.array_equal(fast[:, 80:120, :3], color[:, 80:120])
+    if channels == 4:
+        assert np.array_equal(fast[..., 3], frame[..., 3])
+
+
 @pytest.mark.parametrize("background", ["none", "multistyle:mosaic"])
 def test_uint8_compositing_matches_the_float_path(astronaut, background):
     """On the CPU with bilinear upsampling the full-resolution pass runs in uint8 on the frame

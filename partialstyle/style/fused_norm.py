@@ -114,6 +114,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "guided_upsample",
                 "refine_inputs",
                 "flow_maps",
+                "blend_pixels",
             ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
