@@ -466,3 +466,58 @@ torch::Tensor blend_pixels(torch::Tensor frame, torch::Tensor color, torch::Tens
   });
   return out;
 }
+
+// Forward-backward consistency of two flows (live/carry.py's round_trip_valid defines it): the
+// forward flow [h,w,2] sampled where the backward warp's fixed-point maps point (whole [h,w,2]
+// int16 and 1/32 fractions [h,w], as flow_maps makes them; bilinear, edges repeated, as
+// cv2.remap samples) and added to the backward flow [h,w,2]; a pixel is valid (1) where that
+// round trip misses by at most `share` of the squared motion plus `pixels` squared. As numpy
+// and OpenCV calls it is a remap and a dozen passes.
+torch::Tensor round_trip_valid(torch::Tensor whole, torch::Tensor fraction, torch::Tensor backward,
+                               torch::Tensor forward, double share, double pixels) {
+  TORCH_CHECK(backward.dim() == 3 && backward.size(2) == 2 && forward.sizes() == backward.sizes() &&
+              backward.scalar_type() == at::kFloat && forward.scalar_type() == at::kFloat,
+              "expected two fp32 flows [h,w,2] of one size");
+  TORCH_CHECK(whole.dim() == 3 && whole.size(0) == backward.size(0) &&
+              whole.size(1) == backward.size(1) && whole.size(2) == 2 &&
+              whole.scalar_type() == at::kShort && fraction.scalar_type() == at::kShort &&
+              fraction.dim() == 2 && fraction.size(0) == whole.size(0) &&
+              fraction.size(1) == whole.size(1), "expected the warp's maps at the flows' size");
+  whole = whole.contiguous();
+  fraction = fraction.contiguous();
+  backward = backward.contiguous();
+  forward = forward.contiguous();
+  const int64_t H = backward.size(0), W = backward.size(1);
+  auto valid = torch::empty({H, W}, backward.options().dtype(at::kBool));
+  const int16_t* map = whole.data_ptr<int16_t>();
+  const uint16_t* part = reinterpret_cast<const uint16_t*>(fraction.data_ptr<int16_t>());
+  const float* b = backward.data_ptr<float>();
+  const float* f = forward.data_ptr<float>();
+  bool* out = valid.data_ptr<bool>();
+  const float s = static_cast<float>(share), p2 = static_cast<float>(pixels * pixels);
+  at::parallel_for(0, H, 16, [=](int64_t begin, int64_t end) {
+    for (int64_t y = begin; y < end; ++y) {
+      for (int64_t x = 0; x < W; ++x) {
+        const int64_t i = y * W + x;
+        const int64_t left = map[2 * i], top = map[2 * i + 1];
+        const float fx = static_cast<float>(part[i] & 31) / 32.0f;
+        const float fy = static_cast<float>(part[i] >> 5) / 32.0f;
+        const int64_t x0 = std::min(std::max<int64_t>(left, 0), W - 1);
+        const int64_t x1 = std::min(std::max<int64_t>(left + 1, 0), W - 1);
+        const int64_t y0 = std::min(std::max<int64_t>(top, 0), H - 1);
+        const int64_t y1 = std::min(std::max<int64_t>(top + 1, 0), H - 1);
+        float there[2];
+        for (int k = 0; k < 2; ++k) {
+          const float upper = (1.0f - fx) * f[2 * (y0 * W + x0) + k] + fx * f[2 * (y0 * W + x1) + k];
+          const float lower = (1.0f - fx) * f[2 * (y1 * W + x0) + k] + fx * f[2 * (y1 * W + x1) + k];
+          there[k] = (1.0f - fy) * upper + fy * lower;
+        }
+        const float bx = b[2 * i], by = b[2 * i + 1];
+        const float miss_x = bx + there[0], miss_y = by + there[1];
+        const float reach = bx * bx + by * by + there[0] * there[0] + there[1] * there[1];
+        out[i] = miss_x * miss_x + miss_y * miss_y <= s * reach + p2;
+      }
+    }
+  });
+  return valid;
+}

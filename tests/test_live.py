@@ -13,7 +13,7 @@ import pytest
 
 from partialstyle.config import PipelineConfig
 from partialstyle.live import CarryBound, LiveStylizer
-from partialstyle.live.carry import carry
+from partialstyle.live.carry import carry, round_trip_valid
 from partialstyle.live.flow import FlowEstimator, Warp, flow_gray, flow_size
 from partialstyle.live.plate import BackgroundPlate
 from partialstyle.obs.sample_clip import sample_frame
@@ -95,6 +95,22 @@ def test_warp_maps_from_the_kernel_equal_opencvs_conversion(astronaut, small, fu
     moved = np.abs(fast(picture).astype(int) - reference(picture))
     assert moved.max() <= 255 // 32 and moved.mean() < 1e-3  # a 1/32 step, in a few pixels
     assert np.array_equal(fast.flow, reference.flow)  # the scaled flow, made on request
+
+
+def test_round_trip_check_in_one_pass_equals_the_numpy_ops():
+    """The compiled forward-backward check samples along the warp's own maps: the same
+    valid pixels as the remap and numpy passes, but for rounding at the very threshold."""
+    assert fused_norm.kernels(wait=True) is not None, fused_norm.status()
+    before, after = flow_gray(sample_frame(640, 360, 0)), flow_gray(sample_frame(640, 360, 12))
+    estimate = FlowEstimator()
+    backward, forward = estimate(after, before), estimate(before, after)
+    warp = Warp(backward, *after.shape)
+    fast = round_trip_valid(warp, forward)
+    with fused_norm.disabled():
+        reference = round_trip_valid(warp, forward)
+    assert fast.dtype == bool and fast.shape == after.shape
+    assert 0.01 < (~reference).mean() < 0.5  # the moving person fails the check somewhere
+    assert (fast != reference).mean() < 1e-3
 
 
 def test_what_the_person_uncovers_takes_the_wall_not_the_person(wall):

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 
 from partialstyle.live.flow import Warp
 from partialstyle.live.plate import BackgroundPlate
+from partialstyle.style import fused_norm
 
 # Forward-backward consistency (Sundaram, Brox and Keutzer 2010): a pixel whose round trip
 # misses by more than this share of the motion, plus a constant (flow pixels), is occluded.
@@ -52,6 +54,19 @@ def round_trip_valid(backward: Warp, forward: np.ndarray) -> np.ndarray:
     """Where following `backward` (now → styled, a warp at flow size) and then `forward`
     (styled → now) returns to the start: a bool map at flow size. Elsewhere the styled frame
     did not see what the current frame shows there (occlusion) or the flow is unreliable."""
+    kernels = fused_norm.kernels()
+    if kernels is not None and forward.dtype == np.float32 and forward.shape[:2] == backward.size:
+        # One pass of the compiled kernel, sampling along the warp's own maps: the same test.
+        whole, fraction = (torch.from_numpy(m) for m in backward.maps)
+        valid = kernels.round_trip_valid(
+            whole,
+            fraction.view(torch.int16),
+            torch.from_numpy(np.ascontiguousarray(backward.flow)),
+            torch.from_numpy(np.ascontiguousarray(forward)),
+            _ROUND_TRIP_SHARE,
+            _ROUND_TRIP_PIXELS,
+        )
+        return valid.numpy()
     there = backward(forward)
     backward = backward.flow
     miss_x, miss_y = backward[..., 0] + there[..., 0], backward[..., 1] + there[..., 1]

@@ -114,6 +114,12 @@ class Warp:
         # when one warp serves several images.
         self._maps = cv2.convertMaps(flow[..., 0] + columns, flow[..., 1] + rows, cv2.CV_16SC2)
 
+    @property
+    def maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """Where each pixel samples, in OpenCV's fixed-point form: whole pixels (int16 H×W×2,
+        x then y) and 1/32-pixel fractions (uint16 H×W, row fraction × 32 + column's)."""
+        return self._maps
+
     @functools.cached_property
     def flow(self) -> np.ndarray:
         """The flow at the warp's size, its vectors scaled with it."""

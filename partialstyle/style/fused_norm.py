@@ -115,6 +115,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "refine_inputs",
                 "flow_maps",
                 "blend_pixels",
+                "round_trip_valid",
             ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
