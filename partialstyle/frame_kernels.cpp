@@ -521,3 +521,33 @@ torch::Tensor round_trip_valid(torch::Tensor whole, torch::Tensor fraction, torc
   });
   return valid;
 }
+
+// uint8 pixels [H,W,C] (C >= 3, any strides: the colour of an RGB frame, or an RGB view of an
+// RGBA one) -> colour / 255 in fp32 [3,H,W], laid out as pixels (strides 1, 3W, 3), what
+// frames.to_image gives bit for bit. As torch ops it is a cast and a division, two passes, and
+// slow from an RGBA view.
+torch::Tensor pixels_to_image(torch::Tensor rgb) {
+  TORCH_CHECK(rgb.dim() == 3 && rgb.size(2) >= 3 && rgb.scalar_type() == at::kByte,
+              "expected uint8 pixels [H,W,C] with C >= 3");
+  const int64_t H = rgb.size(0), W = rgb.size(1);
+  const int64_t sh = rgb.stride(0), sw = rgb.stride(1), sc = rgb.stride(2);
+  auto image = torch::empty({H, W, 3}, rgb.options().dtype(at::kFloat));
+  const uint8_t* in = rgb.data_ptr<uint8_t>();
+  float* out = image.data_ptr<float>();
+  at::parallel_for(0, H, 16, [=](int64_t begin, int64_t end) {
+    for (int64_t h = begin; h < end; ++h) {
+      const uint8_t* row = in + h * sh;
+      float* o = out + 3 * h * W;
+      if (sc == 1 && (sw == 3 || sw == 4)) {  // RGB or RGBA pixels
+        const int64_t step = sw;
+        for (int64_t w = 0; w < W; ++w)
+          for (int64_t k = 0; k < 3; ++k) o[3 * w + k] = static_cast<float>(row[step * w + k]) / 255.0f;
+      } else {
+        for (int64_t w = 0; w < W; ++w)
+          for (int64_t k = 0; k < 3; ++k)
+            o[3 * w + k] = static_cast<float>(row[sw * w + sc * k]) / 255.0f;
+      }
+    }
+  });
+  return image.permute({2, 0, 1});
+}

@@ -9,6 +9,7 @@ import torch
 
 from partialstyle import compose
 from partialstyle.config import PipelineConfig
+from partialstyle.frames import to_image
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.segment.regions import choose_segmenter
@@ -181,6 +182,22 @@ def test_layer_colors_kernel_equals_the_torch_ops():
     assert color.dtype == np.uint8 and color.shape == (30, 40, 3)
     assert np.array_equal(color, expected_color)
     assert np.array_equal(coverage, expected_coverage)
+
+
+@pytest.mark.parametrize("layout", ["rgb", "rgba", "every second column"])
+def test_frame_to_image_kernel_equals_the_torch_ops(astronaut, layout):
+    """A frame's uint8 pixels become the float image in one compiled pass: bit for bit the
+    torch cast and division, from RGB frames, RGB views of RGBA ones and strided views."""
+    assert fused_norm.kernels(wait=True) is not None
+    pixels = torch.from_numpy(astronaut)
+    if layout == "rgba":
+        pixels = torch.cat([pixels, pixels[..., :1]], dim=2)[..., :3]
+    elif layout == "every second column":
+        pixels = pixels[:, ::2]
+    image = to_image(pixels)
+    with fused_norm.disabled():
+        expected = to_image(pixels)
+    assert image.shape == (3, *pixels.shape[:2]) and torch.equal(image, expected)
 
 
 @pytest.mark.parametrize("channels", [3, 4])

@@ -116,6 +116,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "flow_maps",
                 "blend_pixels",
                 "round_trip_valid",
+                "pixels_to_image",
             ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
