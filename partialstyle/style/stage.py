@@ -44,11 +44,17 @@ def coverage(
     """How much styled content each pixel shows, [h,w] in [0,1]: the regions' masks times
     their looks' weights. What `StyleStage.layer` puts in its last channel, without running
     a network."""
-    total = like.new_zeros(like.shape[-2:])
+    size = like.shape[-2:]
+    total: torch.Tensor | None = None  # the first part is the sum so far: no pass over zeros
     for name, region in regions.items():
         weight = sum(look_weight(spec.style_kind, region, share) for spec, share in blends[name])
         if weight > 0.0:
-            total += weight if region_masks is None else region_masks[name] * weight
+            part = (
+                like.new_full(size, weight) if region_masks is None else region_masks[name] * weight
+            )
+            total = part if total is None else total.add_(part)
+    if total is None:
+        return like.new_zeros(size)
     return total.clamp_(0.0, 1.0)
 
 
