@@ -131,10 +131,19 @@ def blend_styled(frame: np.ndarray, color: np.ndarray, coverage: np.ndarray) -> 
     """frame·(1 − coverage) + color·coverage at the frame's size, in uint8; alpha kept.
 
     frame: uint8 H×W×3 or H×W×4; color: uint8 h×w×3 (processing size); coverage: float32
-    h×w in [0, 1]. Only the box around styled pixels is blended: where the coverage is 0 (a
-    region styled `none`) the frame's pixels come out exactly as they went in.
+    h×w in [0, 1]. Where the coverage is 0 (a region styled `none`) the frame's pixels come
+    out exactly as they went in. A layer at the frame's size blends in one compiled pass;
+    one scaled up blends only in the box around styled pixels.
     """
     height, width = frame.shape[:2]
+    if coverage.min() >= 1.0:  # styled everywhere (regions that fill the frame): no blend
+        if color.shape[:2] != (height, width):
+            color = cv2.resize(color, (width, height), interpolation=cv2.INTER_LINEAR)
+        if frame.shape[-1] == 3:
+            return color
+        out = frame.copy()  # keeps the alpha channel
+        out[..., :3] = color
+        return out
     kernels = fused_norm.kernels()
     if (
         kernels is not None
@@ -151,14 +160,6 @@ def blend_styled(frame: np.ndarray, color: np.ndarray, coverage: np.ndarray) -> 
     # Clipped and boxed at processing size: bilinear scaling keeps values in [0, 1] and
     # zeros beyond a pixel's margin of the box, and the frame's size costs no pass here.
     coverage = np.clip(coverage, 0.0, 1.0)
-    if coverage.min() >= 1.0:  # styled everywhere (regions that fill the frame): no blend
-        if color.shape[:2] != (height, width):
-            color = cv2.resize(color, (width, height), interpolation=cv2.INTER_LINEAR)
-        if frame.shape[-1] == 3:
-            return color
-        out = frame.copy()  # keeps the alpha channel
-        out[..., :3] = color
-        return out
     rows, columns = _styled_box(coverage)
     if rows.start >= rows.stop:
         return frame.copy()  # nothing styled: the frame as it is
