@@ -132,8 +132,8 @@ def blend_styled(frame: np.ndarray, color: np.ndarray, coverage: np.ndarray) -> 
 
     frame: uint8 H×W×3 or H×W×4; color: uint8 h×w×3 (processing size); coverage: float32
     h×w in [0, 1]. Where the coverage is 0 (a region styled `none`) the frame's pixels come
-    out exactly as they went in. A layer at the frame's size blends in one compiled pass;
-    one scaled up blends only in the box around styled pixels.
+    out exactly as they went in. On the CPU it is one compiled pass (scaling the layer up
+    on the way); the OpenCV form blends only in the box around styled pixels.
     """
     height, width = frame.shape[:2]
     if coverage.min() >= 1.0:  # styled everywhere (regions that fill the frame): no blend
@@ -147,13 +147,13 @@ def blend_styled(frame: np.ndarray, color: np.ndarray, coverage: np.ndarray) -> 
     kernels = fused_norm.kernels()
     if (
         kernels is not None
-        and color.shape[:2] == (height, width)
         and coverage.dtype == np.float32
         and all(array.flags.writeable for array in (frame, color, coverage))  # torch's rule
     ):
-        # One pass of the compiled kernel where the layer is at the frame's size (the live
-        # path at processing size): about a third of the OpenCV calls' time.
-        blended = kernels.blend_pixels(
+        # One pass of the compiled kernels, the layer scaled up on the way where it is at
+        # processing size: a quarter to a third of the OpenCV calls' time.
+        blend = kernels.blend_pixels if color.shape[:2] == (height, width) else kernels.blend_scaled
+        blended = blend(
             torch.from_numpy(frame), torch.from_numpy(color), torch.from_numpy(coverage)
         )
         return blended.numpy()

@@ -551,3 +551,86 @@ torch::Tensor pixels_to_image(torch::Tensor rgb) {
   });
   return image.permute({2, 0, 1});
 }
+
+// The styled layer scaled up to the frame and blended onto it in one pass (compose.blend_styled
+// when the layer is at processing size): color [h,w,3] uint8 and coverage [h,w] fp32 scaled
+// bilinearly (half-pixel centres) to the frame's [H,W], the coverage clamped to [0, 1] first,
+// then frame * (1 - coverage) + color * coverage, rounded, an alpha channel kept. Rows and
+// columns that no coverage reaches are the frame's own bytes, copied. As OpenCV calls it is two
+// resizes at the frame's size, a blend over the styled box and a copy of the frame.
+torch::Tensor blend_scaled(torch::Tensor frame, torch::Tensor color, torch::Tensor coverage) {
+  TORCH_CHECK(frame.dim() == 3 && (frame.size(2) == 3 || frame.size(2) == 4) &&
+              frame.scalar_type() == at::kByte, "frame must be uint8 [H,W,3] or [H,W,4]");
+  TORCH_CHECK(color.dim() == 3 && color.size(2) == 3 && color.scalar_type() == at::kByte,
+              "color must be uint8 [h,w,3]");
+  TORCH_CHECK(coverage.dim() == 2 && coverage.size(0) == color.size(0) &&
+              coverage.size(1) == color.size(1) && coverage.scalar_type() == at::kFloat,
+              "coverage must be fp32 [h,w] of the color's size");
+  frame = frame.contiguous();
+  color = color.contiguous();
+  coverage = coverage.contiguous();
+  const int64_t H = frame.size(0), W = frame.size(1), C = frame.size(2);
+  const int64_t h = color.size(0), w = color.size(1);
+  auto out = torch::empty_like(frame);
+  const uint8_t* f = frame.data_ptr<uint8_t>();
+  const uint8_t* s = color.data_ptr<uint8_t>();
+  const float* weight = coverage.data_ptr<float>();
+  uint8_t* o = out.data_ptr<uint8_t>();
+  std::vector<int32_t> x0, x1, y0, y1;
+  std::vector<float> xw, yw;
+  bilinear_taps(w, W, x0, x1, xw);
+  bilinear_taps(h, H, y0, y1, yw);
+  // Each small row's first and last column with some coverage (first > last: none).
+  std::vector<int64_t> first(h, w), last(h, -1);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x)
+      if (weight[y * w + x] > 0.0f) {
+        first[y] = std::min(first[y], x);
+        last[y] = x;
+      }
+  at::parallel_for(0, H, 16, [=, &x0, &x1, &xw, &y0, &y1, &yw, &first, &last](int64_t begin,
+                                                                               int64_t end) {
+    std::vector<float> blended_cover(w), blended_color(3 * w);
+    for (int64_t y = begin; y < end; ++y) {
+      const uint8_t* frame_row = f + y * W * C;
+      uint8_t* out_row = o + y * W * C;
+      const int64_t a = y0[y], b = y1[y];
+      // The small columns this row's coverage comes from, one more on each side for the taps.
+      const int64_t lo = std::max<int64_t>(std::min(first[a], first[b]) - 1, 0);
+      const int64_t hi = std::min<int64_t>(std::max(last[a], last[b]) + 1, w - 1);
+      if (lo > hi) {  // nothing styled on this row
+        std::copy(frame_row, frame_row + W * C, out_row);
+        continue;
+      }
+      const float lower = yw[y], upper = 1.0f - lower;  // the weights of rows b and a
+      for (int64_t i = lo; i <= hi; ++i) {
+        // Clamped before it is scaled, as compose.blend_styled clips at processing size.
+        const float top = std::min(std::max(weight[a * w + i], 0.0f), 1.0f);
+        const float bottom = std::min(std::max(weight[b * w + i], 0.0f), 1.0f);
+        blended_cover[i] = upper * top + lower * bottom;
+        for (int64_t k = 0; k < 3; ++k)
+          blended_color[3 * i + k] = upper * static_cast<float>(s[(a * w + i) * 3 + k]) +
+                                     lower * static_cast<float>(s[(b * w + i) * 3 + k]);
+      }
+      // The frame columns whose taps both lie in [lo, hi]; outside it the coverage is 0.
+      int64_t start = 0, stop = W;
+      while (start < W && x0[start] < lo) ++start;
+      while (stop > start && x1[stop - 1] > hi) --stop;
+      std::copy(frame_row, frame_row + start * C, out_row);
+      std::copy(frame_row + stop * C, frame_row + W * C, out_row + stop * C);
+      for (int64_t x = start; x < stop; ++x) {
+        const int64_t i = x0[x], j = x1[x];
+        const float right = xw[x], left = 1.0f - right;
+        const float c = left * blended_cover[i] + right * blended_cover[j];
+        const uint8_t* pixel = frame_row + x * C;
+        uint8_t* target = out_row + x * C;
+        for (int64_t k = 0; k < 3; ++k) {
+          const float styled = left * blended_color[3 * i + k] + right * blended_color[3 * j + k];
+          target[k] = static_cast<uint8_t>(styled * c + static_cast<float>(pixel[k]) * (1.0f - c) + 0.5f);
+        }
+        if (C == 4) target[3] = pixel[3];
+      }
+    }
+  });
+  return out;
+}

@@ -201,25 +201,31 @@ def test_frame_to_image_kernel_equals_the_torch_ops(astronaut, layout):
 
 
 @pytest.mark.parametrize("channels", [3, 4])
-def test_blend_kernel_equals_the_opencv_blend(astronaut, channels):
-    """At the frame's own size (the live path) the uint8 blend is one compiled pass: OpenCV's
-    blend within one level of rounding, pixels with no coverage exactly the frame's, full
-    coverage exactly the styled colour, alpha kept."""
+@pytest.mark.parametrize("frame_size", [(300, 400), (563, 1000)])
+def test_blend_kernels_equal_the_opencv_blend(astronaut, channels, frame_size):
+    """The uint8 blend is one compiled pass, at the frame's own size (the live path) and
+    scaling a processing-size layer up on the way: OpenCV's resizes and blend within one
+    level of rounding, pixels no coverage reaches exactly the frame's, full coverage exactly
+    the styled colour, alpha kept."""
     assert fused_norm.kernels(wait=True) is not None
     generator = np.random.default_rng(6)
-    frame = np.ascontiguousarray(astronaut[:300, :400])
+    frame = cv2.resize(astronaut, frame_size[::-1], interpolation=cv2.INTER_AREA)
     if channels == 4:
         frame = np.dstack([frame, generator.integers(0, 256, frame.shape[:2], dtype=np.uint8)])
     color = np.ascontiguousarray(astronaut[100:400, 50:450, ::-1])
-    coverage = generator.random(frame.shape[:2], dtype=np.float32) * 1.4 - 0.2  # clamped
-    coverage[:, :80], coverage[:, 80:120] = 0.0, 1.0
+    coverage = generator.random(color.shape[:2], dtype=np.float32) * 1.4 - 0.2  # clamped
+    coverage[:, :80], coverage[:, 80:120], coverage[:40] = 0.0, 1.0, 0.0
     fast = compose.blend_styled(frame, color, coverage)
     with fused_norm.disabled():
         expected = compose.blend_styled(frame, color, coverage)
     assert fast.shape == frame.shape and fast.dtype == np.uint8
     assert np.abs(fast.astype(int) - expected).max() <= 1
-    assert np.array_equal(fast[:, :80], frame[:, :80])
-    assert np.array_equal(fast[:, 80:120, :3], color[:, 80:120])
+    clipped = np.clip(coverage, 0.0, 1.0)
+    scaled = cv2.resize(clipped, frame_size[::-1], interpolation=cv2.INTER_LINEAR)
+    untouched = scaled <= 0.0
+    assert untouched.mean() > 0.2 and np.array_equal(fast[untouched], frame[untouched])
+    if frame_size == coverage.shape:
+        assert np.array_equal(fast[40:, 80:120, :3], color[40:, 80:120])
     if channels == 4:
         assert np.array_equal(fast[..., 3], frame[..., 3])
 

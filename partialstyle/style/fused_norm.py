@@ -117,6 +117,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "blend_pixels",
                 "round_trip_valid",
                 "pixels_to_image",
+                "blend_scaled",
             ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
