@@ -136,7 +136,15 @@ def blend_styled(frame: np.ndarray, color: np.ndarray, coverage: np.ndarray) -> 
     on the way); the OpenCV form blends only in the box around styled pixels.
     """
     height, width = frame.shape[:2]
-    if coverage.min() >= 1.0:  # styled everywhere (regions that fill the frame): no blend
+    kernels = fused_norm.kernels()
+    usable = (
+        kernels is not None
+        and coverage.dtype == np.float32
+        and all(array.flags.writeable for array in (frame, color, coverage))  # torch's rule
+    )
+    # Styled everywhere (regions that fill the frame): no blend. The kernels write an RGBA
+    # frame's colour beside its alpha in the same pass (a copy and a strided write here).
+    if coverage.min() >= 1.0 and (frame.shape[-1] == 3 or not usable):
         if color.shape[:2] != (height, width):
             color = cv2.resize(color, (width, height), interpolation=cv2.INTER_LINEAR)
         if frame.shape[-1] == 3:
@@ -144,12 +152,7 @@ def blend_styled(frame: np.ndarray, color: np.ndarray, coverage: np.ndarray) -> 
         out = frame.copy()  # keeps the alpha channel
         out[..., :3] = color
         return out
-    kernels = fused_norm.kernels()
-    if (
-        kernels is not None
-        and coverage.dtype == np.float32
-        and all(array.flags.writeable for array in (frame, color, coverage))  # torch's rule
-    ):
+    if usable:
         # One pass of the compiled kernels, the layer scaled up on the way where it is at
         # processing size: a quarter to a third of the OpenCV calls' time.
         blend = kernels.blend_pixels if color.shape[:2] == (height, width) else kernels.blend_scaled

@@ -590,7 +590,9 @@ torch::Tensor blend_scaled(torch::Tensor frame, torch::Tensor color, torch::Tens
       }
   at::parallel_for(0, H, 16, [=, &x0, &x1, &xw, &y0, &y1, &yw, &first, &last](int64_t begin,
                                                                                int64_t end) {
-    std::vector<float> blended_cover(w), blended_color(3 * w);
+    // Per row: the two small rows blended, then scaled along the row into C values a pixel
+    // (an alpha lane takes weight 0, so it keeps the frame's byte), then one flat blend loop.
+    std::vector<float> blended_cover(w), blended_color(3 * w), weights(C * W), styled(C * W);
     for (int64_t y = begin; y < end; ++y) {
       const uint8_t* frame_row = f + y * W * C;
       uint8_t* out_row = o + y * W * C;
@@ -622,14 +624,17 @@ torch::Tensor blend_scaled(torch::Tensor frame, torch::Tensor color, torch::Tens
         const int64_t i = x0[x], j = x1[x];
         const float right = xw[x], left = 1.0f - right;
         const float c = left * blended_cover[i] + right * blended_cover[j];
-        const uint8_t* pixel = frame_row + x * C;
-        uint8_t* target = out_row + x * C;
         for (int64_t k = 0; k < 3; ++k) {
-          const float styled = left * blended_color[3 * i + k] + right * blended_color[3 * j + k];
-          target[k] = static_cast<uint8_t>(styled * c + static_cast<float>(pixel[k]) * (1.0f - c) + 0.5f);
+          weights[C * x + k] = c;
+          styled[C * x + k] = left * blended_color[3 * i + k] + right * blended_color[3 * j + k];
         }
-        if (C == 4) target[3] = pixel[3];
+        if (C == 4) weights[C * x + 3] = styled[C * x + 3] = 0.0f;
       }
+      const float* cw = weights.data();
+      const float* sv = styled.data();
+      const int64_t from = start * C, to = stop * C;
+      for (int64_t n = from; n < to; ++n)
+        out_row[n] = static_cast<uint8_t>(sv[n] * cw[n] + static_cast<float>(frame_row[n]) * (1.0f - cw[n]) + 0.5f);
     }
   });
   return out;
