@@ -1,6 +1,8 @@
-// Per-pixel kernels of the frame passes around the networks (compositing, stabilisation), built
-// into the same extension as the style networks' kernels (style/fused_norm.py builds both
-// files). Each is one pass where the torch ops that define it are several.
+// Per-pixel kernels of the frame passes around the networks (the frame's conversion, mask
+// refinement, compositing and blending, stabilisation, the live path's warps and occlusion
+// check), built into the same extension as the style networks' kernels (style/fused_norm.py
+// builds both files). Each is one pass where the torch, numpy or OpenCV calls that define it
+// (and that its tests compare it with) are several.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>

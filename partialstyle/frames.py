@@ -47,7 +47,7 @@ def to_image(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def _pixel_kernels(rgb: torch.Tensor):
-    """The compiled frame kernels for uint8 CPU pixels outside autograd, else None."""
+    """The compiled frame kernels for uint8 CPU pixels, else None."""
     if rgb.device.type != "cpu" or rgb.dtype != torch.uint8 or rgb.dim() != 3:
         return None
     return fused_norm.kernels()
