@@ -50,6 +50,7 @@ std::tuple<torch::Tensor, torch::Tensor> layer_colors(torch::Tensor layer, torch
         float* value = rgb.data() + k * W;
         // Where nothing is styled, the frame's own colour: read as RGB pixels (the pipeline's
         // view of a frame), as planes, or with any strides.
+        // (Both sides of the select are computed, so the division is guarded against a zero.)
         auto colour = [&](int64_t w, float own) {
           const bool styled = c[w] > threshold;
           return styled ? premultiplied[w] * (1.0f / (styled ? c[w] : 1.0f)) : own;
@@ -254,12 +255,15 @@ torch::Tensor guided_upsample(torch::Tensor guide_small, torch::Tensor source_sm
       slope[i] = a;
       offset[i] = mean_source[i] - a * mean_guide[i];
     }
-    box_mean(slope, product, rows, h, w, radius);  // the averaged fit: product, mean_source
-    box_mean(offset, mean_source, rows, h, w, radius);
+    // The fit averaged over the windows, into two planes this channel no longer needs.
+    float* mean_slope = product;
+    float* mean_offset = mean_source;
+    box_mean(slope, mean_slope, rows, h, w, radius);
+    box_mean(offset, mean_offset, rows, h, w, radius);
     // Scale the averaged fit along the rows once, then blend two rows per output row.
     for (int64_t y = 0; y < h; ++y) {
-      const float* a = product + y * w;
-      const float* b = mean_source + y * w;
+      const float* a = mean_slope + y * w;
+      const float* b = mean_offset + y * w;
       float* wa = wide_slope + y * W;
       float* wb = wide_offset + y * W;
       for (int64_t x = 0; x < W; ++x) {
@@ -606,15 +610,15 @@ torch::Tensor blend_scaled(torch::Tensor frame, torch::Tensor color, torch::Tens
         std::copy(frame_row, frame_row + W * C, out_row);
         continue;
       }
-      const float lower = yw[y], upper = 1.0f - lower;  // the weights of rows b and a
+      const float below = yw[y], above = 1.0f - below;  // the weights of rows b and a
       for (int64_t i = lo; i <= hi; ++i) {
         // Clamped before it is scaled, as compose.blend_styled clips at processing size.
         const float top = std::min(std::max(weight[a * w + i], 0.0f), 1.0f);
         const float bottom = std::min(std::max(weight[b * w + i], 0.0f), 1.0f);
-        blended_cover[i] = upper * top + lower * bottom;
+        blended_cover[i] = above * top + below * bottom;
         for (int64_t k = 0; k < 3; ++k)
-          blended_color[3 * i + k] = upper * static_cast<float>(s[(a * w + i) * 3 + k]) +
-                                     lower * static_cast<float>(s[(b * w + i) * 3 + k]);
+          blended_color[3 * i + k] = above * static_cast<float>(s[(a * w + i) * 3 + k]) +
+                                     below * static_cast<float>(s[(b * w + i) * 3 + k]);
       }
       // The frame columns whose taps both lie in [lo, hi]; outside it the coverage is 0.
       int64_t start = 0, stop = W;
