@@ -305,7 +305,9 @@ def test_failed_image_write_keeps_the_old_output(photo, tmp_path, monkeypatch, c
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 @pytest.mark.usefixtures("default_models")
 def test_signal_during_video_removes_the_partial_file(tmp_path, astronaut, signum):
-    clip = _clip(tmp_path / "clip.mp4", astronaut, frames=600, size=(320, 192))
+    # Long enough that the signal lands in the frame loop however fast this machine styles
+    # (600 frames took under four seconds once the frame passes were compiled).
+    clip = _clip(tmp_path / "clip.mp4", astronaut, frames=3000, size=(320, 192))
     out = tmp_path / "out.mp4"
     out.write_bytes(b"an older result")
     command = [sys.executable, "-m", "partialstyle", "video", str(clip), str(out)]
@@ -313,11 +315,12 @@ def test_signal_during_video_removes_the_partial_file(tmp_path, astronaut, signu
         [*command, "--style", "multistyle:3", "--quiet"], stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
-    while not _partials(tmp_path):
+    # Into the frame loop: the partial file exists and holds written frames.
+    while not any(partial.stat().st_size > 0 for partial in _partials(tmp_path)):
         assert process.poll() is None, process.communicate()[1]
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(3.0)  # into the frame loop
+    time.sleep(2.0)  # well into it: about 400 frames of 3000 on this machine
     assert process.poll() is None, "the clip ended before the signal"
     process.send_signal(signum)
     _, err = process.communicate(timeout=60)
