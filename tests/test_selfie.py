@@ -29,7 +29,7 @@ from partialstyle.segment.selfie import (
     segment_person,
     tf_same_padding,
 )
-from partialstyle.segment.selfie_onnx import OnnxRuntimeSelfie
+from partialstyle.segment.selfie_onnx import OnnxRuntimeSelfie, _exported
 from partialstyle.weights.convert_selfie import convert_selfie
 from partialstyle.weights.files import model_path
 from partialstyle.weights.load import load_weights
@@ -306,3 +306,25 @@ def test_onnxruntime_form_matches_the_torch_network(
         torch.set_num_threads(threads)
     with pytest.raises(ValueError, match="resize with mediapipe_input"):
         fast(torch.rand(1, 3, 100, 100))
+
+
+def test_onnxruntime_graph_pads_in_its_convs(models: dict[str, torch.nn.Module]) -> None:
+    """The graph onnxruntime runs has fixed shapes and TensorFlow's SAME padding inside its
+    convs: no shape arithmetic and no Pad operators between the blocked convs (the
+    matching test above checks that the folded pads compute the same masks)."""
+    import onnx
+
+    network = models["selfie-landscape"].network
+    graph = onnx.load_from_string(_exported(network, 1))
+    operators = {node.op_type for node in graph.graph.node}
+    assert not operators & {"Pad", "Shape", "Gather", "ConstantOfShape"}, operators
+    convs = [module for module in network.modules() if isinstance(module, torch.nn.Conv2d)]
+    assert sum(node.op_type == "Conv" for node in graph.graph.node) == len(convs)
+    asymmetric = [
+        list(attribute.ints)
+        for node in graph.graph.node
+        for attribute in node.attribute
+        if node.op_type == "Conv" and attribute.name == "pads"
+        if attribute.ints[:2] != attribute.ints[2:]
+    ]
+    assert len(asymmetric) == 4  # the stride-2 layers' SAME padding: one more after

@@ -117,7 +117,10 @@ class DecoderStage(nn.Module):
     """Upsample the coarser features, fuse them with an encoder skip, and refine.
 
     The skip is gated by squeeze-excite computed on the fused sum, then the upsampled features are
-    added back; a 1x1 conv and a residual depthwise conv refine the result.
+    added back; a 1x1 conv and a residual depthwise conv refine the result. MediaPipe's graph
+    upsamples before its 1x1 projection; projecting first is the same arithmetic (both are
+    linear and the bilinear weights sum to 1), with the projection at a quarter of the pixels
+    and the upsampling on its output (24 channels instead of 128 in the first stage).
     """
 
     def __init__(self, in_channels: int, channels: int) -> None:
@@ -128,7 +131,7 @@ class DecoderStage(nn.Module):
         self.depthwise = depthwise(channels, 3)
 
     def forward(self, skip: Tensor, previous: Tensor) -> Tensor:
-        up = self.project(upsample2x(previous))
+        up = upsample2x(self.project(previous))
         fused = skip * self.skip_gate.gate(skip + up) + up
         refined = F.relu(self.conv(fused))
         return refined + F.relu(self.depthwise(refined))
