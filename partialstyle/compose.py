@@ -65,6 +65,17 @@ def premultiplied_layer(
     original values.
     """
     # Regions styled by one shared pass hold the same image: weigh it once, by their sum.
+    weights = [weight for _, weight in parts]
+    first = parts[0][0] if parts else None
+    if (
+        first is not None
+        and first.dim() == 3
+        and all(styled is first for styled, _ in parts)
+        and all(isinstance(w, torch.Tensor) and w.shape == first.shape[1:] for w in weights)
+    ):
+        kernels = fused_norm.for_frames(first, *weights)
+        if kernels is not None:  # the sum, the product and the coverage in one pass
+            return kernels.premultiplied_layer(first, weights)
     by_image: dict[int, tuple[torch.Tensor, torch.Tensor | float]] = {}
     for styled, weight in parts:
         _, total = by_image.get(id(styled), (styled, 0.0))

@@ -35,44 +35,111 @@ std::tuple<torch::Tensor, torch::Tensor> layer_colors(torch::Tensor layer, torch
   auto to_byte = [](float v) {  // frames.to_uint8: v * 255 + 0.5, clamped, truncated
     return static_cast<uint8_t>(std::min(std::max(v * 255.0f + 0.5f, 0.0f), 255.0f));
   };
-  // Row by row in loops without branches, so that they vectorise: the three colours as
-  // floats first, then rounded and interleaved into pixels. The bounds are copied into the
-  // lambda: a uint8 store may alias anything, so a bound read through a reference would be
-  // read again every step and the loops would not vectorise.
+  // Row by row in loops without branches, so that they vectorise: per pixel the coverage's
+  // reciprocal and whether it is styled, then the colour interleaved into pixels as floats
+  // beside the frame's own, then one flat select-and-round over the row. The bounds are
+  // copied into the lambda: a uint8 store may alias anything, so a bound read through a
+  // reference would be read again every step and the loops would not vectorise.
   at::parallel_for(0, H, 16, [=](int64_t begin, int64_t end) {
-    std::vector<float> rgb(3 * W);
+    std::vector<float> buffer(2 * W + 3 * 3 * W);
+    float* inverse = buffer.data();
+    float* styled = inverse + W;
+    float* value = styled + W;     // the colour, 3W interleaved
+    float* chosen = value + 3 * W;  // per value: 1 where styled
+    float* own = chosen + 3 * W;    // the frame's colour, 3W interleaved
+    const int64_t n = 3 * W;
     for (int64_t h = begin; h < end; ++h) {
       const int64_t row = h * W;
       const float* c = in + 3 * plane + row;
+      const float* r = in + row;
+      const float* g = in + plane + row;
+      const float* b = in + 2 * plane + row;
+      // (Both sides of the select are computed, so the division is guarded against a zero.)
+      for (int64_t w = 0; w < W; ++w) {
+        const bool is_styled = c[w] > threshold;
+        inverse[w] = 1.0f / (is_styled ? c[w] : 1.0f);
+        styled[w] = is_styled ? 1.0f : 0.0f;
+        cov[row + w] = std::min(std::max(c[w], 0.0f), 1.0f);
+      }
+      for (int64_t w = 0; w < W; ++w) {
+        value[3 * w] = r[w] * inverse[w];
+        value[3 * w + 1] = g[w] * inverse[w];
+        value[3 * w + 2] = b[w] * inverse[w];
+        chosen[3 * w] = chosen[3 * w + 1] = chosen[3 * w + 2] = styled[w];
+      }
+      // Where nothing is styled, the frame's own colour: read as RGB pixels (the pipeline's
+      // view of a frame) in place, else gathered from planes or any strides.
       const float* pixel = frame + h * sh;
-      for (int64_t k = 0; k < 3; ++k) {
-        const float* premultiplied = in + k * plane + row;
-        float* value = rgb.data() + k * W;
-        // Where nothing is styled, the frame's own colour: read as RGB pixels (the pipeline's
-        // view of a frame), as planes, or with any strides.
-        // (Both sides of the select are computed, so the division is guarded against a zero.)
-        auto colour = [&](int64_t w, float own) {
-          const bool styled = c[w] > threshold;
-          return styled ? premultiplied[w] * (1.0f / (styled ? c[w] : 1.0f)) : own;
-        };
-        if (sw == 3 && sc == 1) {
-          for (int64_t w = 0; w < W; ++w) value[w] = colour(w, pixel[3 * w + k]);
-        } else if (sw == 1) {
-          for (int64_t w = 0; w < W; ++w) value[w] = colour(w, pixel[k * sc + w]);
-        } else {
-          for (int64_t w = 0; w < W; ++w) value[w] = colour(w, pixel[w * sw + k * sc]);
-        }
+      const float* frame_row = pixel;
+      if (!(sw == 3 && sc == 1)) {
+        for (int64_t w = 0; w < W; ++w)
+          for (int64_t k = 0; k < 3; ++k) own[3 * w + k] = pixel[w * sw + k * sc];
+        frame_row = own;
       }
       uint8_t* o = out + 3 * row;
-      for (int64_t w = 0; w < W; ++w) {
-        o[3 * w] = to_byte(rgb[w]);
-        o[3 * w + 1] = to_byte(rgb[W + w]);
-        o[3 * w + 2] = to_byte(rgb[2 * W + w]);
-      }
-      for (int64_t w = 0; w < W; ++w) cov[row + w] = std::min(std::max(c[w], 0.0f), 1.0f);
+      for (int64_t i = 0; i < n; ++i)
+        o[i] = to_byte(chosen[i] > 0.5f ? value[i] : frame_row[i]);
     }
   });
   return {color, coverage};
+}
+
+// One stylized image [3,h,w] (fp32, planar, pixel-interleaved as the networks leave it, or
+// any strides) and the weights it is shown with ([h,w] each, fp32, summed in order) -> the
+// premultiplied layer [4,h,w]: the colour times the summed weight, then that weight.
+// compose.premultiplied_layer for the usual single image, in one pass instead of a sum, a
+// broadcast product and a copy.
+torch::Tensor premultiplied_layer(torch::Tensor styled, std::vector<torch::Tensor> weights) {
+  TORCH_CHECK(styled.dim() == 3 && styled.size(0) == 3 && styled.scalar_type() == at::kFloat,
+              "styled must be fp32 [3,h,w]");
+  TORCH_CHECK(!weights.empty(), "premultiplied_layer needs at least one weight");
+  const int64_t H = styled.size(1), W = styled.size(2), plane = H * W;
+  std::vector<const float*> parts;
+  for (auto& weight : weights) {
+    TORCH_CHECK(weight.dim() == 2 && weight.size(0) == H && weight.size(1) == W &&
+                    weight.scalar_type() == at::kFloat,
+                "each weight must be fp32 [h,w] of the image's size");
+    weight = weight.contiguous();
+    parts.push_back(weight.data_ptr<float>());
+  }
+  const int64_t sc = styled.stride(0), sh = styled.stride(1), sw = styled.stride(2);
+  auto layer = torch::empty({4, H, W}, styled.options());
+  const float* colour = styled.data_ptr<float>();
+  float* out = layer.data_ptr<float>();
+  const int64_t count = static_cast<int64_t>(parts.size());
+  at::parallel_for(0, H, 16, [=](int64_t begin, int64_t end) {
+    for (int64_t h = begin; h < end; ++h) {
+      float* total = out + 3 * plane + h * W;
+      const float* first = parts[0] + h * W;
+      for (int64_t w = 0; w < W; ++w) total[w] = first[w];
+      for (int64_t p = 1; p < count; ++p) {
+        const float* part = parts[p] + h * W;
+        for (int64_t w = 0; w < W; ++w) total[w] += part[w];
+      }
+      float* r = out + h * W;
+      float* g = r + plane;
+      float* b = g + plane;
+      const float* c = colour + h * sh;
+      if (sc == 1 && sw == 3) {  // pixels: r, g, b of one pixel side by side
+        for (int64_t w = 0; w < W; ++w) {
+          r[w] = c[3 * w] * total[w];
+          g[w] = c[3 * w + 1] * total[w];
+          b[w] = c[3 * w + 2] * total[w];
+        }
+      } else if (sw == 1) {  // planes
+        for (int64_t w = 0; w < W; ++w) r[w] = c[w] * total[w];
+        for (int64_t w = 0; w < W; ++w) g[w] = c[sc + w] * total[w];
+        for (int64_t w = 0; w < W; ++w) b[w] = c[2 * sc + w] * total[w];
+      } else {
+        for (int64_t w = 0; w < W; ++w) {
+          r[w] = c[w * sw] * total[w];
+          g[w] = c[w * sw + sc] * total[w];
+          b[w] = c[w * sw + 2 * sc] * total[w];
+        }
+      }
+    }
+  });
+  return layer;
 }
 
 // Mean over channels of |a - b| for two images [C,h,w] (fp32, any strides) -> fp32 [h,w]: how

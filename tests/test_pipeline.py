@@ -166,22 +166,50 @@ def test_show_mask_tints_people(astronaut):
     assert red_excess[mask > 0.99].mean() > red_excess[mask < 0.01].mean() + 20
 
 
-def test_layer_colors_kernel_equals_the_torch_ops():
+@pytest.mark.parametrize("layout", ["pixels", "planes", "every second column"])
+def test_layer_colors_kernel_equals_the_torch_ops(layout):
     """The compiled one-pass layer_colors gives exactly what its torch definition gives: the
-    colour under partial and full coverage, the frame's own where nothing is styled."""
+    colour under partial and full coverage, the frame's own where nothing is styled, from a
+    frame's pixel view (the pipeline's), planes, or any strides."""
     assert fused_norm.kernels(wait=True) is not None
     generator = torch.Generator().manual_seed(3)
-    small = torch.rand(30, 40, 3, generator=generator).permute(2, 0, 1)  # a frame's view
+    small = torch.rand(30, 80, 3, generator=generator).permute(2, 0, 1)  # a frame's view
+    if layout == "planes":
+        small = small.contiguous()
+    elif layout == "every second column":
+        small = small[:, :, ::2]
     mask = torch.rand(30, 40, generator=generator)
     mask[:8], mask[8:12] = 0.0, 1.0
     styled = torch.rand(3, 30, 40, generator=generator)
     layer = compose.premultiplied_layer(small, [(styled, mask)])
+    small = small[:, :, :40]
     color, coverage = compose.layer_colors(layer, small)
     with fused_norm.disabled():
         expected_color, expected_coverage = compose.layer_colors(layer, small)
     assert color.dtype == np.uint8 and color.shape == (30, 40, 3)
     assert np.array_equal(color, expected_color)
     assert np.array_equal(coverage, expected_coverage)
+
+
+@pytest.mark.parametrize("layout", ["pixels", "planes", "every second column"])
+@pytest.mark.parametrize("regions", [1, 2, 3])
+def test_premultiplied_layer_kernel_equals_the_torch_ops(layout, regions):
+    """One stylized image shown in several regions becomes the premultiplied layer in one
+    compiled pass: bit for bit the torch sum, product and copy, whatever the image's layout
+    (the networks leave it pixel-interleaved)."""
+    assert fused_norm.kernels(wait=True) is not None
+    generator = torch.Generator().manual_seed(5)
+    styled = torch.rand(30, 80, 3, generator=generator).permute(2, 0, 1)
+    if layout == "planes":
+        styled = styled.contiguous()
+    styled = styled[:, :, ::2] if layout == "every second column" else styled[:, :, :40]
+    masks = torch.rand(regions, 30, 40, generator=generator).unbind(0)
+    small = torch.rand(3, 30, 40, generator=generator)
+    parts = [(styled, mask) for mask in masks]
+    layer = compose.premultiplied_layer(small, parts)
+    with fused_norm.disabled():
+        expected = compose.premultiplied_layer(small, parts)
+    assert layer.shape == (4, 30, 40) and torch.equal(layer, expected)
 
 
 @pytest.mark.parametrize("layout", ["rgb", "rgba", "every second column"])

@@ -108,6 +108,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "padded_input",
                 "sigmoid_output",
                 "layer_colors",
+                "premultiplied_layer",
                 "normalized_regions",
                 "mean_abs_change",
                 "steady_blend",

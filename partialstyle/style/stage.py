@@ -95,7 +95,11 @@ class StyleStage:
             styled = stylized[key]
             if regions[key[0]].preserve_colors:
                 styled = compose.preserve_colors(styled, small)
-            parts.append((styled, weights[key] if masks is None else masks[key] * weights[key]))
+            if masks is None:
+                parts.append((styled, weights[key]))
+            else:  # a full-strength look is shown by its mask itself (no product pass)
+                weight = weights[key]
+                parts.append((styled, masks[key] if weight == 1.0 else masks[key] * weight))
         return compose.premultiplied_layer(small, parts)
 
     def looks(
