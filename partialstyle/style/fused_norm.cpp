@@ -830,19 +830,32 @@ torch::Tensor normalized_regions(std::vector<torch::Tensor> masks) {
   auto out = torch::empty({1, N, H, W}, masks[0].options());
   float* o = out.data_ptr<float>();
   const float share = 1.0f / static_cast<float>(N);
-  at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> total(W);
+  // Rows with unit column stride (the usual masks) are read in place so that the loops
+  // vectorise; others are gathered into a row first. The lambda copies what it reads (see
+  // frame_kernels.cpp's layer_colors on why references keep loops scalar).
+  at::parallel_for(0, H, 16, [=](int64_t begin, int64_t end) {
+    std::vector<float> total(W), gathered(W);
+    float* sum = total.data();
+    auto row_of = [&](int64_t n, int64_t h) -> const float* {
+      const float* row = planes[n] + h * row_strides[n];
+      const int64_t step = column_strides[n];
+      if (step == 1) return row;
+      for (int64_t w = 0; w < W; ++w) gathered[w] = row[w * step];
+      return gathered.data();
+    };
     for (int64_t h = begin; h < end; ++h) {
       std::fill(total.begin(), total.end(), 0.0f);
       for (int64_t n = 0; n < N; ++n) {
-        const float* row = planes[n] + h * row_strides[n];
-        for (int64_t w = 0; w < W; ++w) total[w] += row[w * column_strides[n]];
+        const float* row = row_of(n, h);
+        for (int64_t w = 0; w < W; ++w) sum[w] += row[w];
       }
       for (int64_t n = 0; n < N; ++n) {
-        const float* row = planes[n] + h * row_strides[n];
+        const float* row = row_of(n, h);
         float* dst = o + (n * H + h) * W;
-        for (int64_t w = 0; w < W; ++w)
-          dst[w] = total[w] > 1e-6f ? row[w * column_strides[n]] / total[w] : share;
+        for (int64_t w = 0; w < W; ++w) {
+          const bool shown = sum[w] > 1e-6f;
+          dst[w] = shown ? row[w] / (shown ? sum[w] : 1.0f) : share;
+        }
       }
     }
   });
@@ -859,10 +872,18 @@ std::vector<torch::Tensor> mask_pyramid(torch::Tensor masks) {
               masks.size(3) % 4 == 0, "masks must be fp32 [1,R,H,W], sides multiples of 4");
   const int64_t R = masks.size(1), H = masks.size(2), W = masks.size(3), K = R - 1;
   const float* m = masks.data_ptr<float>();
+  // Each region's area: rows summed in float (in any order: the sums only pick the largest
+  // region, so the loop may vectorise), rows added up in double.
   std::vector<double> area(R, 0.0);
   for (int64_t r = 0; r < R; ++r) {
     double total = 0.0;
-    for (int64_t i = 0; i < H * W; ++i) total += m[r * H * W + i];
+    for (int64_t h = 0; h < H; ++h) {
+      const float* row = m + (r * H + h) * W;
+      float row_total = 0.0f;
+#pragma omp simd reduction(+ : row_total)
+      for (int64_t w = 0; w < W; ++w) row_total += row[w];
+      total += row_total;
+    }
     area[r] = total;
   }
   const int64_t base = std::max_element(area.begin(), area.end()) - area.begin();
