@@ -134,8 +134,12 @@ def mediapipe_input(image: Tensor, size: tuple[int, int]) -> Tensor:
     stretch = _warped if image.device.type == "cpu" else _gathered
     values = stretch(image, (h, w))
     scale = torch.tensor(1.0 / 255.0, dtype=torch.float32, device=image.device)
+    planes = values.permute(2, 0, 1)
+    if image.device.type == "cpu":
+        # Contiguous planes, what onnxruntime takes (it would copy a channels-last view).
+        return planes.contiguous().mul_(scale).unsqueeze(0)
     # Permuting h x w x 3 gives a channels-last 1 x 3 x h x w tensor, the layout the model prefers.
-    return (values * scale).permute(2, 0, 1).unsqueeze(0)
+    return (planes * scale).unsqueeze(0)
 
 
 def _warped(image: Tensor, size: tuple[int, int]) -> Tensor:

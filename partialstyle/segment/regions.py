@@ -156,7 +156,8 @@ class RegionSegmenter:
         else:
             masks["person"] = person
         parts = list(masks.values())
-        claimed = (parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)).clamp(max=1.0)
+        # One part is a refined mask (or a share of it), within [0, 1] already.
+        claimed = parts[0] if len(parts) == 1 else torch.stack(parts).sum(0).clamp_(max=1.0)
         for class_name, _ in plan.classes:
             objects = [instance for instance in instances if instance.class_name == class_name]
             if objects:
