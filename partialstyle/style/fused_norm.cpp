@@ -103,6 +103,18 @@ inline void expand_mask(const float* plane, int64_t W, int64_t hz, int64_t Wz, i
     for (int64_t w = 0; w < W; ++w) std::fill(out + w * K, out + (w + 1) * K, row[w]);
     return;
   }
+  if constexpr (PH == 2) {
+    // Each channel's four phases of a z pixel are its 2x2 pixels' masks in row order: one
+    // quad, copied once per channel (four scalar stores a channel before, with stride 4).
+    const float* top = plane + hz * 2 * W;
+    const float* bottom = top + W;
+    for (int64_t wz = 0; wz < Wz; ++wz) {
+      const float quad[4] = {top[2 * wz], top[2 * wz + 1], bottom[2 * wz], bottom[2 * wz + 1]};
+      float* o = out + wz * K;
+      for (int64_t c = 0; c < C; ++c) std::memcpy(o + c * phases, quad, sizeof quad);
+    }
+    return;
+  }
   for (int64_t i = 0; i < PH; ++i) {
     const float* row = plane + (hz * PH + i) * W;
     for (int64_t wz = 0; wz < Wz; ++wz)
