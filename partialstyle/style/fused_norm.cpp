@@ -126,6 +126,29 @@ inline void expand_mask(const float* plane, int64_t W, int64_t hz, int64_t Wz, i
   }
 }
 
+#ifdef PARTIALSTYLE_AVX512
+// Per-lane sums over the first `whole` values of a row of periods of P values (whole
+// vectors): of w x and w x^2, w each value's weight as weight(i, v) gives it (the vector at
+// value i + 16 v) when WEIGHTED, else 1. Written to a[P] and b[P].
+template <int P, bool WEIGHTED, typename T, typename Weight>
+inline void period_sums(const T* row, int64_t whole, Weight weight, float* a, float* b) {
+  constexpr int V = P / 16;
+  __m512 va[V], vb[V];
+  for (int v = 0; v < V; ++v) va[v] = vb[v] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < whole; i += P)
+    for (int v = 0; v < V; ++v) {
+      const __m512 value = load16(row + i + 16 * v, 16);
+      const __m512 weighted = WEIGHTED ? _mm512_mul_ps(weight(i, v), value) : value;
+      va[v] = _mm512_add_ps(va[v], weighted);
+      vb[v] = _mm512_fmadd_ps(weighted, value, vb[v]);
+    }
+  for (int v = 0; v < V; ++v) {
+    _mm512_storeu_ps(a + 16 * v, va[v]);
+    _mm512_storeu_ps(b + 16 * v, vb[v]);
+  }
+}
+#endif
+
 // Sums over one image: per channel sum(x), sum(x^2), and for each of the R planar masks
 // m [R,H,W] (fp32, logical size) sum(m x), sum(m x^2) and sum(m). Each z row is summed in
 // fp32, rows are added in fp64. KK is the z channel count when known at compile time.
@@ -153,19 +176,8 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
             // In vectors: GCC leaves this loop scalar for some periods (16 here, which
             // made the subpixel layers' statistics ten times slower per value than the
             // 32-channel layers').
-            constexpr int V = P / 16;
-            __m512 va[V], vb[V];
-            for (int v = 0; v < V; ++v) va[v] = vb[v] = _mm512_setzero_ps();
-            for (int64_t i = 0; i < whole; i += P)
-              for (int v = 0; v < V; ++v) {
-                const __m512 value = load16(xrow + i + 16 * v, 16);
-                va[v] = _mm512_add_ps(va[v], value);
-                vb[v] = _mm512_fmadd_ps(value, value, vb[v]);
-              }
-            for (int v = 0; v < V; ++v) {
-              _mm512_storeu_ps(a + 16 * v, va[v]);
-              _mm512_storeu_ps(b + 16 * v, vb[v]);
-            }
+            period_sums<P, false>(xrow, whole, [](int64_t, int) { return _mm512_setzero_ps(); },
+                                  a, b);
           } else
 #endif
           for (int64_t i = 0; i < whole; i += P)
@@ -208,23 +220,11 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
             const float* __restrict__ mk = mexp.data();
 #ifdef PARTIALSTYLE_AVX512
             if constexpr (P > 0 && P % 16 == 0) {
-              constexpr int V = P / 16;
-              __m512 va[V], vb[V];
-              for (int v = 0; v < V; ++v) va[v] = vb[v] = _mm512_setzero_ps();
               const float* mask_row = m + (r * H + hz) * W;
-              for (int64_t i = 0; i < whole; i += P)
-                for (int v = 0; v < V; ++v) {
-                  const __m512 value = load16(xrow + i + 16 * v, 16);
-                  const __m512 mask = per_pixel ? _mm512_set1_ps(mask_row[i / KK])
-                                                : load16(mk + i + 16 * v, 16);
-                  const __m512 weighted = _mm512_mul_ps(mask, value);
-                  va[v] = _mm512_add_ps(va[v], weighted);
-                  vb[v] = _mm512_fmadd_ps(weighted, value, vb[v]);
-                }
-              for (int v = 0; v < V; ++v) {
-                _mm512_storeu_ps(a + 16 * v, va[v]);
-                _mm512_storeu_ps(b + 16 * v, vb[v]);
-              }
+              auto mask = [&](int64_t i, int v) {
+                return per_pixel ? _mm512_set1_ps(mask_row[i / KK]) : load16(mk + i + 16 * v, 16);
+              };
+              period_sums<P, true>(xrow, whole, mask, a, b);
             } else
 #endif
             for (int64_t i = 0; i < whole; i += p)
