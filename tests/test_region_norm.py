@@ -354,25 +354,29 @@ def test_fused_mask_pyramid_equals_pooling(fused_kernels) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("channels", "pad", "block"), [(8, 1, 1), (4, 4, 2), (3, 0, 1), (4, 1, 2)])
-def test_fused_subpixel_input_and_blocked_output(fused_kernels, dtype, channels, pad, block):
+@pytest.mark.parametrize("regions", [1, 2])
+def test_fused_subpixel_input_and_blocked_output(
+    fused_kernels, dtype, channels, pad, block, regions
+):
     """The kernel reading an upsampling conv's output before pixel_shuffle, and writing its
-    padded result in 2x2 blocks, equals shuffling, normalising, padding and unshuffling."""
+    padded result in 2x2 blocks, equals shuffling, normalising, padding and unshuffling,
+    with one region (the plain statistics) and two."""
     generator = torch.Generator().manual_seed(channels + pad)
     z = torch.randn(1, 4 * channels, 10, 14, generator=generator).to(dtype)
     z = z.contiguous(memory_format=torch.channels_last)
     masks = torch.rand(1, 2, 20, 28, generator=generator)
     masks[..., :6, :] = 0.0  # rows no other region reaches take the base's rows
     masks = masks / (1.0 + masks.sum(dim=1, keepdim=True))
-    others = masks[:, 1:].contiguous()
-    gamma = torch.rand(2, channels, generator=generator) + 0.5
-    beta = torch.randn(2, channels, generator=generator)
+    others = masks[:, 1:].contiguous() if regions == 2 else None
+    gamma = torch.rand(regions, channels, generator=generator) + 0.5
+    beta = torch.randn(regions, channels, generator=generator)
     normalise = functools.partial(
         fused_norm.fused_region_norm,
         fused_kernels,
         gamma=gamma,
         beta=beta,
         other_masks=others,
-        base=0,
+        base=0 if regions == 2 else None,
         eps=1e-5,
         relu=True,
         out_pad=pad,
