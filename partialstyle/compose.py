@@ -155,7 +155,7 @@ def blend_styled(frame: np.ndarray, color: np.ndarray, coverage: np.ndarray) -> 
     )
     # Styled everywhere (regions that fill the frame): no blend. The kernels write an RGBA
     # frame's colour beside its alpha in the same pass (a copy and a strided write here).
-    if coverage.min() >= 1.0 and (frame.shape[-1] == 3 or not usable):
+    if (frame.shape[-1] == 3 or not usable) and coverage.min() >= 1.0:
         if color.shape[:2] != (height, width):
             color = cv2.resize(color, (width, height), interpolation=cv2.INTER_LINEAR)
         if frame.shape[-1] == 3:

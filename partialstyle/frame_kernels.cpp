@@ -484,20 +484,28 @@ std::tuple<torch::Tensor, torch::Tensor> flow_maps(torch::Tensor flow, int64_t H
   return {whole, fraction};
 }
 
+// What the two blends take: a uint8 RGB or RGBA frame, a uint8 RGB colour and an fp32
+// coverage of the colour's size.
+static void check_blend_inputs(const torch::Tensor& frame, const torch::Tensor& color,
+                               const torch::Tensor& coverage) {
+  TORCH_CHECK(frame.dim() == 3 && (frame.size(2) == 3 || frame.size(2) == 4) &&
+              frame.scalar_type() == at::kByte, "frame must be uint8 [H,W,3] or [H,W,4]");
+  TORCH_CHECK(color.dim() == 3 && color.size(2) == 3 && color.scalar_type() == at::kByte,
+              "color must be uint8 [h,w,3]");
+  TORCH_CHECK(coverage.dim() == 2 && coverage.size(0) == color.size(0) &&
+              coverage.size(1) == color.size(1) && coverage.scalar_type() == at::kFloat,
+              "coverage must be fp32 [h,w] of the color's size");
+}
+
 // frame * (1 - coverage) + color * coverage in uint8, rounded to nearest, in one pass
 // (compose.blend_styled at the frame's own size): frame [H,W,C] uint8 (C = 3, or 4 with an
 // alpha channel that is kept), color [H,W,3] uint8, coverage [H,W] fp32 clamped to [0, 1]. Where
 // the coverage is 0 the frame's pixel comes out exactly as it went in. As OpenCV calls it is a
 // clip, the styled box's search, a blend and a copy of the frame to paste it into.
 torch::Tensor blend_pixels(torch::Tensor frame, torch::Tensor color, torch::Tensor coverage) {
-  TORCH_CHECK(frame.dim() == 3 && (frame.size(2) == 3 || frame.size(2) == 4) &&
-              frame.scalar_type() == at::kByte, "frame must be uint8 [H,W,3] or [H,W,4]");
-  TORCH_CHECK(color.dim() == 3 && color.size(0) == frame.size(0) && color.size(1) == frame.size(1) &&
-              color.size(2) == 3 && color.scalar_type() == at::kByte,
-              "color must be uint8 [H,W,3] of the frame's size");
-  TORCH_CHECK(coverage.dim() == 2 && coverage.size(0) == frame.size(0) &&
-              coverage.size(1) == frame.size(1) && coverage.scalar_type() == at::kFloat,
-              "coverage must be fp32 [H,W] of the frame's size");
+  check_blend_inputs(frame, color, coverage);
+  TORCH_CHECK(color.size(0) == frame.size(0) && color.size(1) == frame.size(1),
+              "color and coverage must be of the frame's size");
   frame = frame.contiguous();
   color = color.contiguous();
   coverage = coverage.contiguous();
@@ -632,13 +640,7 @@ torch::Tensor pixels_to_image(torch::Tensor rgb) {
 // columns that no coverage reaches are the frame's own bytes, copied. As OpenCV calls it is two
 // resizes at the frame's size, a blend over the styled box and a copy of the frame.
 torch::Tensor blend_scaled(torch::Tensor frame, torch::Tensor color, torch::Tensor coverage) {
-  TORCH_CHECK(frame.dim() == 3 && (frame.size(2) == 3 || frame.size(2) == 4) &&
-              frame.scalar_type() == at::kByte, "frame must be uint8 [H,W,3] or [H,W,4]");
-  TORCH_CHECK(color.dim() == 3 && color.size(2) == 3 && color.scalar_type() == at::kByte,
-              "color must be uint8 [h,w,3]");
-  TORCH_CHECK(coverage.dim() == 2 && coverage.size(0) == color.size(0) &&
-              coverage.size(1) == color.size(1) && coverage.scalar_type() == at::kFloat,
-              "coverage must be fp32 [h,w] of the color's size");
+  check_blend_inputs(frame, color, coverage);
   frame = frame.contiguous();
   color = color.contiguous();
   coverage = coverage.contiguous();
