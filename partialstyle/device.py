@@ -62,8 +62,10 @@ def keep_freed_memory() -> bool:
     so every frame's activations (a 640x360 frame's largest is 15 MB) are page-faulted in
     again: about 570 faults and 3.5 ms of a 30 ms style network on one thread. With the
     threshold fixed at its maximum and no trimming, the heap keeps the frame's working set,
-    a few tens of MB. Call it in processes that run the networks (the pipeline does), not in
-    OBS's own. Returns whether glibc took the settings (False on other C libraries).
+    a few tens of MB. It settles within the first frames (a freed block can be kept from merging
+    by a small allocation beside it, so a few are taken fresh first), then a frame faults in
+    nothing. Call it in processes that run the networks (the pipeline does), not in OBS's own.
+    Returns whether glibc took the settings (False on other C libraries).
     """
     global _kept
     if _kept:
