@@ -22,7 +22,12 @@ from safetensors.torch import load_file, save_file
 
 from partialstyle.errors import ModelMissingError, PartialStyleError
 from partialstyle.frames import shrink_uint8
-from partialstyle.segment.mediapipe_resize import _gathered, _warped, mediapipe_input
+from partialstyle.segment.mediapipe_resize import (
+    _gathered,
+    _remapped_planes,
+    mediapipe_input,
+    stretch_matrix,
+)
 from partialstyle.segment.selfie import (
     VARIANTS,
     SelfieSegmenter,
@@ -112,10 +117,20 @@ def test_resize_is_bit_exact(ref: dict) -> None:
 
 @pytest.mark.parametrize("image_size", [(360, 640), (33, 47), (1, 1), (1001, 7), (720, 1280)])
 def test_resize_tables_match_opencv(image_size: tuple[int, int]) -> None:
-    """Other devices gather with tables; the CPU calls warpPerspective: the same levels."""
+    """MediaPipe's step is OpenCV's warpPerspective. Other devices gather with tables, the CPU
+    remaps with maps made once: both give its levels."""
     image = torch.from_numpy(pattern(*image_size))
-    for size in VARIANTS.values():
-        assert torch.equal(_gathered(image, size), _warped(image, size))
+    for h, w in VARIANTS.values():
+        warped = cv2.warpPerspective(
+            image.numpy(),
+            stretch_matrix(image_size, (h, w)),
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        ).reshape(h, w, 3)
+        assert np.array_equal(_remapped_planes(image, (h, w)), warped.transpose(2, 0, 1))
+        assert np.array_equal(_gathered(image, (h, w)).numpy(), warped)
 
 
 def test_rgba_frames_resize_like_their_colour_channels() -> None:

@@ -5,8 +5,10 @@ MediaPipe stretches the whole frame onto the model's input with OpenCV 4's `warp
 sensitive to this step: a half-pixel resize such as `F.interpolate` moves masks by up to 0.1.
 OpenCV samples source position (x * W / w, y * H / h) in 1/32 pixel steps and blends the four
 neighbours with integer weights, so the whole step is a fixed table of indices and weights per
-(frame size, tensor size). On the CPU the step simply is OpenCV's `warpPerspective` (four
-times faster than the gathers); the tables serve other devices and match it bit for bit.
+(frame size, tensor size). On the CPU the step is OpenCV's `remap` with the fixed-point maps
+`warpPerspective` would compute for every frame, made once per size instead (2.5 times faster
+than `warpPerspective`, which is four times faster than the gathers); the gather tables serve
+other devices. All three give the same levels bit for bit.
 """
 
 from __future__ import annotations
@@ -131,34 +133,45 @@ def mediapipe_input(image: Tensor, size: tuple[int, int]) -> Tensor:
     h, w = int(size[0]), int(size[1])
     if img_h == 0 or img_w == 0 or h < 1 or w < 1:
         raise ValueError(f"cannot resize a {img_h}x{img_w} image to {h}x{w}")
-    stretch = _warped if image.device.type == "cpu" else _gathered
-    values = stretch(image, (h, w))
-    scale = torch.tensor(1.0 / 255.0, dtype=torch.float32, device=image.device)
-    planes = values.permute(2, 0, 1)
     if image.device.type == "cpu":
         # Contiguous planes, what onnxruntime takes (it would copy a channels-last view).
-        return planes.contiguous().mul_(scale).unsqueeze(0)
-    # Permuting h x w x 3 gives a channels-last 1 x 3 x h x w tensor, the layout the model prefers.
-    return (planes * scale).unsqueeze(0)
+        planes = torch.from_numpy(_remapped_planes(image, (h, w))).to(torch.float32)
+    else:
+        # Permuting h x w x 3 gives a channels-last 1 x 3 x h x w tensor, the layout the model
+        # prefers.
+        planes = _gathered(image, (h, w)).permute(2, 0, 1)
+    scale = torch.tensor(1.0 / 255.0, dtype=torch.float32, device=image.device)
+    return planes.mul_(scale).unsqueeze(0)
 
 
-def _warped(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """The stretched h x w x 3 levels as float32, by OpenCV itself (CPU tensors)."""
-    h, w = size
-    matrix = stretch_matrix((int(image.shape[0]), int(image.shape[1])), size)
-    warped = cv2.warpPerspective(
+@lru_cache(maxsize=8)
+def _remap_maps(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """OpenCV's fixed-point maps for the stretch, as warpPerspective builds them tile by tile:
+    whole source pixels (h, w, 2) int16, and the 1/32-pixel fractions as an index into its
+    bilinear weight table, (h, w) uint16 (y fraction * 32 + x fraction)."""
+    big_x, big_y = fixed_point_source_positions(inverse_stretch_matrix(image_size, size), size)
+    short = np.iinfo(np.int16)
+    pixels = np.stack([big_x >> _SUBPIXEL_BITS, big_y >> _SUBPIXEL_BITS], axis=-1)
+    fractions = (big_y & (_SUBPIXELS - 1)) * _SUBPIXELS + (big_x & (_SUBPIXELS - 1))
+    return np.clip(pixels, short.min, short.max).astype(np.int16), fractions.astype(np.uint16)
+
+
+def _remapped_planes(image: Tensor, size: tuple[int, int]) -> np.ndarray:
+    """The stretched levels as contiguous 3 x h x w uint8 planes, by OpenCV (CPU tensors)."""
+    pixels, fractions = _remap_maps((int(image.shape[0]), int(image.shape[1])), size)
+    levels = cv2.remap(
         np.ascontiguousarray(whole_pixels(image).numpy()),  # an RGBA frame is not copied
-        matrix,
-        (w, h),
-        flags=cv2.INTER_LINEAR,
+        pixels,
+        fractions,
+        cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
-    return torch.from_numpy(warped.reshape(h, w, -1)[..., :3]).to(torch.float32)
+    return np.stack(cv2.split(levels.reshape(*size, -1))[:3])
 
 
 def _gathered(image: Tensor, size: tuple[int, int]) -> Tensor:
-    """The same levels by gathering with OpenCV's tables, on any device."""
+    """The stretched h x w x 3 levels as float32, by gathering with OpenCV's tables (any device)."""
     h, w = size
     indices, weights = _cached_taps((int(image.shape[0]), int(image.shape[1])), size, image.device)
     taps = image.reshape(-1).index_select(0, indices).view(4, h, w, 3).to(torch.float32)
