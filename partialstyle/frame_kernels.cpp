@@ -357,23 +357,51 @@ torch::Tensor guided_upsample(torch::Tensor guide_small, torch::Tensor source_sm
   return out;
 }
 
+// Bilinear taps along one axis as OpenCV's own resize code computes them (INTER_LINEAR on a
+// float image): half-pixel centres, the position's float fraction, and edges replicated by
+// giving the outside neighbour no weight. (cv2.resize, what filters.upsample_bilinear calls,
+// hands float images to Intel's IPP where it is built in, whose positions differ by up to
+// 1e-5; torch's differ alike.)
+struct LinearTaps {
+  std::vector<int64_t> first, second;
+  std::vector<float> weight;  // of `second`; `first` gets 1 - weight
+  LinearTaps(int64_t out, int64_t in) : first(out), second(out), weight(out) {
+    const double scale = 1.0 / (static_cast<double>(out) / static_cast<double>(in));
+    for (int64_t i = 0; i < out; ++i) {
+      float f = static_cast<float>((i + 0.5) * scale - 0.5);
+      int64_t s = static_cast<int64_t>(std::floor(f));
+      f -= static_cast<float>(s);
+      if (s < 0) s = 0, f = 0.0f;
+      if (s >= in - 1) s = in - 1, f = 0.0f;
+      first[i] = s;
+      second[i] = std::min(s + 1, in - 1);
+      weight[i] = f;
+    }
+  }
+};
+
 // What mask refinement feeds its half-resolution guided filter, in one pass over the frame
-// (segment/refine.py defines it): the person probability [H,W] through the soft threshold
+// (segment/refine.py defines it): the person probability through the soft threshold
 // clamp((p - threshold) / band + 0.5, 0, 1), the frame's luma (`luma` weights; small [3,H,W]
-// fp32 in any layout), and both shrunk to [H/2,W/2] by 2x2 means. H and W must be even.
+// fp32 in any layout), and both shrunk to [H/2,W/2] by 2x2 means. H and W must be even. The
+// probability is [H,W], or smaller (the segmenter's own output): then it is scaled to H x W
+// bilinearly on the way (LinearTaps) and never stored at that size.
 // Returns (luma [H,W], luma_half, mask_half).
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
     torch::Tensor probability, torch::Tensor small, double threshold, double band,
     std::vector<double> luma) {
   TORCH_CHECK(probability.dim() == 2 && probability.scalar_type() == at::kFloat &&
-              small.dim() == 3 && small.size(0) == 3 && small.scalar_type() == at::kFloat &&
-              small.size(1) == probability.size(0) && small.size(2) == probability.size(1),
-              "expected an fp32 probability [H,W] and frame [3,H,W] of one size");
-  TORCH_CHECK(probability.size(0) % 2 == 0 && probability.size(1) % 2 == 0,
+              probability.size(0) >= 1 && probability.size(1) >= 1 && small.dim() == 3 &&
+              small.size(0) == 3 && small.scalar_type() == at::kFloat,
+              "expected an fp32 probability [h,w] and frame [3,H,W]");
+  TORCH_CHECK(small.size(1) % 2 == 0 && small.size(2) % 2 == 0,
               "refine_inputs needs an even height and width");
   TORCH_CHECK(luma.size() == 3, "luma must be three weights");
   probability = probability.contiguous();
-  const int64_t H = probability.size(0), W = probability.size(1), h = H / 2, w = W / 2;
+  const int64_t H = small.size(1), W = small.size(2), h = H / 2, w = W / 2;
+  const int64_t PH = probability.size(0), PW = probability.size(1);
+  const bool scaled = PH != H || PW != W;
+  const LinearTaps rows(scaled ? H : 0, PH), columns(scaled ? W : 0, PW);
   const int64_t sc = small.stride(0), sh = small.stride(1), sw = small.stride(2);
   auto gray = torch::empty({H, W}, probability.options());
   auto gray_half = torch::empty({h, w}, probability.options());
@@ -387,9 +415,25 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
   const float red = static_cast<float>(luma[0]), green = static_cast<float>(luma[1]),
               blue = static_cast<float>(luma[2]);
   // Row by row, each loop without branches so that it vectorises: two lines of luma and of
-  // the thresholded mask, then their 2x2 means.
+  // the thresholded mask, then their 2x2 means. A scaled probability's source rows are
+  // scaled along x once each (OpenCV's order: across, then down) and kept while lines use them.
   at::parallel_for(0, h, 8, [&](int64_t begin, int64_t end) {
-    std::vector<float> soft(2 * W);
+    std::vector<float> soft(2 * W), line_values(W), across(2 * W);
+    int64_t held[2] = {-1, -1};  // which source row each half of `across` holds
+    auto scaled_row = [&](int64_t source) -> const float* {
+      for (int k = 0; k < 2; ++k)
+        if (held[k] == source) return across.data() + k * W;
+      // Lines ask for rows in order, so the lower row held is one no later line needs.
+      const int slot = held[0] <= held[1] ? 0 : 1;
+      float* out = across.data() + slot * W;
+      const float* in = p + source * PW;
+      const int64_t* x0 = columns.first.data();
+      const int64_t* x1 = columns.second.data();
+      const float* ax = columns.weight.data();
+      for (int64_t x = 0; x < W; ++x) out[x] = in[x0[x]] * (1.0f - ax[x]) + in[x1[x]] * ax[x];
+      held[slot] = source;
+      return out;
+    };
     for (int64_t row = begin; row < end; ++row) {
       for (int64_t k = 0; k < 2; ++k) {
         const int64_t line = 2 * row + k;
@@ -403,6 +447,14 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
             out[x] = red * pixel[x * sw] + green * pixel[x * sw + sc] + blue * pixel[x * sw + 2 * sc];
         }
         const float* q = p + line * W;
+        if (scaled) {
+          const float* top = scaled_row(rows.first[line]);
+          const float* bottom = scaled_row(rows.second[line]);
+          const float down = rows.weight[line], up = 1.0f - down;
+          float* v = line_values.data();
+          for (int64_t x = 0; x < W; ++x) v[x] = top[x] * up + bottom[x] * down;
+          q = v;
+        }
         float* m = soft.data() + k * W;
         for (int64_t x = 0; x < W; ++x) m[x] = std::min(std::max((q[x] - t) / b + 0.5f, 0.0f), 1.0f);
       }

@@ -1,5 +1,6 @@
 """Image filters used by mask refinement and edge-aware upsampling."""
 
+import cv2
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,3 +134,40 @@ def test_refinement_inputs_in_one_pass_equal_the_torch_ops(frame_kernels, astron
         assert (got - want).abs().max() < 1e-6
     assert (refined - expected).abs().max() < 1e-5
     assert 0.2 < refined.mean() < 0.8  # a real mask, neither empty nor full
+
+
+@pytest.fixture()
+def opencv_without_ipp():
+    """OpenCV's own resize code: for float images cv2.resize otherwise calls Intel's IPP,
+    whose bilinear positions differ by up to 1e-5 (so do torch's)."""
+    used = cv2.ipp.useIPP()
+    cv2.ipp.setUseIPP(False)
+    yield
+    cv2.ipp.setUseIPP(used)
+
+
+@pytest.mark.parametrize("model_size", [(144, 256), (256, 256), (360, 480), (1, 3)])
+def test_refinement_scales_the_segmenters_output_in_its_first_pass(
+    frame_kernels, opencv_without_ipp, astronaut, model_size
+):
+    """Given the segmenter's own (smaller, or any) output, the kernel scales it up on the
+    way: what OpenCV's bilinear resize and then the same pass give. The refined mask is
+    what the torch ops give within the resizes' difference."""
+    frame = torch.from_numpy(astronaut[:360, :480].copy()).float().div(255.0)
+    image = frame.permute(2, 0, 1)
+    noise = torch.rand(model_size, generator=torch.Generator().manual_seed(0))
+    scaled = torch.from_numpy(cv2.resize(noise.numpy(), (480, 360), interpolation=cv2.INTER_LINEAR))
+    fast = _half_resolution_inputs(noise, image, 0.5)
+    for got, want in zip(fast, _half_resolution_inputs(scaled, image, 0.5), strict=True):
+        assert got.shape == want.shape
+        assert (got - want).abs().max() < 1e-6
+
+    rows = torch.linspace(-1.0, 1.0, model_size[0])[:, None]
+    columns = torch.linspace(-1.0, 1.0, model_size[1])[None, :]
+    blob = torch.sigmoid(8.0 * (0.6 - rows**2 - columns**2))
+    refined = refine_mask(blob, image, 0.5, 2.0, edge_refine=True)
+    with fused_norm.disabled():
+        expected = refine_mask(blob, image, 0.5, 2.0, edge_refine=True)
+    assert (refined - expected).abs().max() < 1e-4
+    if model_size != (1, 3):
+        assert 0.2 < refined.mean() < 0.8

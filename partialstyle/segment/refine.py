@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import torch
 
-from partialstyle.filters import downsample_area, gaussian_blur, guided_filter, guided_upsample
+from partialstyle.filters import (
+    downsample_area,
+    gaussian_blur,
+    guided_filter,
+    guided_upsample,
+    upsample_bilinear,
+)
 from partialstyle.layers import BT601_LUMA, luminance
 from partialstyle.style import fused_norm
 
@@ -34,13 +40,15 @@ def refine_mask(
     feather: float,
     edge_refine: bool,
 ) -> torch.Tensor:
-    """One frame's refinement: probability [H,W] and image [3,H,W] in [0,1] → mask [H,W].
+    """One frame's refinement: probability and image [3,H,W] in [0,1] → mask [H,W].
 
-    `feather` is in pixels of this resolution.
+    The probability is [H,W], or the segmenter's smaller output, scaled up bilinearly (in
+    the first pass of the compiled kernel where it applies). `feather` is in pixels of this
+    resolution.
     """
     height = image.shape[-2]
     if not edge_refine:
-        mask = soft_threshold(probability, threshold)[None, None]
+        mask = soft_threshold(_at_size(probability, image), threshold)[None, None]
     elif height >= _HALF_RESOLUTION_FROM:
         # The segmenter's own resolution is ~1/3 of a 720p frame; a radius of about 1% of
         # the height covers that blockiness.
@@ -49,7 +57,7 @@ def refine_mask(
         mask = guided_upsample(gray_half, mask_half, gray, radius, _GUIDED_EPS)
     else:
         gray = luminance(image)[None, None]
-        mask = soft_threshold(probability, threshold)[None, None]
+        mask = soft_threshold(_at_size(probability, image), threshold)[None, None]
         mask = guided_filter(gray, mask, max(2, round(height / 100)), _GUIDED_EPS)
     mask = gaussian_blur(mask, feather / 2.0)
     return mask[0, 0].clamp_(0.0, 1.0)
@@ -60,7 +68,7 @@ def _half_resolution_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The frame's luma, and it and the soft-thresholded mask at half size, [1,1,...] each:
     one pass of the compiled kernel on CPU frames of even size (a tenth of the torch ops'
-    time), else those ops."""
+    time, and a smaller probability is scaled up on the way), else those ops."""
     height, width = image.shape[-2:]
     kernels = fused_norm.for_frames(probability, image)
     if kernels is not None and height % 2 == 0 and width % 2 == 0:
@@ -69,9 +77,14 @@ def _half_resolution_inputs(
         )
         return gray[None, None], gray_half[None, None], mask_half[None, None]
     gray = luminance(image)[None, None]
-    mask = soft_threshold(probability, threshold)[None, None]
+    mask = soft_threshold(_at_size(probability, image), threshold)[None, None]
     half = (height // 2, width // 2)
     return gray, downsample_area(gray, half), downsample_area(mask, half)
+
+
+def _at_size(probability: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """The probability scaled bilinearly to the image's size (itself if it has it)."""
+    return upsample_bilinear(probability[None, None], image.shape[-2:])[0, 0]
 
 
 class PersonMask:

@@ -27,6 +27,7 @@ from partialstyle.segment.instances import (
     union_mask,
 )
 from partialstyle.segment.refine import PersonMask, refine_mask
+from partialstyle.segment.selfie import model_probability
 
 if TYPE_CHECKING:
     from partialstyle.weights.model_cache import ModelCache
@@ -138,7 +139,9 @@ class RegionSegmenter:
                 self._mask_state.smooth(probability, config.temporal_smoothing), small, rgb, config
             )
         else:
-            probability = self._selfie(name, rgb, size)
+            # At the segmenter's own size, smoothed there too (scaling up is linear, so the
+            # order does not matter): refinement scales it up in its first pass.
+            probability = model_probability(self._models.load_model(name, rgb.device), rgb)
             probability = self._mask_state.smooth(probability, config.temporal_smoothing)
             person = self._refine(probability, small, rgb, config)
             people = selfie_people(person) if plan.needs_instances else []

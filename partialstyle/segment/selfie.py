@@ -214,6 +214,15 @@ def segment_person(
         out_size = (image.shape[0], image.shape[1])
     if out_size[0] < 1 or out_size[1] < 1:
         raise ValueError(f"out_size must be positive (height, width), got {out_size}")
+    probability = model_probability(model, image)
+    return upsample_bilinear(probability[None, None], out_size)[0, 0]
+
+
+@torch.inference_mode()
+def model_probability(model: nn.Module, image: Tensor) -> Tensor:
+    """The person probability at the model's own output size, float32 [h,w] in [0, 1]: what
+    `segment_person` resizes. Mask refinement scales it up inside its own first pass."""
+    _check_image(image)
     weight = next(model.parameters())
     x = mediapipe_input(image.to(weight.device), model.input_size).to(weight.dtype)
-    return upsample_bilinear(model(x).float(), out_size)[0, 0]
+    return model(x).float()[0, 0]
