@@ -337,17 +337,22 @@ def test_without_a_compiler_the_plain_ops_run(tmp_path) -> None:
     assert "WARNING" not in result.stderr  # the builder's warnings stay out of the terminal
 
 
-def test_fused_mask_pyramid_equals_pooling(fused_kernels) -> None:
-    """The one-pass pyramid: the largest region as base, the others' masks at 1, 1/2, 1/4."""
+@pytest.mark.parametrize(
+    ("sizes", "largest"), [((1, 3, 1), 1), ((3, 1, 1), 0), ((1, 1, 3), 2), ((1, 3), 1), ((3, 1), 0)]
+)
+def test_fused_mask_pyramid_equals_pooling(fused_kernels, sizes, largest) -> None:
+    """The one-pass pyramid: the largest region as base, the others' masks at 1, 1/2, 1/4.
+    With the base first or last (two regions always) the full-size masks are a view."""
     generator = torch.Generator().manual_seed(6)
-    masks = (
-        torch.rand(1, 3, 40, 64, generator=generator) * torch.tensor([1.0, 3.0, 1.0])[:, None, None]
-    )
+    weights = torch.tensor(sizes, dtype=torch.float32)[:, None, None]
+    masks = torch.rand(1, len(sizes), 40, 64, generator=generator) * weights
     masks = masks / masks.sum(dim=1, keepdim=True)
     base, full, half, quarter = fused_kernels.mask_pyramid(masks)
-    assert int(base) == 1
-    others = masks[:, [0, 2]]
-    assert torch.equal(full, others)
+    assert int(base) == largest
+    others = masks[:, [r for r in range(len(sizes)) if r != largest]]
+    assert torch.equal(full, others) and full.is_contiguous()
+    is_view = full.untyped_storage().data_ptr() == masks.untyped_storage().data_ptr()
+    assert is_view == (largest in (0, len(sizes) - 1))
     assert torch.allclose(half, F.avg_pool2d(others, 2), atol=1e-6)
     assert torch.allclose(quarter, F.avg_pool2d(F.avg_pool2d(others, 2), 2), atol=1e-6)
 

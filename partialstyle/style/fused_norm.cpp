@@ -929,7 +929,10 @@ std::vector<torch::Tensor> mask_pyramid(torch::Tensor masks) {
   }
   const int64_t base = std::max_element(area.begin(), area.end()) - area.begin();
   auto options = masks.options();
-  auto full = torch::empty({1, K, H, W}, options);
+  // Where the base is the first or the last region the others lie side by side: their
+  // full-size masks are a view, not a copy.
+  const bool adjacent = base == 0 || base == R - 1;
+  auto full = adjacent ? masks.narrow(1, base == 0 ? 1 : 0, K) : torch::empty({1, K, H, W}, options);
   auto half = torch::empty({1, K, H / 2, W / 2}, options);
   auto quarter = torch::empty({1, K, H / 4, W / 4}, options);
   float* f = full.data_ptr<float>();
@@ -941,7 +944,7 @@ std::vector<torch::Tensor> mask_pyramid(torch::Tensor masks) {
       const int64_t k = job / H4, qy = job % H4;
       const int64_t r = k < base ? k : k + 1;
       const float* src = m + r * H * W;
-      std::copy(src + 4 * qy * W, src + (4 * qy + 4) * W, f + k * H * W + 4 * qy * W);
+      if (!adjacent) std::copy(src + 4 * qy * W, src + (4 * qy + 4) * W, f + k * H * W + 4 * qy * W);
       for (int64_t hy = 2 * qy; hy < 2 * qy + 2; ++hy)
         for (int64_t x = 0; x < W2; ++x) {
           const float* top = src + 2 * hy * W + 2 * x;
