@@ -453,3 +453,24 @@ def test_normalized_regions_kernel_equals_the_torch_ops(fused_kernels) -> None:
         expected = normalized_regions((person, wall))
     assert made.shape == (1, 2, 30, 40) and torch.equal(made, expected)
     assert torch.equal(made[0, :, :5], torch.full((2, 5, 40), 0.5))
+
+
+def test_normalized_regions_of_a_mask_and_its_background(fused_kernels) -> None:
+    """A mask and 1 - mask sum to exactly 1 in float32 (so the kernel copies those rows):
+    the result is the masks themselves, bit for bit as the torch ops give it, and rows that
+    do not sum to 1 are still divided."""
+    generator = torch.Generator().manual_seed(12)
+    person = torch.rand(1 << 20, generator=generator)
+    assert torch.equal(person + (1.0 - person), torch.ones_like(person))
+    person = person[: 40 * 64].view(40, 64)
+    background = 1.0 - person
+    background[7] *= 0.5  # one row that does not fill the frame
+    made = normalized_regions((person, background))
+    with fused_norm.disabled():
+        expected = normalized_regions((person, background))
+    assert torch.equal(made, expected)
+    rows = [r for r in range(40) if r != 7]
+    assert torch.equal(made[0, 0, rows], person[rows]) and torch.equal(
+        made[0, 1, rows], background[rows]
+    )
+    assert not torch.equal(made[0, 1, 7], background[7])

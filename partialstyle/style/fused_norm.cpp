@@ -890,9 +890,18 @@ torch::Tensor normalized_regions(std::vector<torch::Tensor> masks) {
         const float* row = row_of(n, h);
         for (int64_t w = 0; w < W; ++w) sum[w] += row[w];
       }
+      // Masks made to fill the frame (a person's mask and its background, 1 - mask) sum to
+      // exactly 1: p + fl(1 - p) rounds to 1 for any p in [0, 1]. Dividing by 1 changes no
+      // bit, so such a row is copied, without a division per value.
+      int others = 0;  // an integer OR, so that the loop vectorises
+      for (int64_t w = 0; w < W; ++w) others |= sum[w] != 1.0f;
       for (int64_t n = 0; n < N; ++n) {
         const float* row = row_of(n, h);
         float* dst = o + (n * H + h) * W;
+        if (!others) {
+          std::copy(row, row + W, dst);
+          continue;
+        }
         for (int64_t w = 0; w < W; ++w) {
           const bool shown = sum[w] > 1e-6f;
           dst[w] = shown ? row[w] / (shown ? sum[w] : 1.0f) : share;
