@@ -97,7 +97,13 @@ def frame_kernels():
 
 @pytest.mark.parametrize(
     ("small", "full", "radius", "channels"),
-    [((180, 320), (360, 640), 2, 1), ((45, 81), (91, 163), 3, 3), ((7, 9), (15, 20), 1, 2)],
+    [
+        ((180, 320), (360, 640), 2, 1),
+        ((45, 81), (91, 163), 3, 3),
+        ((7, 9), (15, 20), 1, 2),
+        ((30, 100), (90, 1000), 2, 1),
+        ((60, 70), (61, 71), 1, 1),
+    ],
 )
 def test_guided_upsample_kernel_equals_the_torch_ops(frame_kernels, small, full, radius, channels):
     """The one-pass guided upsampling gives what its torch and OpenCV definition gives, at
