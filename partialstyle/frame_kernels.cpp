@@ -426,7 +426,7 @@ torch::Tensor guided_upsample(torch::Tensor guide_small, torch::Tensor source_sm
 // hands float images to Intel's IPP where it is built in, whose positions differ by up to
 // 1e-5; torch's differ alike.)
 struct LinearTaps {
-  std::vector<int64_t> first, second;
+  std::vector<int32_t> first, second;
   std::vector<float> weight;  // of `second`; `first` gets 1 - weight
   LinearTaps(int64_t out, int64_t in) : first(out), second(out), weight(out) {
     const double scale = 1.0 / (static_cast<double>(out) / static_cast<double>(in));
@@ -436,8 +436,8 @@ struct LinearTaps {
       f -= static_cast<float>(s);
       if (s < 0) s = 0, f = 0.0f;
       if (s >= in - 1) s = in - 1, f = 0.0f;
-      first[i] = s;
-      second[i] = std::min(s + 1, in - 1);
+      first[i] = static_cast<int32_t>(s);
+      second[i] = static_cast<int32_t>(std::min(s + 1, in - 1));
       weight[i] = f;
     }
   }
@@ -465,6 +465,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
   const int64_t PH = probability.size(0), PW = probability.size(1);
   const bool scaled = PH != H || PW != W;
   const LinearTaps rows(scaled ? H : 0, PH), columns(scaled ? W : 0, PW);
+  const RowScaler widen(PW, columns.first, columns.second, columns.weight);
   const int64_t sc = small.stride(0), sh = small.stride(1), sw = small.stride(2);
   auto gray = torch::empty({H, W}, probability.options());
   auto gray_half = torch::empty({h, w}, probability.options());
@@ -489,11 +490,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
       // Lines ask for rows in order, so the lower row held is one no later line needs.
       const int slot = held[0] <= held[1] ? 0 : 1;
       float* out = across.data() + slot * W;
-      const float* in = p + source * PW;
-      const int64_t* x0 = columns.first.data();
-      const int64_t* x1 = columns.second.data();
-      const float* ax = columns.weight.data();
-      for (int64_t x = 0; x < W; ++x) out[x] = in[x0[x]] * (1.0f - ax[x]) + in[x1[x]] * ax[x];
+      widen(p + source * PW, out);
       held[slot] = source;
       return out;
     };
