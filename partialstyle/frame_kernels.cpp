@@ -58,10 +58,12 @@ std::tuple<torch::Tensor, torch::Tensor> layer_colors(torch::Tensor layer, torch
       const float* g = in + plane + row;
       const float* b = in + 2 * plane + row;
       // (Both sides of the select are computed, so the division is guarded against a zero.)
+      int unstyled = 0;  // an integer OR, so that the loop vectorises
       for (int64_t w = 0; w < W; ++w) {
         const bool is_styled = c[w] > threshold;
         inverse[w] = 1.0f / (is_styled ? c[w] : 1.0f);
         styled[w] = is_styled ? 1.0f : 0.0f;
+        unstyled |= !is_styled;
         cov[row + w] = std::min(std::max(c[w], 0.0f), 1.0f);
       }
       for (int64_t w = 0; w < W; ++w) {
@@ -69,6 +71,11 @@ std::tuple<torch::Tensor, torch::Tensor> layer_colors(torch::Tensor layer, torch
         value[3 * w + 1] = g[w] * inverse[w];
         value[3 * w + 2] = b[w] * inverse[w];
         chosen[3 * w] = chosen[3 * w + 1] = chosen[3 * w + 2] = styled[w];
+      }
+      uint8_t* o = out + 3 * row;
+      if (!unstyled) {  // a row styled throughout (regions that fill the frame) needs no frame
+        for (int64_t i = 0; i < n; ++i) o[i] = to_byte(value[i]);
+        continue;
       }
       // Where nothing is styled, the frame's own colour: read as RGB pixels (the pipeline's
       // view of a frame) in place, else gathered from planes or any strides.
@@ -79,7 +86,6 @@ std::tuple<torch::Tensor, torch::Tensor> layer_colors(torch::Tensor layer, torch
           for (int64_t k = 0; k < 3; ++k) own[3 * w + k] = pixel[w * sw + k * sc];
         frame_row = own;
       }
-      uint8_t* o = out + 3 * row;
       for (int64_t i = 0; i < n; ++i)
         o[i] = to_byte(chosen[i] > 0.5f ? value[i] : frame_row[i]);
     }

@@ -170,7 +170,8 @@ def test_show_mask_tints_people(astronaut):
 def test_layer_colors_kernel_equals_the_torch_ops(layout):
     """The compiled one-pass layer_colors gives exactly what its torch definition gives: the
     colour under partial and full coverage, the frame's own where nothing is styled, from a
-    frame's pixel view (the pipeline's), planes, or any strides."""
+    frame's pixel view (the pipeline's), planes, or any strides; rows styled throughout (the
+    kernel does not read the frame for them) and rows with unstyled pixels."""
     assert fused_norm.kernels(wait=True) is not None
     generator = torch.Generator().manual_seed(3)
     small = torch.rand(30, 80, 3, generator=generator).permute(2, 0, 1)  # a frame's view
@@ -180,6 +181,7 @@ def test_layer_colors_kernel_equals_the_torch_ops(layout):
         small = small[:, :, ::2]
     mask = torch.rand(30, 40, generator=generator)
     mask[:8], mask[8:12] = 0.0, 1.0
+    mask[20, 5] = 0.0  # one unstyled pixel in a styled row
     styled = torch.rand(3, 30, 40, generator=generator)
     layer = compose.premultiplied_layer(small, [(styled, mask)])
     small = small[:, :, :40]
