@@ -256,6 +256,13 @@ static void box_mean(const float* in, float* out, float* rows, int64_t H, int64_
   }
 }
 
+// Where a bilinear resize along one axis samples, per output value: the lower neighbour, the
+// upper one and the upper one's weight (the lower one's is 1 - weight).
+struct LinearTaps {
+  std::vector<int32_t> low, high;
+  std::vector<float> weight;
+};
+
 // Where a bilinear resize from `in` to `out` samples (half-pixel centres, no antialiasing, as
 // F.interpolate with align_corners=False): the lower neighbour, the upper one and its weight.
 static void bilinear_taps(int64_t in, int64_t out, std::vector<int32_t>& low,
@@ -273,15 +280,15 @@ static void bilinear_taps(int64_t in, int64_t out, std::vector<int32_t>& low,
   }
 }
 
-// Rows scaled bilinearly to a wider row along fixed taps (low, high, weight of high per output
-// value). With AVX-512, 16 outputs at a time whose sources lie within 32 values of the row
-// (always so when scaling up) take two loads and two permutes instead of 32 scalar loads,
-// which GCC leaves scalar; other blocks, and other CPUs, take the scalar loop.
+// Rows scaled bilinearly to a wider row along fixed taps. With AVX-512, 16 outputs at a time
+// whose sources lie within 32 values of the row (always so when scaling up) take two loads and
+// two permutes instead of 32 scalar loads, which GCC leaves scalar; other blocks, and other
+// CPUs, take the scalar loop.
 class RowScaler {
  public:
-  RowScaler(int64_t in, const std::vector<int32_t>& low, const std::vector<int32_t>& high,
-            const std::vector<float>& weight)
-      : in_(in), out_(static_cast<int64_t>(low.size())), low_(low), high_(high), weight_(weight) {
+  RowScaler(int64_t in, const LinearTaps& taps)
+      : in_(in), out_(static_cast<int64_t>(taps.low.size())), low_(taps.low), high_(taps.high),
+        weight_(taps.weight) {
     const int64_t blocks = (out_ + 15) / 16;
     start_.assign(blocks, -1);
     low_index_.assign(blocks * 16, 0);
@@ -379,11 +386,12 @@ torch::Tensor guided_upsample(torch::Tensor guide_small, torch::Tensor source_sm
   for (int64_t i = 0; i < small; ++i) product[i] = g[i] * g[i];
   box_mean(g, mean_guide, rows, h, w, radius);
   box_mean(product, mean_square, rows, h, w, radius);
-  std::vector<int32_t> x0, x1, y0, y1;
-  std::vector<float> xw, yw;
-  bilinear_taps(w, W, x0, x1, xw);
+  LinearTaps columns;
+  std::vector<int32_t> y0, y1;
+  std::vector<float> yw;
+  bilinear_taps(w, W, columns.low, columns.high, columns.weight);
   bilinear_taps(h, H, y0, y1, yw);
-  const RowScaler widen(w, x0, x1, xw);
+  const RowScaler widen(w, columns);
 
   for (int64_t c = 0; c < C; ++c) {
     const float* s = source_small.data_ptr<float>() + c * small;
@@ -426,35 +434,33 @@ torch::Tensor guided_upsample(torch::Tensor guide_small, torch::Tensor source_sm
   return out;
 }
 
-// Bilinear taps along one axis as OpenCV's own resize code computes them (INTER_LINEAR on a
-// float image): half-pixel centres, the position's float fraction, and edges replicated by
+// Bilinear taps from `in` to `out` values as OpenCV's own resize code places them (INTER_LINEAR
+// on a float image): half-pixel centres, the position's float fraction, and edges replicated by
 // giving the outside neighbour no weight. (cv2.resize, what filters.upsample_bilinear calls,
 // hands float images to Intel's IPP where it is built in, whose positions differ by up to
-// 1e-5; torch's differ alike.)
-struct LinearTaps {
-  std::vector<int32_t> first, second;
-  std::vector<float> weight;  // of `second`; `first` gets 1 - weight
-  LinearTaps(int64_t out, int64_t in) : first(out), second(out), weight(out) {
-    const double scale = 1.0 / (static_cast<double>(out) / static_cast<double>(in));
-    for (int64_t i = 0; i < out; ++i) {
-      float f = static_cast<float>((i + 0.5) * scale - 0.5);
-      int64_t s = static_cast<int64_t>(std::floor(f));
-      f -= static_cast<float>(s);
-      if (s < 0) s = 0, f = 0.0f;
-      if (s >= in - 1) s = in - 1, f = 0.0f;
-      first[i] = static_cast<int32_t>(s);
-      second[i] = static_cast<int32_t>(std::min(s + 1, in - 1));
-      weight[i] = f;
-    }
+// 1e-5; torch's, bilinear_taps', differ alike.)
+static LinearTaps opencv_taps(int64_t in, int64_t out) {
+  LinearTaps taps{std::vector<int32_t>(out), std::vector<int32_t>(out), std::vector<float>(out)};
+  const double scale = 1.0 / (static_cast<double>(out) / static_cast<double>(in));
+  for (int64_t i = 0; i < out; ++i) {
+    float f = static_cast<float>((i + 0.5) * scale - 0.5);
+    int64_t s = static_cast<int64_t>(std::floor(f));
+    f -= static_cast<float>(s);
+    if (s < 0) s = 0, f = 0.0f;
+    if (s >= in - 1) s = in - 1, f = 0.0f;
+    taps.low[i] = static_cast<int32_t>(s);
+    taps.high[i] = static_cast<int32_t>(std::min(s + 1, in - 1));
+    taps.weight[i] = f;
   }
-};
+  return taps;
+}
 
 // What mask refinement feeds its half-resolution guided filter, in one pass over the frame
 // (segment/refine.py defines it): the person probability through the soft threshold
 // clamp((p - threshold) / band + 0.5, 0, 1), the frame's luma (`luma` weights; small [3,H,W]
 // fp32 in any layout), and both shrunk to [H/2,W/2] by 2x2 means. H and W must be even. The
 // probability is [H,W], or smaller (the segmenter's own output): then it is scaled to H x W
-// bilinearly on the way (LinearTaps) and never stored at that size.
+// bilinearly on the way (opencv_taps) and never stored at that size.
 // Returns (luma [H,W], luma_half, mask_half).
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
     torch::Tensor probability, torch::Tensor small, double threshold, double band,
@@ -470,8 +476,9 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
   const int64_t H = small.size(1), W = small.size(2), h = H / 2, w = W / 2;
   const int64_t PH = probability.size(0), PW = probability.size(1);
   const bool scaled = PH != H || PW != W;
-  const LinearTaps rows(scaled ? H : 0, PH), columns(scaled ? W : 0, PW);
-  const RowScaler widen(PW, columns.first, columns.second, columns.weight);
+  const LinearTaps rows = opencv_taps(PH, scaled ? H : 0);
+  const LinearTaps columns = opencv_taps(PW, scaled ? W : 0);
+  const RowScaler widen(PW, columns);
   const int64_t sc = small.stride(0), sh = small.stride(1), sw = small.stride(2);
   auto gray = torch::empty({H, W}, probability.options());
   auto gray_half = torch::empty({h, w}, probability.options());
@@ -514,8 +521,8 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> refine_inputs(
         }
         const float* q = p + line * W;
         if (scaled) {
-          const float* top = scaled_row(rows.first[line]);
-          const float* bottom = scaled_row(rows.second[line]);
+          const float* top = scaled_row(rows.low[line]);
+          const float* bottom = scaled_row(rows.high[line]);
           const float down = rows.weight[line], up = 1.0f - down;
           float* v = line_values.data();
           for (int64_t x = 0; x < W; ++x) v[x] = top[x] * up + bottom[x] * down;

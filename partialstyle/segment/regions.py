@@ -27,7 +27,7 @@ from partialstyle.segment.instances import (
     union_mask,
 )
 from partialstyle.segment.refine import PersonMask, refine_mask
-from partialstyle.segment.selfie import model_probability
+from partialstyle.segment.selfie import model_probability, segment_person
 
 if TYPE_CHECKING:
     from partialstyle.weights.model_cache import ModelCache
@@ -213,8 +213,6 @@ class RegionSegmenter:
         return name, found
 
     def _selfie(self, name: str, rgb: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-        from partialstyle.segment.selfie import segment_person
-
         return segment_person(self._models.load_model(name, rgb.device), rgb, size)
 
     def _yolact_weights(self, config: PipelineConfig) -> Path | None:

@@ -893,12 +893,12 @@ torch::Tensor normalized_regions(std::vector<torch::Tensor> masks) {
       // Masks made to fill the frame (a person's mask and its background, 1 - mask) sum to
       // exactly 1: p + fl(1 - p) rounds to 1 for any p in [0, 1]. Dividing by 1 changes no
       // bit, so such a row is copied, without a division per value.
-      int others = 0;  // an integer OR, so that the loop vectorises
-      for (int64_t w = 0; w < W; ++w) others |= sum[w] != 1.0f;
+      int not_one = 0;  // an integer OR, so that the loop vectorises
+      for (int64_t w = 0; w < W; ++w) not_one |= sum[w] != 1.0f;
       for (int64_t n = 0; n < N; ++n) {
         const float* row = row_of(n, h);
         float* dst = o + (n * H + h) * W;
-        if (!others) {
+        if (!not_one) {
           std::copy(row, row + W, dst);
           continue;
         }
