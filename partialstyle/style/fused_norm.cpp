@@ -39,6 +39,13 @@ inline __m512 load16(const at::BFloat16* p, int64_t count) {
 inline void store16(float* p, __m512 v, int64_t count) {
   _mm512_mask_storeu_ps(p, lanes(count), v);
 }
+#ifdef __AVX512BF16__
+// One instruction where the CPU has it: the same round-to-nearest-even, except that it flushes
+// subnormal values (below 1.2e-38) to zero.
+inline void store16(at::BFloat16* p, __m512 v, int64_t count) {
+  _mm256_mask_storeu_epi16(p, lanes(count), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+}
+#else
 inline void store16(at::BFloat16* p, __m512 v, int64_t count) {
   __m512i bits = _mm512_castps_si512(v);
   const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(bits, 16), _mm512_set1_epi32(1));
@@ -46,6 +53,7 @@ inline void store16(at::BFloat16* p, __m512 v, int64_t count) {
   const __m256i half = _mm512_cvtepi32_epi16(_mm512_srli_epi32(bits, 16));
   _mm256_mask_storeu_epi16(p, lanes(count), half);
 }
+#endif
 // exp(v) for |v| < 88: v = k ln2 + r with |r| <= ln2/2, exp(r) by its Taylor polynomial to
 // degree 7 (relative error below 1e-7 there), times 2^k.
 inline __m512 exp16(__m512 v) {
@@ -147,6 +155,31 @@ inline void period_sums(const T* row, int64_t whole, Weight weight, float* a, fl
     _mm512_storeu_ps(b + 16 * v, vb[v]);
   }
 }
+
+// period_sums unweighted (into a, b) and weighted (into wa, wb) in one read of the row: the
+// same operations in the same order per lane as the two calls, so the same sums.
+template <int P, typename T, typename Weight>
+inline void period_sums_both(const T* row, int64_t whole, Weight weight, float* a, float* b,
+                             float* wa, float* wb) {
+  constexpr int V = P / 16;
+  __m512 va[V], vb[V], vwa[V], vwb[V];
+  for (int v = 0; v < V; ++v) va[v] = vb[v] = vwa[v] = vwb[v] = _mm512_setzero_ps();
+  for (int64_t i = 0; i < whole; i += P)
+    for (int v = 0; v < V; ++v) {
+      const __m512 value = load16(row + i + 16 * v, 16);
+      const __m512 weighted = _mm512_mul_ps(weight(i, v), value);
+      va[v] = _mm512_add_ps(va[v], value);
+      vb[v] = _mm512_fmadd_ps(value, value, vb[v]);
+      vwa[v] = _mm512_add_ps(vwa[v], weighted);
+      vwb[v] = _mm512_fmadd_ps(weighted, value, vwb[v]);
+    }
+  for (int v = 0; v < V; ++v) {
+    _mm512_storeu_ps(a + 16 * v, va[v]);
+    _mm512_storeu_ps(b + 16 * v, vb[v]);
+    _mm512_storeu_ps(wa + 16 * v, vwa[v]);
+    _mm512_storeu_ps(wb + 16 * v, vwb[v]);
+  }
+}
 #endif
 
 // Sums over one image: per channel sum(x), sum(x^2), and for each of the R planar masks
@@ -168,6 +201,15 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
       for (int64_t hz = Hz * k / chunks; hz < Hz * (k + 1) / chunks; ++hz) {
         std::fill(row.begin(), row.end(), 0.0f);
         const T* xrow = x + hz * sh;
+        bool touched = false;
+        for (int64_t i = 0; R > 0 && i < ph; ++i) touched |= row_touched(m, R, H, W, hz * ph + i);
+        // Each value's mask: one per pixel broadcast over its channels where a pixel is whole
+        // vectors, else expanded along the row first.
+        constexpr bool per_pixel = kVectorised && PH == 1 && KK > 0 && KK % 16 == 0;
+        // With one other region and a mask per pixel, one read of the row gives every sum.
+        const bool one_read = per_pixel && P <= 64 && R == 1 && touched;
+        constexpr int64_t lanes = P > 0 ? P : 1024;  // K = C * phases <= 1024
+        float masked_a[lanes], masked_b[lanes];
         if constexpr (P > 0) {
           float a[P] = {}, b[P] = {};
           const int64_t n = Wz * K, whole = n - n % P;
@@ -176,8 +218,14 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
             // In vectors: GCC leaves this loop scalar for some periods (16 here, which
             // made the subpixel layers' statistics ten times slower per value than the
             // 32-channel layers').
-            period_sums<P, false>(xrow, whole, [](int64_t, int) { return _mm512_setzero_ps(); },
-                                  a, b);
+            if (one_read) {
+              const float* mask_row = m + hz * W;
+              auto mask = [&](int64_t i, int) { return _mm512_set1_ps(mask_row[i / P]); };
+              period_sums_both<P>(xrow, whole, mask, a, b, masked_a, masked_b);
+            } else {
+              period_sums<P, false>(
+                  xrow, whole, [](int64_t, int) { return _mm512_setzero_ps(); }, a, b);
+            }
           } else
 #endif
           for (int64_t i = 0; i < whole; i += P)
@@ -202,24 +250,21 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
             row[C + (i % K) / phases] += v * v;
           }
         }
-        bool touched = false;
-        for (int64_t i = 0; R > 0 && i < ph; ++i) touched |= row_touched(m, R, H, W, hz * ph + i);
         if (touched) {
           // Each value weighted by its own pixel's mask, as flat loops.
           mexp.resize(Wz * K);
           for (int64_t r = 0; r < R; ++r) {
-            // Each value's mask: one per pixel broadcast over its channels where a pixel is
-            // whole vectors, else expanded along the row first.
-            constexpr bool per_pixel = kVectorised && PH == 1 && KK > 0 && KK % 16 == 0;
             if (!per_pixel) expand_mask<PH>(m + r * H * W, W, hz, Wz, K, C, mexp.data());
             float* r1 = row.data() + (1 + r) * 2 * C;
             float* r2 = r1 + C;
             const int64_t n = Wz * K, p = P > 0 ? P : K, whole = n - n % p;
-            constexpr int64_t lanes = P > 0 ? P : 1024;  // K = C * phases <= 1024
             float a[lanes] = {}, b[lanes] = {};
             const float* __restrict__ mk = mexp.data();
 #ifdef PARTIALSTYLE_AVX512
-            if constexpr (P > 0 && P % 16 == 0) {
+            if (one_read) {
+              std::copy(masked_a, masked_a + p, a);
+              std::copy(masked_b, masked_b + p, b);
+            } else if constexpr (P > 0 && P % 16 == 0) {
               const float* mask_row = m + (r * H + hz) * W;
               auto mask = [&](int64_t i, int v) {
                 return per_pixel ? _mm512_set1_ps(mask_row[i / KK]) : load16(mk + i + 16 * v, 16);
