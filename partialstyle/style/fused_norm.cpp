@@ -725,9 +725,15 @@ torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor ga
   const int64_t C = x.size(1) / (ph * ph);
   const int64_t K = masks.numel() ? masks.size(1) : 0;  // regions besides the base
   const int64_t R = K + 1;
-  gamma = gamma.to(at::kFloat).contiguous();  // no copy when they already are
-  beta = beta.to(at::kFloat).contiguous();
-  TORCH_CHECK(gamma.numel() == R * C && beta.numel() == R * C, "gamma and beta must be [R, C]");
+  // Rows may be views of one wider table (multistyle_fast.StyleRows): read with their row
+  // stride, copied only when a row itself is not contiguous.
+  gamma = gamma.to(at::kFloat);
+  beta = beta.to(at::kFloat);
+  TORCH_CHECK(gamma.dim() == 2 && beta.dim() == 2 && gamma.size(0) == R && gamma.size(1) == C &&
+              beta.sizes() == gamma.sizes(), "gamma and beta must be [R, C]");
+  if (gamma.stride(1) != 1) gamma = gamma.contiguous();
+  if (beta.stride(1) != 1) beta = beta.contiguous();
+  const int64_t gamma_row = gamma.stride(0), beta_row = beta.stride(0);
   TORCH_CHECK(K == 0 || (base >= 0 && base < R), "base must index a region");
   if (K == 0) base = 0;
   const double* sums = nullptr;
@@ -783,9 +789,9 @@ torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor ga
   std::vector<float> row_scale(R * C), row_shift(R * C);
   for (int64_t r = 0; r < R; ++r)
     for (int64_t c = 0; c < C; ++c) {
-      const double s = g[r * C + c] / std::sqrt(var[r * C + c] + eps);
+      const double s = g[r * gamma_row + c] / std::sqrt(var[r * C + c] + eps);
       row_scale[r * C + c] = static_cast<float>(s);
-      row_shift[r * C + c] = static_cast<float>(b[r * C + c] - mean[r * C + c] * s);
+      row_shift[r * C + c] = static_cast<float>(b[r * beta_row + c] - mean[r * C + c] * s);
     }
   for (int64_t c = 0; c < C; ++c) {
     sc[c] = row_scale[base * C + c];

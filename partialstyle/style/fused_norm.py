@@ -293,7 +293,8 @@ def fused_region_norm(
     x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
     if residual is not None and residual.stride(1) != 1:
         residual = residual.contiguous(memory_format=torch.channels_last)
-    # The kernel makes gamma and beta fp32 and contiguous itself: one call less each here.
+    # The kernel makes gamma and beta fp32 itself and reads rows that are views of a wider
+    # table in place: no call or copy here.
     return kernels.region_norm(
         x,
         _empty(torch.float32) if other_masks is None else other_masks,
