@@ -116,7 +116,31 @@ inline void expand_mask(const float* plane, int64_t W, int64_t hz, int64_t Wz, i
     // quad, copied once per channel (four scalar stores a channel before, with stride 4).
     const float* top = plane + hz * 2 * W;
     const float* bottom = top + W;
-    for (int64_t wz = 0; wz < Wz; ++wz) {
+    int64_t wz = 0;
+#ifdef PARTIALSTYLE_AVX512
+    // In vectors, a period of P = lcm(K, 16) values (its P / K <= 4 pixels) at a time: both
+    // mask rows' pairs of the period's pixels in two loads, each vector of values one permute.
+    const int64_t P = std::lcm<int64_t>(K, 16), pixels = P / K, V = P / 16;
+    if (V <= 16) {
+      __m512i pick[16];
+      for (int64_t v = 0; v < V; ++v) {
+        alignas(64) int32_t index[16];
+        for (int l = 0; l < 16; ++l) {
+          const int64_t j = 16 * v + l, pixel = j / K, phase = j % 4;
+          index[l] = static_cast<int32_t>(phase < 2 ? 2 * pixel + phase : 16 + 2 * pixel + phase - 2);
+        }
+        pick[v] = _mm512_load_si512(index);
+      }
+      const __mmask16 pairs = lanes(2 * pixels);
+      for (; wz + pixels <= Wz; wz += pixels) {
+        const __m512 t = _mm512_maskz_loadu_ps(pairs, top + 2 * wz);
+        const __m512 b = _mm512_maskz_loadu_ps(pairs, bottom + 2 * wz);
+        for (int64_t v = 0; v < V; ++v)
+          _mm512_storeu_ps(out + wz * K + 16 * v, _mm512_permutex2var_ps(t, pick[v], b));
+      }
+    }
+#endif
+    for (; wz < Wz; ++wz) {
       const float quad[4] = {top[2 * wz], top[2 * wz + 1], bottom[2 * wz], bottom[2 * wz + 1]};
       float* o = out + wz * K;
       for (int64_t c = 0; c < C; ++c) std::memcpy(o + c * phases, quad, sizeof quad);
@@ -136,48 +160,53 @@ inline void expand_mask(const float* plane, int64_t W, int64_t hz, int64_t Wz, i
 
 #ifdef PARTIALSTYLE_AVX512
 // Per-lane sums over the first `whole` values of a row of periods of P values (whole
-// vectors): of w x and w x^2, w each value's weight as weight(i, v) gives it (the vector at
-// value i + 16 v) when WEIGHTED, else 1. Written to a[P] and b[P].
-template <int P, bool WEIGHTED, typename T, typename Weight>
-inline void period_sums(const T* row, int64_t whole, Weight weight, float* a, float* b) {
-  constexpr int V = P / 16;
-  __m512 va[V], vb[V];
-  for (int v = 0; v < V; ++v) va[v] = vb[v] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < whole; i += P)
+// vectors): of x and x^2 into a[P] and b[P] when PLAIN, and of w x and w x^2 into wa[P] and
+// wb[P] when WEIGHTED, w each value's weight as weight(i, v) gives it (the vector at value
+// i + 16 v); one read of the row for both. A period of fewer than four vectors is summed in
+// several interleaved sets of sums, added at the end: a single running sum per lane is a chain
+// of dependent adds, four cycles each, and left the subpixel layers' 16-value periods at a
+// third of the speed of the 32-channel layers' per value.
+template <int P, bool PLAIN, bool WEIGHTED, typename T, typename Weight>
+inline void period_sums(const T* row, int64_t whole, Weight weight, float* a, float* b,
+                        float* wa, float* wb) {
+  constexpr int V = P / 16, SETS = V >= 4 ? 1 : 4 / V;
+  __m512 sa[SETS][V], sb[SETS][V], swa[SETS][V], swb[SETS][V];
+  for (int s = 0; s < SETS; ++s)
+    for (int v = 0; v < V; ++v) sa[s][v] = sb[s][v] = swa[s][v] = swb[s][v] = _mm512_setzero_ps();
+  auto add = [&](int s, int64_t i) {
     for (int v = 0; v < V; ++v) {
       const __m512 value = load16(row + i + 16 * v, 16);
-      const __m512 weighted = WEIGHTED ? _mm512_mul_ps(weight(i, v), value) : value;
-      va[v] = _mm512_add_ps(va[v], weighted);
-      vb[v] = _mm512_fmadd_ps(weighted, value, vb[v]);
+      if (PLAIN) {
+        sa[s][v] = _mm512_add_ps(sa[s][v], value);
+        sb[s][v] = _mm512_fmadd_ps(value, value, sb[s][v]);
+      }
+      if (WEIGHTED) {
+        const __m512 weighted = _mm512_mul_ps(weight(i, v), value);
+        swa[s][v] = _mm512_add_ps(swa[s][v], weighted);
+        swb[s][v] = _mm512_fmadd_ps(weighted, value, swb[s][v]);
+      }
     }
-  for (int v = 0; v < V; ++v) {
-    _mm512_storeu_ps(a + 16 * v, va[v]);
-    _mm512_storeu_ps(b + 16 * v, vb[v]);
-  }
-}
-
-// period_sums unweighted (into a, b) and weighted (into wa, wb) in one read of the row: the
-// same operations in the same order per lane as the two calls, so the same sums.
-template <int P, typename T, typename Weight>
-inline void period_sums_both(const T* row, int64_t whole, Weight weight, float* a, float* b,
-                             float* wa, float* wb) {
-  constexpr int V = P / 16;
-  __m512 va[V], vb[V], vwa[V], vwb[V];
-  for (int v = 0; v < V; ++v) va[v] = vb[v] = vwa[v] = vwb[v] = _mm512_setzero_ps();
-  for (int64_t i = 0; i < whole; i += P)
+  };
+  int64_t i = 0;
+  for (; i + SETS * P <= whole; i += SETS * P)
+    for (int s = 0; s < SETS; ++s) add(s, i + s * P);
+  for (; i < whole; i += P) add(0, i);
+  for (int s = 1; s < SETS; ++s)
     for (int v = 0; v < V; ++v) {
-      const __m512 value = load16(row + i + 16 * v, 16);
-      const __m512 weighted = _mm512_mul_ps(weight(i, v), value);
-      va[v] = _mm512_add_ps(va[v], value);
-      vb[v] = _mm512_fmadd_ps(value, value, vb[v]);
-      vwa[v] = _mm512_add_ps(vwa[v], weighted);
-      vwb[v] = _mm512_fmadd_ps(weighted, value, vwb[v]);
+      sa[0][v] = _mm512_add_ps(sa[0][v], sa[s][v]);
+      sb[0][v] = _mm512_add_ps(sb[0][v], sb[s][v]);
+      swa[0][v] = _mm512_add_ps(swa[0][v], swa[s][v]);
+      swb[0][v] = _mm512_add_ps(swb[0][v], swb[s][v]);
     }
   for (int v = 0; v < V; ++v) {
-    _mm512_storeu_ps(a + 16 * v, va[v]);
-    _mm512_storeu_ps(b + 16 * v, vb[v]);
-    _mm512_storeu_ps(wa + 16 * v, vwa[v]);
-    _mm512_storeu_ps(wb + 16 * v, vwb[v]);
+    if (PLAIN) {
+      _mm512_storeu_ps(a + 16 * v, sa[0][v]);
+      _mm512_storeu_ps(b + 16 * v, sb[0][v]);
+    }
+    if (WEIGHTED) {
+      _mm512_storeu_ps(wa + 16 * v, swa[0][v]);
+      _mm512_storeu_ps(wb + 16 * v, swb[0][v]);
+    }
   }
 }
 #endif
@@ -206,8 +235,8 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
         // Each value's mask: one per pixel broadcast over its channels where a pixel is whole
         // vectors, else expanded along the row first.
         constexpr bool per_pixel = kVectorised && PH == 1 && KK > 0 && KK % 16 == 0;
-        // With one other region and a mask per pixel, one read of the row gives every sum.
-        const bool one_read = per_pixel && P <= 64 && R == 1 && touched;
+        // With one other region, one read of the row gives every sum.
+        const bool one_read = kVectorised && P > 0 && P % 16 == 0 && P <= 64 && R == 1 && touched;
         constexpr int64_t lanes = P > 0 ? P : 1024;  // K = C * phases <= 1024
         float masked_a[lanes], masked_b[lanes];
         if constexpr (P > 0) {
@@ -218,13 +247,19 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
             // In vectors: GCC leaves this loop scalar for some periods (16 here, which
             // made the subpixel layers' statistics ten times slower per value than the
             // 32-channel layers').
-            if (one_read) {
+            if (one_read && per_pixel) {
               const float* mask_row = m + hz * W;
               auto mask = [&](int64_t i, int) { return _mm512_set1_ps(mask_row[i / P]); };
-              period_sums_both<P>(xrow, whole, mask, a, b, masked_a, masked_b);
+              period_sums<P, true, true>(xrow, whole, mask, a, b, masked_a, masked_b);
+            } else if (one_read) {
+              mexp.resize(Wz * K);
+              expand_mask<PH>(m, W, hz, Wz, K, C, mexp.data());
+              const float* mk = mexp.data();
+              auto mask = [&](int64_t i, int v) { return load16(mk + i + 16 * v, 16); };
+              period_sums<P, true, true>(xrow, whole, mask, a, b, masked_a, masked_b);
             } else {
-              period_sums<P, false>(
-                  xrow, whole, [](int64_t, int) { return _mm512_setzero_ps(); }, a, b);
+              auto none = [](int64_t, int) { return _mm512_setzero_ps(); };
+              period_sums<P, true, false>(xrow, whole, none, a, b, nullptr, nullptr);
             }
           } else
 #endif
@@ -254,7 +289,7 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
           // Each value weighted by its own pixel's mask, as flat loops.
           mexp.resize(Wz * K);
           for (int64_t r = 0; r < R; ++r) {
-            if (!per_pixel) expand_mask<PH>(m + r * H * W, W, hz, Wz, K, C, mexp.data());
+            if (!per_pixel && !one_read) expand_mask<PH>(m + r * H * W, W, hz, Wz, K, C, mexp.data());
             float* r1 = row.data() + (1 + r) * 2 * C;
             float* r2 = r1 + C;
             const int64_t n = Wz * K, p = P > 0 ? P : K, whole = n - n % p;
@@ -269,7 +304,7 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
               auto mask = [&](int64_t i, int v) {
                 return per_pixel ? _mm512_set1_ps(mask_row[i / KK]) : load16(mk + i + 16 * v, 16);
               };
-              period_sums<P, true>(xrow, whole, mask, a, b);
+              period_sums<P, false, true>(xrow, whole, mask, nullptr, nullptr, a, b);
             } else
 #endif
             for (int64_t i = 0; i < whole; i += p)
