@@ -358,7 +358,10 @@ def test_fused_mask_pyramid_equals_pooling(fused_kernels, sizes, largest) -> Non
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize(("channels", "pad", "block"), [(8, 1, 1), (4, 4, 2), (3, 0, 1), (4, 1, 2)])
+# Pixel rows from the subpixel layout: permutes for 2, 4 and 8 channels, a gather for 3.
+@pytest.mark.parametrize(
+    ("channels", "pad", "block"), [(8, 1, 1), (4, 4, 2), (3, 0, 1), (4, 1, 2), (2, 1, 1), (4, 2, 1)]
+)
 @pytest.mark.parametrize("regions", [1, 2])
 def test_fused_subpixel_input_and_blocked_output(
     fused_kernels, dtype, channels, pad, block, regions

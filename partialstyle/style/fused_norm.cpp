@@ -4,7 +4,9 @@
 #include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <type_traits>
 #include <immintrin.h>
@@ -462,6 +464,67 @@ inline void masked_affine(const T* __restrict__ x, const float* __restrict__ mk,
 #endif
 }
 
+#ifdef PARTIALSTYLE_AVX512
+// Moves one z row of a subpixel conv's output (z pixel wz's value 4c + 2i + j, K = 4C a
+// pixel) to output row i in pixel order ((2wz + j) C + c), 16 outputs at a time: each vector
+// is a permute of two loads where its sources lie within 32 values (C = 2, 4 or 8), else a
+// gather. The pattern repeats every lcm(2C, 16) outputs, so its indices are made once.
+class SubpixelRows {
+ public:
+  SubpixelRows(int64_t C, int64_t Wz) : C_(C), Wz_(Wz) {
+    const int64_t K = 4 * C;
+    period_ = std::lcm<int64_t>(2 * C, 16);
+    source_period_ = period_ / (2 * C) * K;
+    for (int i = 0; i < 2; ++i)
+      for (int64_t v = 0; v < period_ / 16; ++v) {
+        alignas(64) int32_t index[16];
+        int64_t low = INT64_MAX, high = 0;
+        for (int l = 0; l < 16; ++l) {
+          const int64_t q = 16 * v + l, w = q / C, c = q % C;
+          const int64_t source = (w / 2) * K + 4 * c + 2 * i + (w % 2);
+          index[l] = static_cast<int32_t>(source);
+          low = std::min(low, source);
+          high = std::max(high, source);
+        }
+        const bool near = high - low < 32;
+        if (near)
+          for (int l = 0; l < 16; ++l) index[l] -= static_cast<int32_t>(low);
+        vectors_[i].push_back({_mm512_load_si512(index), low, near});
+      }
+  }
+  // Output row i (2 Wz C values at `out`) from the row's values (Wz K of them, readable 32
+  // values past their end).
+  template <typename O>
+  void move(const float* values, int i, O* out) const {
+    const int64_t n = 2 * Wz_ * C_, whole = n - n % period_;
+    int64_t o = 0, base = 0;
+    for (; o < whole; o += period_, base += source_period_)
+      for (size_t v = 0; v < vectors_[i].size(); ++v) {
+        const Vector& pick = vectors_[i][v];
+        const float* from = values + base + pick.low;
+        const __m512 moved =
+            pick.near ? _mm512_permutex2var_ps(_mm512_loadu_ps(from), pick.index,
+                                                _mm512_loadu_ps(from + 16))
+                      : _mm512_i32gather_ps(pick.index, values + base, 4);
+        store16(out + o + 16 * v, moved, 16);
+      }
+    for (; o < n; ++o) {
+      const int64_t w = o / C_, c = o % C_;
+      store_one(out, o, values[(w / 2) * 4 * C_ + 4 * c + 2 * i + (w % 2)]);
+    }
+  }
+
+ private:
+  struct Vector {
+    __m512i index;
+    int64_t low;
+    bool near;
+  };
+  int64_t C_, Wz_, period_, source_period_;
+  std::vector<Vector> vectors_[2];
+};
+#endif
+
 // y = x * scale(p) + shift(p) with scale(p) = scale[0] + sum_r m_r(p) scale[r + 1] for the R
 // planar masks (likewise shift): the base region's row plus each other region's difference
 // from it, weighted by its mask. Then ReLU, then + residual (ph 1 only); written into the
@@ -492,12 +555,23 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
   const bool direct = (ph == 1 && layout.block == 1) || (ph == 2 && layout.block == 2 && pad % 2 == 0);
   const int64_t ostride = layout.stride();
   at::parallel_for(0, Hz, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> buffer(direct ? 0 : Wz * K);
+    std::vector<float> buffer(direct ? 0 : Wz * K + 32);  // SubpixelRows reads 32 past the end
     std::vector<T> converted(direct ? 0 : Wz * K);
     std::vector<float> srow, trow, mexp;
     // A z row's results from `values` to their pixels in y, where the layouts differ: cast
     // to y's dtype along the row first (in vectors), then moved value by value.
+#ifdef PARTIALSTYLE_AVX512
+    std::unique_ptr<SubpixelRows> subpixel_rows;
+    if (!direct && ph == 2 && layout.block == 1) subpixel_rows = std::make_unique<SubpixelRows>(C, Wz);
+#endif
     auto scatter = [&](int64_t hz, const float* values) {
+#ifdef PARTIALSTYLE_AVX512
+      if (subpixel_rows) {  // into pixel rows, which are contiguous in y
+        for (int64_t i = 0; i < 2; ++i)
+          subpixel_rows->move(values, i, y + layout.index(hz * 2 + i + pad, pad, 0));
+        return;
+      }
+#endif
       T* cast = converted.data();
       const int64_t n = Wz * K;
 #ifdef PARTIALSTYLE_AVX512
