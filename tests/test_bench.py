@@ -1,5 +1,7 @@
 """The benchmark runs and reports every stage (its numbers are checked by people, not tests)."""
 
+import re
+
 import pytest
 import torch
 
@@ -13,10 +15,17 @@ from partialstyle.commands.bench import (
 from partialstyle.commands.bench_networks import conv_gflop, network_benchmarks, print_networks
 
 
-def test_time_interleaved_reports_every_contender():
-    calls = {"a": lambda: sum(range(1000)), "b": lambda: sum(range(10))}
+def test_time_interleaved_times_each_contender_in_bursts():
+    """Every round runs each contender in one burst, warmed up for a while, the order
+    rotating; the timed calls come last in each burst."""
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
     timings = time_interleaved(calls, repeats=3)
     assert set(timings) == {"a", "b"} and all(ms > 0 for ms in timings.values())
+    # Rounds ab, ba, ab: the second round's bursts join the first's and the third's.
+    bursts = re.findall(r"a+|b+", "".join(order))
+    assert [burst[0] for burst in bursts] == ["a", "b", "a", "b"]
+    assert all(len(burst) > 3 for burst in bursts)  # warm-up calls for 0.1 s, then two timed
 
 
 @pytest.mark.usefixtures("default_models")

@@ -32,7 +32,12 @@ from partialstyle.weights.model_cache import load_model
 
 SIZES = ((360, 640), (720, 1280))
 ASTRONAUT = Path(__file__).parents[1] / "data" / "astronaut.jpg"  # the benchmarks' person
+# Per contender and round (see time_interleaved): a pause for the previous contender's
+# spinning worker threads to stop, untimed calls for this long (at least one), then this many
+# timed calls.
 _SETTLE_SECONDS = 0.05
+_WARM_SECONDS = 0.1
+_TIMED_CALLS = 2
 _PEAK_MEMORY_PROBE = (
     "import os, subprocess, sys\n"
     "child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
@@ -44,22 +49,30 @@ BENCH_PLAN = StylePlan.from_specs("multistyle:starry-swirls", "multistyle:mosaic
 
 
 def time_interleaved(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median milliseconds per call for each contender, after one warm-up call each.
+    """Median milliseconds per call for each contender, as it runs in a stream.
 
-    The order rotates every round and each call starts after a short pause, so no contender
-    always runs right after another one's worker threads were spinning.
+    Each round runs every contender in turn, the order rotating every round, each as a burst:
+    after a short pause (the previous contender's worker threads may still be spinning),
+    untimed calls for _WARM_SECONDS, then _TIMED_CALLS timed calls back to back, as a video or
+    the live style thread runs them (the matrix-multiply peak is the best of back-to-back
+    calls too). Single calls right after the pause (the earlier method) timed the core waking
+    up as well: the 26-style network took 1.6-1.9x as long after 50 ms idle on the AMX
+    machine (19-27 against 12-15 ms), and still 1.1-1.2x after one untimed call.
     """
-    for call in calls.values():
-        call()
     names = list(calls)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for round_index in range(repeats):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             time.sleep(_SETTLE_SECONDS)
-            start = time.perf_counter()
+            warm_until = time.perf_counter() + _WARM_SECONDS
             calls[name]()
-            samples[name].append((time.perf_counter() - start) * 1000.0)
+            while time.perf_counter() < warm_until:
+                calls[name]()
+            for _ in range(_TIMED_CALLS):
+                start = time.perf_counter()
+                calls[name]()
+                samples[name].append((time.perf_counter() - start) * 1000.0)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
