@@ -129,7 +129,8 @@ inline void expand_mask(const float* plane, int64_t W, int64_t hz, int64_t Wz, i
         alignas(64) int32_t index[16];
         for (int l = 0; l < 16; ++l) {
           const int64_t j = 16 * v + l, pixel = j / K, phase = j % 4;
-          index[l] = static_cast<int32_t>(phase < 2 ? 2 * pixel + phase : 16 + 2 * pixel + phase - 2);
+          const int64_t source = phase < 2 ? 2 * pixel + phase : 16 + 2 * pixel + phase - 2;
+          index[l] = static_cast<int32_t>(source);
         }
         pick[v] = _mm512_load_si512(index);
       }
@@ -291,7 +292,8 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
           // Each value weighted by its own pixel's mask, as flat loops.
           mexp.resize(Wz * K);
           for (int64_t r = 0; r < R; ++r) {
-            if (!per_pixel && !one_read) expand_mask<PH>(m + r * H * W, W, hz, Wz, K, C, mexp.data());
+            if (!per_pixel && !one_read)
+              expand_mask<PH>(m + r * H * W, W, hz, Wz, K, C, mexp.data());
             float* r1 = row.data() + (1 + r) * 2 * C;
             float* r2 = r1 + C;
             const int64_t n = Wz * K, p = P > 0 ? P : K, whole = n - n % p;
@@ -558,11 +560,13 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
     std::vector<float> buffer(direct ? 0 : Wz * K + 32);  // SubpixelRows reads 32 past the end
     std::vector<T> converted(direct ? 0 : Wz * K);
     std::vector<float> srow, trow, mexp;
-    // A z row's results from `values` to their pixels in y, where the layouts differ: cast
-    // to y's dtype along the row first (in vectors), then moved value by value.
+    // A z row's results from `values` to their pixels in y, where the layouts differ: a
+    // subpixel output to pixel rows by SubpixelRows, else cast to y's dtype along the row
+    // first (in vectors), then moved value by value.
 #ifdef PARTIALSTYLE_AVX512
     std::unique_ptr<SubpixelRows> subpixel_rows;
-    if (!direct && ph == 2 && layout.block == 1) subpixel_rows = std::make_unique<SubpixelRows>(C, Wz);
+    if (!direct && ph == 2 && layout.block == 1)
+      subpixel_rows = std::make_unique<SubpixelRows>(C, Wz);
 #endif
     auto scatter = [&](int64_t hz, const float* values) {
 #ifdef PARTIALSTYLE_AVX512
