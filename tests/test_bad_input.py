@@ -283,14 +283,14 @@ def test_bench_json_prints_only_json(monkeypatch, capsys):
     from partialstyle.commands import bench
 
     def tables_then_results(**options) -> dict:
-        print("device cpu, 2 threads, median of 2 runs")  # as the real run prints its tables
+        print("device cpu, 2 threads; each time the median of 2 rounds")  # as a real run
         return {"device": "cpu", "options": options}
 
     monkeypatch.setattr(bench, "run_benchmarks", tables_then_results)
     assert main(["bench", "--json", "--quick"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["device"] == "cpu"
-    assert "median of 2 runs" in captured.err
+    assert "median of 2 rounds" in captured.err
 
 
 # -- item 5: requests that were silently ignored -------------------------------------------------

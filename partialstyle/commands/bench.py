@@ -379,7 +379,10 @@ def run_benchmarks(
     except ImportError:
         pass
     repeats = 2 if quick else repeats
-    print(f"device {torch_device}, {torch.get_num_threads()} threads, median of {repeats} runs")
+    print(
+        f"device {torch_device}, {torch.get_num_threads()} threads; each time the median of "
+        f"{repeats} rounds of {_TIMED_CALLS} warm calls"
+    )
     network = load_model("multistyle26", torch_device)
     results = {
         "device": str(torch_device),
