@@ -265,19 +265,17 @@ struct LinearTaps {
 
 // Where a bilinear resize from `in` to `out` samples (half-pixel centres, no antialiasing, as
 // F.interpolate with align_corners=False): the lower neighbour, the upper one and its weight.
-static void bilinear_taps(int64_t in, int64_t out, std::vector<int32_t>& low,
-                          std::vector<int32_t>& high, std::vector<float>& weight) {
-  low.resize(out);
-  high.resize(out);
-  weight.resize(out);
+static LinearTaps bilinear_taps(int64_t in, int64_t out) {
+  LinearTaps taps{std::vector<int32_t>(out), std::vector<int32_t>(out), std::vector<float>(out)};
   const float scale = static_cast<float>(in) / static_cast<float>(out);
   for (int64_t i = 0; i < out; ++i) {
     const float source = std::max(scale * (static_cast<float>(i) + 0.5f) - 0.5f, 0.0f);
     const int64_t below = std::min(static_cast<int64_t>(source), in - 1);
-    low[i] = static_cast<int32_t>(below);
-    high[i] = static_cast<int32_t>(std::min(below + 1, in - 1));
-    weight[i] = source - static_cast<float>(below);
+    taps.low[i] = static_cast<int32_t>(below);
+    taps.high[i] = static_cast<int32_t>(std::min(below + 1, in - 1));
+    taps.weight[i] = source - static_cast<float>(below);
   }
+  return taps;
 }
 
 // Rows scaled bilinearly to a wider row along fixed taps. With AVX-512, 16 outputs at a time
@@ -386,11 +384,7 @@ torch::Tensor guided_upsample(torch::Tensor guide_small, torch::Tensor source_sm
   for (int64_t i = 0; i < small; ++i) product[i] = g[i] * g[i];
   box_mean(g, mean_guide, rows, h, w, radius);
   box_mean(product, mean_square, rows, h, w, radius);
-  LinearTaps columns;
-  std::vector<int32_t> y0, y1;
-  std::vector<float> yw;
-  bilinear_taps(w, W, columns.low, columns.high, columns.weight);
-  bilinear_taps(h, H, y0, y1, yw);
+  const LinearTaps columns = bilinear_taps(w, W), lines = bilinear_taps(h, H);
   const RowScaler widen(w, columns);
 
   for (int64_t c = 0; c < C; ++c) {
@@ -419,11 +413,11 @@ torch::Tensor guided_upsample(torch::Tensor guide_small, torch::Tensor source_sm
     float* o = out.data_ptr<float>() + c * H * W;
     at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
       for (int64_t y = begin; y < end; ++y) {
-        const float below = yw[y], above = 1.0f - below;  // the weights of rows y1 and y0
-        const float* a0 = wide_slope + y0[y] * W;
-        const float* a1 = wide_slope + y1[y] * W;
-        const float* b0 = wide_offset + y0[y] * W;
-        const float* b1 = wide_offset + y1[y] * W;
+        const float below = lines.weight[y], above = 1.0f - below;  // of the high and low rows
+        const float* a0 = wide_slope + lines.low[y] * W;
+        const float* a1 = wide_slope + lines.high[y] * W;
+        const float* b0 = wide_offset + lines.low[y] * W;
+        const float* b1 = wide_offset + lines.high[y] * W;
         const float* guide = G + y * W;
         float* row = o + y * W;
         for (int64_t x = 0; x < W; ++x)
@@ -564,10 +558,7 @@ std::tuple<torch::Tensor, torch::Tensor> flow_maps(torch::Tensor flow, int64_t H
   auto fraction = torch::empty({H, W}, flow.options().dtype(at::kShort));
   int16_t* out_whole = whole.data_ptr<int16_t>();
   uint16_t* out_fraction = reinterpret_cast<uint16_t*>(fraction.data_ptr<int16_t>());
-  std::vector<int32_t> x0, x1, y0, y1;
-  std::vector<float> xw, yw;
-  bilinear_taps(w, W, x0, x1, xw);
-  bilinear_taps(h, H, y0, y1, yw);
+  const LinearTaps columns = bilinear_taps(w, W), rows = bilinear_taps(h, H);
   const float scale_x = static_cast<float>(W) / static_cast<float>(w);
   const float scale_y = static_cast<float>(H) / static_cast<float>(h);
   // The flow scaled along the rows once (both components), then two rows blended per map row.
@@ -577,17 +568,18 @@ std::tuple<torch::Tensor, torch::Tensor> flow_maps(torch::Tensor flow, int64_t H
     float* u = wide.get() + 2 * y * W;
     float* v = u + W;
     for (int64_t x = 0; x < W; ++x) {
-      const float right = xw[x], left = 1.0f - right;
-      u[x] = left * row[2 * x0[x]] + right * row[2 * x1[x]];
-      v[x] = left * row[2 * x0[x] + 1] + right * row[2 * x1[x] + 1];
+      const int32_t i = columns.low[x], j = columns.high[x];
+      const float right = columns.weight[x], left = 1.0f - right;
+      u[x] = left * row[2 * i] + right * row[2 * j];
+      v[x] = left * row[2 * i + 1] + right * row[2 * j + 1];
     }
   }
   at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
     std::vector<int32_t> ix(W), iy(W);
     for (int64_t y = begin; y < end; ++y) {
-      const float below = yw[y], above = 1.0f - below;  // the weights of rows y1 and y0
-      const float* u0 = wide.get() + 2 * y0[y] * W;
-      const float* u1 = wide.get() + 2 * y1[y] * W;
+      const float below = rows.weight[y], above = 1.0f - below;  // of the high and low rows
+      const float* u0 = wide.get() + 2 * rows.low[y] * W;
+      const float* u1 = wide.get() + 2 * rows.high[y] * W;
       const float* v0 = u0 + W;
       const float* v1 = u1 + W;
       const float row = static_cast<float>(y);
@@ -776,10 +768,10 @@ torch::Tensor blend_scaled(torch::Tensor frame, torch::Tensor color, torch::Tens
   const uint8_t* s = color.data_ptr<uint8_t>();
   const float* weight = coverage.data_ptr<float>();
   uint8_t* o = out.data_ptr<uint8_t>();
-  std::vector<int32_t> x0, x1, y0, y1;
-  std::vector<float> xw, yw;
-  bilinear_taps(w, W, x0, x1, xw);
-  bilinear_taps(h, H, y0, y1, yw);
+  const LinearTaps columns = bilinear_taps(w, W), rows = bilinear_taps(h, H);
+  const std::vector<int32_t>& x0 = columns.low;
+  const std::vector<int32_t>& x1 = columns.high;
+  const std::vector<float>& xw = columns.weight;
   // Each small row's first and last column with some coverage (first > last: none).
   std::vector<int64_t> first(h, w), last(h, -1);
   for (int64_t y = 0; y < h; ++y)
@@ -788,15 +780,15 @@ torch::Tensor blend_scaled(torch::Tensor frame, torch::Tensor color, torch::Tens
         first[y] = std::min(first[y], x);
         last[y] = x;
       }
-  at::parallel_for(0, H, 16, [=, &x0, &x1, &xw, &y0, &y1, &yw, &first, &last](int64_t begin,
-                                                                               int64_t end) {
+  at::parallel_for(0, H, 16, [=, &x0, &x1, &xw, &rows, &first, &last](int64_t begin,
+                                                                      int64_t end) {
     // Per row: the two small rows blended, then scaled along the row into C values a pixel
     // (an alpha lane takes weight 0, so it keeps the frame's byte), then one flat blend loop.
     std::vector<float> blended_cover(w), blended_color(3 * w), weights(C * W), styled(C * W);
     for (int64_t y = begin; y < end; ++y) {
       const uint8_t* frame_row = f + y * W * C;
       uint8_t* out_row = o + y * W * C;
-      const int64_t a = y0[y], b = y1[y];
+      const int64_t a = rows.low[y], b = rows.high[y];
       // The small columns this row's coverage comes from, one more on each side for the taps.
       const int64_t lo = std::max<int64_t>(std::min(first[a], first[b]) - 1, 0);
       const int64_t hi = std::min<int64_t>(std::max(last[a], last[b]) + 1, w - 1);
@@ -804,7 +796,7 @@ torch::Tensor blend_scaled(torch::Tensor frame, torch::Tensor color, torch::Tens
         std::copy(frame_row, frame_row + W * C, out_row);
         continue;
       }
-      const float below = yw[y], above = 1.0f - below;  // the weights of rows b and a
+      const float below = rows.weight[y], above = 1.0f - below;  // the weights of rows b and a
       for (int64_t i = lo; i <= hi; ++i) {
         // Clamped before it is scaled, as compose.blend_styled clips at processing size.
         const float top = std::min(std::max(weight[a * w + i], 0.0f), 1.0f);
