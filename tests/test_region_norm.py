@@ -28,6 +28,7 @@ from scipy import ndimage
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.style import fused_norm
+from partialstyle.style.arbitrary import normalise_region_weights
 from partialstyle.style.kinds.spatial import normalized_regions
 from partialstyle.style.multistyle import (
     STATISTICS_PRIOR_PIXELS,
@@ -358,21 +359,25 @@ def test_fused_mask_pyramid_equals_pooling(fused_kernels, sizes, largest) -> Non
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-# Pixel rows from the subpixel layout: permutes for 2, 4 and 8 channels, a gather for 3.
+# Pixel rows from the subpixel layout: permutes for 2, 4 and 8 channels, a gather for 3. With
+# two regions the masks come in vectors from the mask rows (QuadMasks) where a z row is whole
+# periods of lcm(4C, 16) values (always but for 3 channels 14 wide), else from an expanded row.
 @pytest.mark.parametrize(
-    ("channels", "pad", "block"), [(8, 1, 1), (4, 4, 2), (3, 0, 1), (4, 1, 2), (2, 1, 1), (4, 2, 1)]
+    ("channels", "pad", "block", "width"),
+    [(8, 1, 1, 14), (4, 4, 2, 14), (3, 0, 1, 14), (3, 0, 1, 16), (4, 1, 2, 14), (2, 1, 1, 14)]
+    + [(4, 2, 1, 14)],
 )
 @pytest.mark.parametrize("regions", [1, 2])
 def test_fused_subpixel_input_and_blocked_output(
-    fused_kernels, dtype, channels, pad, block, regions
+    fused_kernels, dtype, channels, pad, block, width, regions
 ):
     """The kernel reading an upsampling conv's output before pixel_shuffle, and writing its
     padded result in 2x2 blocks, equals shuffling, normalising, padding and unshuffling,
     with one region (the plain statistics) and two."""
-    generator = torch.Generator().manual_seed(channels + pad)
-    z = torch.randn(1, 4 * channels, 10, 14, generator=generator).to(dtype)
+    generator = torch.Generator().manual_seed(channels + pad + width)
+    z = torch.randn(1, 4 * channels, 10, width, generator=generator).to(dtype)
     z = z.contiguous(memory_format=torch.channels_last)
-    masks = torch.rand(1, 2, 20, 28, generator=generator)
+    masks = torch.rand(1, 2, 20, 2 * width, generator=generator)
     masks[..., :6, :] = 0.0  # rows no other region reaches take the base's rows
     masks = masks / (1.0 + masks.sum(dim=1, keepdim=True))
     others = masks[:, 1:].contiguous() if regions == 2 else None
@@ -451,11 +456,29 @@ def test_normalized_regions_kernel_equals_the_torch_ops(fused_kernels) -> None:
     person = torch.rand(30, 40, generator=generator)
     wall = torch.rand(40, 30, generator=generator).t()  # a transposed view
     person[:5], wall[:5] = 0.0, 0.0
+    wall[5] = -wall[5]  # negative values count as 0
     made = normalized_regions((person, wall))
     with fused_norm.disabled():
         expected = normalized_regions((person, wall))
     assert made.shape == (1, 2, 30, 40) and torch.equal(made, expected)
     assert torch.equal(made[0, :, :5], torch.full((2, 5, 40), 0.5))
+
+
+def test_arbitrary_region_weights_kernel_equals_the_torch_ops(fused_kernels) -> None:
+    """The arbitrary network's region weights ([N,R,H,W]) take the same kernel for one
+    image: negative weights count as 0, and pixels where no region shows are shared."""
+    generator = torch.Generator().manual_seed(13)
+    masks = torch.randn(1, 3, 20, 24, generator=generator)
+    masks[..., :4, :] = 0.0
+    masks[..., 4:6, :] = -masks[..., 4:6, :].abs()  # all negative: shared too
+    made = normalise_region_weights(masks)
+    with fused_norm.disabled():
+        expected = normalise_region_weights(masks)
+    assert made.shape == masks.shape
+    assert torch.allclose(made, expected, atol=1e-6)
+    assert torch.equal(made[..., :6, :], torch.full((1, 3, 6, 24), 1 / 3))
+    assert torch.allclose(made.sum(dim=1), torch.ones(1, 20, 24), atol=1e-6)
+    assert made.min() >= 0.0
 
 
 def test_normalized_regions_of_a_mask_and_its_background(fused_kernels) -> None:

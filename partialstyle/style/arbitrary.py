@@ -321,8 +321,13 @@ class ArbitraryStyle(nn.Module):
 
 
 def normalise_region_weights(masks: torch.Tensor) -> torch.Tensor:
-    """Per-pixel weights over regions that sum to 1; uncovered pixels share equally."""
+    """Per-pixel weights over regions that sum to 1 (negative weights taken as 0); pixels
+    whose weights sum to at most 1e-6 are shared equally. For one fp32 CPU image it is one
+    pass of the compiled kernel (``kinds.spatial.normalized_regions``'s): as torch ops it is
+    five passes over the frame, about 0.6 ms at 640x360."""
+    kernels = fused_norm.for_frames(masks) if masks.shape[0] == 1 else None
+    if kernels is not None:
+        return kernels.normalized_regions(list(masks[0]))
     masks = masks.clamp(min=0)
     total = masks.sum(dim=1, keepdim=True)
-    uniform = torch.full_like(masks, 1.0 / masks.shape[1])
-    return torch.where(total > 0, masks / total.clamp(min=1e-12), uniform)
+    return torch.where(total > 1e-6, masks / total.clamp(min=1e-6), 1.0 / masks.shape[1])

@@ -83,11 +83,24 @@ constexpr bool kVectorised = false;
 template <int KK>
 constexpr int period() { return KK > 0 ? std::lcm(KK, 16) : 0; }
 
-// Whether any mask but the base's is nonzero in row h.
+// Whether any mask but the base's is nonzero in row h. Every norm asks it of every row twice
+// (statistics, then affine), so it runs in vectors: a scalar scan of the rows a person does
+// not reach was an eighth of a subpixel layer's statistics pass.
 inline bool row_touched(const float* m, int64_t R, int64_t H, int64_t W, int64_t h) {
   for (int64_t r = 0; r < R; ++r) {
     const float* row = m + (r * H + h) * W;
-    if (std::any_of(row, row + W, [](float v) { return v != 0.0f; })) return true;
+    int64_t w = 0;
+#ifdef PARTIALSTYLE_AVX512
+    const __m512 zero = _mm512_setzero_ps();
+    for (; w + 64 <= W; w += 64) {
+      const __mmask16 any = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + w), zero, _CMP_NEQ_UQ) |
+                            _mm512_cmp_ps_mask(_mm512_loadu_ps(row + w + 16), zero, _CMP_NEQ_UQ) |
+                            _mm512_cmp_ps_mask(_mm512_loadu_ps(row + w + 32), zero, _CMP_NEQ_UQ) |
+                            _mm512_cmp_ps_mask(_mm512_loadu_ps(row + w + 48), zero, _CMP_NEQ_UQ);
+      if (any) return true;
+    }
+#endif
+    if (std::any_of(row + w, row + W, [](float v) { return v != 0.0f; })) return true;
   }
   return false;
 }
@@ -162,6 +175,39 @@ inline void expand_mask(const float* plane, int64_t W, int64_t hz, int64_t Wz, i
 }
 
 #ifdef PARTIALSTYLE_AVX512
+// The masks of a subpixel conv's output values in vectors, straight from the two mask rows of
+// z row hz (no expanded row written and read back): a period of P = lcm(K, 16) values is P / K
+// z pixels, whose masks are P / K pairs in each row, so two loads and one permute a vector.
+// For K a multiple of 4 (always: K = 4C), with V = P / 16 <= 4.
+template <int P>
+class QuadMasks {
+ public:
+  static constexpr int V = P / 16;
+  explicit QuadMasks(int64_t K) : pixels_(P / K), pairs_(lanes(2 * (P / K))) {
+    for (int v = 0; v < V; ++v) {
+      alignas(64) int32_t index[16];
+      for (int l = 0; l < 16; ++l) {
+        const int64_t j = 16 * v + l, pixel = j / K, phase = j % 4;
+        index[l] = static_cast<int32_t>(phase < 2 ? 2 * pixel + phase : 16 + 2 * pixel + phase - 2);
+      }
+      pick_[v] = _mm512_load_si512(index);
+    }
+  }
+  // Vector v of the masks of the period that starts `period` periods into the row.
+  __m512 at(const float* top, const float* bottom, int64_t period, int v) const {
+    const int64_t at = 2 * pixels_ * period;
+    return _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(pairs_, top + at), pick_[v],
+                                  _mm512_maskz_loadu_ps(pairs_, bottom + at));
+  }
+
+ private:
+  int64_t pixels_;
+  __mmask16 pairs_;
+  __m512i pick_[V > 0 ? V : 1];
+};
+#endif
+
+#ifdef PARTIALSTYLE_AVX512
 // Per-lane sums over the first `whole` values of a row of periods of P values (whole
 // vectors): of x and x^2 into a[P] and b[P] when PLAIN, and of w x and w x^2 into wa[P] and
 // wb[P] when WEIGHTED, w each value's weight as weight(i, v) gives it (the vector at value
@@ -176,7 +222,9 @@ inline void period_sums(const T* row, int64_t whole, Weight weight, float* a, fl
   __m512 sa[SETS][V], sb[SETS][V], swa[SETS][V], swb[SETS][V];
   for (int s = 0; s < SETS; ++s)
     for (int v = 0; v < V; ++v) sa[s][v] = sb[s][v] = swa[s][v] = swb[s][v] = _mm512_setzero_ps();
+  // Fully unrolled, so the sums stay in registers (GCC kept them on the stack otherwise).
   auto add = [&](int s, int64_t i) {
+#pragma GCC unroll 16
     for (int v = 0; v < V; ++v) {
       const __m512 value = load16(row + i + 16 * v, 16);
       if (PLAIN) {
@@ -191,8 +239,10 @@ inline void period_sums(const T* row, int64_t whole, Weight weight, float* a, fl
     }
   };
   int64_t i = 0;
-  for (; i + SETS * P <= whole; i += SETS * P)
+  for (; i + SETS * P <= whole; i += SETS * P) {
+#pragma GCC unroll 16
     for (int s = 0; s < SETS; ++s) add(s, i + s * P);
+  }
   for (; i < whole; i += P) add(0, i);
   for (int s = 1; s < SETS; ++s)
     for (int v = 0; v < V; ++v) {
@@ -253,6 +303,11 @@ void moments_kernel(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_
             if (one_read && per_pixel) {
               const float* mask_row = m + hz * W;
               auto mask = [&](int64_t i, int) { return _mm512_set1_ps(mask_row[i / P]); };
+              period_sums<P, true, true>(xrow, whole, mask, a, b, masked_a, masked_b);
+            } else if (one_read && PH == 2 && whole == n) {  // (a tail reads mexp)
+              const QuadMasks<P> quads(K);
+              const float* top = m + hz * 2 * W;
+              auto mask = [&](int64_t i, int v) { return quads.at(top, top + W, i / P, v); };
               period_sums<P, true, true>(xrow, whole, mask, a, b, masked_a, masked_b);
             } else if (one_read) {
               mexp.resize(Wz * K);
@@ -467,6 +522,36 @@ inline void masked_affine(const T* __restrict__ x, const float* __restrict__ mk,
 }
 
 #ifdef PARTIALSTYLE_AVX512
+// masked_affine for a subpixel conv's output with one other region, each vector's masks made
+// from the two mask rows as it goes (QuadMasks); n a whole number of periods.
+template <int P, bool RELU, typename T, typename O>
+inline void quad_masked_affine(const T* __restrict__ x, const QuadMasks<P>& quads,
+                               const float* top, const float* bottom, const float* const rows[4],
+                               O* __restrict__ y, int64_t n) {
+  constexpr int V = P / 16;
+  __m512 s0[V], t0[V], s1[V], t1[V];
+  for (int v = 0; v < V; ++v) {
+    s0[v] = _mm512_loadu_ps(rows[0] + 16 * v);
+    t0[v] = _mm512_loadu_ps(rows[1] + 16 * v);
+    s1[v] = _mm512_loadu_ps(rows[2] + 16 * v);
+    t1[v] = _mm512_loadu_ps(rows[3] + 16 * v);
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t b = 0, period = 0; b < n; b += P, ++period) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const __m512 mv = quads.at(top, bottom, period, v);
+      const __m512 scale = _mm512_fmadd_ps(mv, s1[v], s0[v]);
+      const __m512 shift = _mm512_fmadd_ps(mv, t1[v], t0[v]);
+      __m512 value = _mm512_fmadd_ps(load16(x + b + 16 * v, 16), scale, shift);
+      if (RELU) value = _mm512_max_ps(value, zero);
+      store16(y + b + 16 * v, value, 16);
+    }
+  }
+}
+#endif
+
+#ifdef PARTIALSTYLE_AVX512
 // Moves one z row of a subpixel conv's output (z pixel wz's value 4c + 2i + j, K = 4C a
 // pixel) to output row i in pixel order ((2wz + j) C + c), 16 outputs at a time: each vector
 // is a permute of two loads where its sources lie within 32 values (C = 2, 4 or 8), else a
@@ -560,6 +645,12 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
     std::vector<float> buffer(direct ? 0 : Wz * K + 32);  // SubpixelRows reads 32 past the end
     std::vector<T> converted(direct ? 0 : Wz * K);
     std::vector<float> srow, trow, mexp;
+#ifdef PARTIALSTYLE_AVX512
+    // A subpixel conv's output with one other region: its masks made in the loop.
+    constexpr bool kQuads = PH == 2 && P > 0 && P % 16 == 0 && P <= 64;
+    std::unique_ptr<QuadMasks<kQuads ? P : 16>> quads;
+    if (kQuads && R == 1) quads = std::make_unique<QuadMasks<kQuads ? P : 16>>(K);
+#endif
     // A z row's results from `values` to their pixels in y, where the layouts differ: a
     // subpixel output to pixel rows by SubpixelRows, else cast to y's dtype along the row
     // first (in vectors), then moved value by value.
@@ -607,6 +698,21 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
           masked_affine<KK, RELU, RES, true>(xrow, m + hz * W, rows, rrow, dst, n, p);
           continue;
         }
+#ifdef PARTIALSTYLE_AVX512
+        if constexpr (kQuads) {
+          if (n % P == 0) {
+            const float* top = m + hz * 2 * W;
+            if (direct) {
+              T* dst = y + layout.index(hz * ph + pad, pad, 0);
+              quad_masked_affine<P, RELU>(xrow, *quads, top, top + W, rows, dst, n);
+            } else {
+              quad_masked_affine<P, RELU>(xrow, *quads, top, top + W, rows, buffer.data(), n);
+              scatter(hz, buffer.data());
+            }
+            continue;
+          }
+        }
+#endif
         if (mexp.empty()) mexp.resize(n);
         expand_mask<PH>(m, W, hz, Wz, K, C, mexp.data());
         if (direct) {
@@ -1017,9 +1123,9 @@ torch::Tensor sigmoid_output(torch::Tensor x, int64_t H, int64_t W) {
 }
 
 // Soft region masks (N fp32 planes [h,w], any strides) as one [1,N,h,w] tensor of masks that
-// sum to 1 per pixel: each divided by their sum, or 1/N where none of them shows (sum <= 1e-6).
-// kinds/spatial.py defines it; as torch ops (stack, sum, clamp, divide, where) it is five
-// passes over the frame.
+// sum to 1 per pixel: each (negative values taken as 0) divided by their sum, or 1/N where none
+// of them shows (sum <= 1e-6). kinds/spatial.py defines it; as torch ops (stack, clamp, sum,
+// divide, where) it is five passes over the frame.
 torch::Tensor normalized_regions(std::vector<torch::Tensor> masks) {
   TORCH_CHECK(!masks.empty(), "expected at least one mask");
   const int64_t N = masks.size(), H = masks[0].size(0), W = masks[0].size(1);
@@ -1052,7 +1158,7 @@ torch::Tensor normalized_regions(std::vector<torch::Tensor> masks) {
       std::fill(total.begin(), total.end(), 0.0f);
       for (int64_t n = 0; n < N; ++n) {
         const float* row = row_of(n, h);
-        for (int64_t w = 0; w < W; ++w) sum[w] += row[w];
+        for (int64_t w = 0; w < W; ++w) sum[w] += std::max(row[w], 0.0f);
       }
       // Masks made to fill the frame (a person's mask and its background, 1 - mask) sum to
       // exactly 1: p + fl(1 - p) rounds to 1 for any p in [0, 1]. Dividing by 1 changes no
@@ -1063,12 +1169,12 @@ torch::Tensor normalized_regions(std::vector<torch::Tensor> masks) {
         const float* row = row_of(n, h);
         float* dst = o + (n * H + h) * W;
         if (!not_one) {
-          std::copy(row, row + W, dst);
+          for (int64_t w = 0; w < W; ++w) dst[w] = std::max(row[w], 0.0f);
           continue;
         }
         for (int64_t w = 0; w < W; ++w) {
           const bool shown = sum[w] > 1e-6f;
-          dst[w] = shown ? row[w] / (shown ? sum[w] : 1.0f) : share;
+          dst[w] = shown ? std::max(row[w], 0.0f) / (shown ? sum[w] : 1.0f) : share;
         }
       }
     }

@@ -31,13 +31,14 @@ def conditioned_pass(
 
 
 def normalized_regions(masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Soft region masks ([h,w] each) as [1,N,h,w] masks that sum to 1 per pixel: where none
-    of the regions shows, any style will do, so the pixel is shared equally. One pass of the
-    compiled kernel for fp32 CPU masks, else torch ops."""
+    """Soft region masks ([h,w] each, negative values taken as 0) as [1,N,h,w] masks that sum
+    to 1 per pixel: where none of the regions shows (their sum at most 1e-6), any style will
+    do, so the pixel is shared equally. One pass of the compiled kernel for fp32 CPU masks,
+    else torch ops."""
     kernels = fused_norm.for_frames(*masks)
     if kernels is not None:
         return kernels.normalized_regions(list(masks))
-    stacked = torch.stack(masks)
+    stacked = torch.stack(masks).clamp(min=0.0)
     total = stacked.sum(0, keepdim=True)
     return torch.where(total > 1e-6, stacked / total.clamp(min=1e-6), 1.0 / len(masks))[None]
 
