@@ -12,7 +12,13 @@ import torch.nn.functional as F
 
 from partialstyle.errors import ModelMissingError
 from partialstyle.style import fused_norm
-from partialstyle.style.fast_conv import blocked_weight, subpixel_weight
+from partialstyle.style.fast_conv import (
+    PackedConv,
+    blocked_weight,
+    even_pad,
+    strided_blocked_weight,
+    subpixel_weight,
+)
 from partialstyle.style.multistyle import (
     STATISTICS_PRIOR_PIXELS,
     MultiStyleNet,
@@ -264,6 +270,26 @@ def test_blocked_conv_equals_the_conv(block, kernel) -> None:
     blocked = F.conv2d(F.pixel_unshuffle(x, block), blocked_weight(weight, block))
     out = F.pixel_shuffle(blocked, block)[..., : reference.shape[-2], : reference.shape[-1]]
     assert (out - reference).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("kernel", [3, 5, 7])
+def test_strided_blocked_conv_equals_the_stride_2_conv(kernel) -> None:
+    """A stride-2 conv as a stride-1 conv on 2x2 blocks of the input padded to an even pad,
+    cropped to the stride-2 conv's size; with oneDNN's packed weight too (PackedConv)."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 4, 10, 14, generator=generator)
+    conv = torch.nn.Conv2d(4, 5, kernel, stride=2)
+    reference = conv(F.pad(x, [kernel // 2] * 4, mode="reflect"))
+    padded = F.pad(x, [even_pad(kernel)] * 4, mode="reflect")
+    blocked = F.conv2d(F.pixel_unshuffle(padded, 2), strided_blocked_weight(conv.weight))
+    size = reference.shape[-2:]
+    assert (
+        blocked[..., : size[0], : size[1]] + conv.bias[:, None, None] - reference
+    ).abs().max() <= 1e-5
+    packed = PackedConv(conv, torch.float32, block=2)
+    out = packed(F.pixel_unshuffle(padded, 2).contiguous(memory_format=torch.channels_last))
+    assert out.shape == reference.shape
+    assert (out - reference).abs().max() <= 1e-5
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from partialstyle.style.fast_conv import PackedConv
+from partialstyle.style.fast_conv import PackedConv, even_pad
 from partialstyle.style.fused_norm import (
     fused_region_norm,
     padded_activation,
@@ -26,8 +26,9 @@ from partialstyle.style.fused_norm import (
 if TYPE_CHECKING:
     from partialstyle.style.arbitrary import ArbitraryTransformer, StyledConv
 
-# Full-resolution 9x9 convs with few channels run on 2x2 pixel blocks.
-BLOCKED_CONVS = {"contract0": 2, "expand2": 2}
+# Full-resolution convs with few channels run on 2x2 pixel blocks: the 9x9 ones, and the
+# stride-2 one from full resolution (``fast_conv.strided_blocked_weight``).
+BLOCKED_CONVS = {"contract0": 2, "contract1": 2, "expand2": 2}
 
 
 class FastArbitraryTransformer:
@@ -94,13 +95,22 @@ class FastArbitraryTransformer:
             gamma, beta = rows[id(layer)]
             return fused_region_norm(kernels, y, gamma, beta, masks, base, layer.eps, **fused)
 
-        # The contracting convs have no norm: the kernel only pads their outputs (and puts a
-        # blocked conv's output back in pixel order), and the input comes padded in blocks.
+        # The contracting convs have no norm: the kernel only pads their outputs (reading a
+        # blocked conv's output in its blocks, and writing it in blocks again, padded by 2,
+        # for the strided blocked conv), and the input comes padded in blocks.
         x = padded_input(image, 4, self.dtype, block=convs["contract0"].block)
         for i in range(len(net.contract)):
             conv = convs[f"contract{i}"]
             y = conv(x, relu=True, shuffle=False)
-            x = padded_activation(kernels, y, 1, subpixel=conv.block > 1)
+            following = convs.get(f"contract{i + 1}")
+            into_blocks = following is not None and following.strided_blocks
+            x = padded_activation(
+                kernels,
+                y,
+                even_pad(following.kernel) if into_blocks else 1,
+                subpixel=conv.block > 1 and not conv.strided_blocks,
+                out_block=2 if into_blocks else 1,
+            )
         last = len(net.residual) - 1
         for i, (first, second) in enumerate(net.residual):
             inner = x[..., 1:-1, 1:-1]

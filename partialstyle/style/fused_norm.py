@@ -328,10 +328,13 @@ def padded_input(image: Tensor, pad: int, dtype: torch.dtype, block: int = 1) ->
     return torch.nn.functional.pixel_unshuffle(padded, block) if block > 1 else padded
 
 
-def padded_activation(kernels: ModuleType, y: Tensor, pad: int, subpixel: bool = False) -> Tensor:
+def padded_activation(
+    kernels: ModuleType, y: Tensor, pad: int, subpixel: bool = False, out_block: int = 1
+) -> Tensor:
     """A conv's output ``y`` (one image, channels-last) reflect-padded by ``pad`` for the next
     conv, in one pass of the kernel (an identity affine); with ``subpixel``, ``y`` comes before
-    ``pixel_shuffle(y, 2)`` and leaves shuffled. As torch ops that is two passes, each slow on
+    ``pixel_shuffle(y, 2)`` and leaves shuffled, and ``out_block`` 2 returns the padded result
+    in 2x2 blocks (``pixel_unshuffle``). As torch ops that is two or three passes, each slow on
     channels-last images."""
     scale, shift = _identity_rows(y.shape[1] // (4 if subpixel else 1))
     return kernels.region_affine(
@@ -344,7 +347,7 @@ def padded_activation(kernels: ModuleType, y: Tensor, pad: int, subpixel: bool =
         pad,
         True,
         2 if subpixel else 1,
-        1,
+        out_block,
     )
 
 
