@@ -95,6 +95,11 @@ class FastArbitraryTransformer:
             gamma, beta = rows[id(layer)]
             return fused_region_norm(kernels, y, gamma, beta, masks, base, layer.eps, **fused)
 
+        def conv_norm(name: str, layer: StyledConv, x: torch.Tensor, **fused) -> torch.Tensor:
+            # The AMX conv also sums the statistics as it writes (fast_conv.PackedConv).
+            y, moments = convs[name].with_moments(x, levels if weights is not None else None)
+            return norm(layer, y, moments=moments, **fused)
+
         # The contracting convs have no norm: the kernel only pads their outputs (reading a
         # blocked conv's output in its blocks, and writing it in blocks again, padded by 2,
         # for the strided blocked conv), and the input comes padded in blocks.
@@ -114,11 +119,9 @@ class FastArbitraryTransformer:
         last = len(net.residual) - 1
         for i, (first, second) in enumerate(net.residual):
             inner = x[..., 1:-1, 1:-1]
-            hidden = norm(first, convs[f"residual{i}a"](x), relu=True, out_pad=1)
+            hidden = conv_norm(f"residual{i}a", first, x, relu=True, out_pad=1)
             mode = "replicate" if i == last else "reflect"  # the upsampling conv wants replicate
-            x = norm(
-                second, convs[f"residual{i}b"](hidden), residual=inner, out_pad=1, pad_mode=mode
-            )
+            x = conv_norm(f"residual{i}b", second, hidden, residual=inner, out_pad=1, pad_mode=mode)
         # The upsampling and blocked convs' outputs go to the norm before pixel_shuffle, and
         # the norm before the blocked conv writes its input in blocks (fused_region_norm).
         up = convs["expand0"](x, shuffle=False)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from partialstyle.style import fused_norm
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 # Internal oneDNN ops (the ones torch.compile's CPU freezing uses); F.conv2d stands in
@@ -159,6 +161,49 @@ class PackedConv:
         self.upsample = upsample
         self.block = block
         self._packed: tuple[tuple, Tensor] | None = None
+        # The AMX kernel's copy of the weight (amx_conv.cpp), for a 32 -> 32 3x3 stride-1 conv
+        # in bf16 (the residual convs, and the upsampling conv with 8 outputs).
+        self._amx: tuple[Tensor, Tensor] | None = None
+        self.amx_shape = tuple(self.weight.shape) == (32, 32, 3, 3) and self.stride == [1, 1]
+
+    def with_moments(
+        self, x: Tensor, masks_by_width: dict[int, Tensor] | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The conv of ``x`` (``shuffle`` False), and where the AMX kernel runs it, the sums
+        ``fused_norm``'s statistics need, made as the output is written: over the masks of
+        the output's width in ``masks_by_width`` (every region's but the base's, see
+        ``multistyle_fast.MaskPyramid``; None for one region). Else None: also for an
+        upsampling conv (its output is not the image) and more than one other region."""
+        kernels = self._amx_kernels(x)
+        if kernels is None:
+            return self(x, shuffle=False), None
+        masks = None if masks_by_width is None else masks_by_width[x.shape[-1] - 2]
+        summed = not self.upsample and (masks is None or masks.shape[1] == 1)
+        weight, bias = self._amx
+        planes = masks if summed and masks is not None else torch.empty(0)
+        y, moments = kernels.amx_conv(x, weight, bias, planes, summed)
+        return y, moments if summed else None
+
+    def _amx_kernels(self, x: Tensor):
+        """The kernels when the AMX conv applies to ``x`` (one bf16 CPU image, channels-last,
+        at least 16 output pixels wide), the weight packed for it on first use; else None."""
+        if not (
+            self.amx_shape
+            and x.dtype == torch.bfloat16
+            and x.dim() == 4
+            and x.shape[0] == 1
+            and x.shape[-1] >= 18
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and fused_norm.applies(x)
+        ):
+            return None
+        kernels = fused_norm.kernels()
+        if kernels is None or not kernels.amx_available():
+            return None
+        if self._amx is None:
+            bias = torch.zeros(32) if self.bias is None else self.bias.float()
+            self._amx = (kernels.amx_pack_weight(self.weight), bias.contiguous())
+        return kernels
 
     def __call__(self, x: Tensor, relu: bool = False, shuffle: bool = True) -> Tensor:
         """The conv of ``x``, padded as the conv wants (a strided blocked conv: by
@@ -166,6 +211,10 @@ class PackedConv:
         (``pixel_unshuffle(x, block)``, as ``fused_norm`` writes it).
         ``shuffle`` False leaves an upsampling or blocked conv's output before
         ``pixel_shuffle``, for a consumer that reads it in that layout."""
+        if not relu and (kernels := self._amx_kernels(x)) is not None:
+            weight, bias = self._amx
+            y = kernels.amx_conv(x, weight, bias, torch.empty(0), False)[0]
+            return F.pixel_shuffle(y, 2) if shuffle and self.upsample else y
         if self.block > 1 and x.shape[1] * self.block**2 == self.weight.shape[1]:
             x = F.pixel_unshuffle(x, self.block)
         if prepackable(x):

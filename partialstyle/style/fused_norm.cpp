@@ -425,7 +425,29 @@ inline void flat_affine(const T* __restrict__ x, const float* __restrict__ S,
   const int64_t p = P > 0 ? P : runtime_period;
 #ifdef PARTIALSTYLE_AVX512
   const __m512 zero = _mm512_setzero_ps();
-  for (int64_t b = 0; b < n; b += p) {
+  int64_t start = 0;
+  if constexpr (P > 0 && P % 16 == 0 && P <= 64) {
+    // Whole periods with the period's scales and shifts in registers and unmasked loads and
+    // stores: per value, the loop below reloads both and computes a lane mask, which left
+    // a quarter-resolution layer's pass bound by instructions rather than memory.
+    constexpr int V = P / 16;
+    __m512 scale[V], shift[V];
+    for (int v = 0; v < V; ++v) {
+      scale[v] = _mm512_loadu_ps(S + 16 * v);
+      shift[v] = _mm512_loadu_ps(Tt + 16 * v);
+    }
+    for (; start + P <= n; start += P) {
+#pragma GCC unroll 4
+      for (int v = 0; v < V; ++v) {
+        const int64_t i = start + 16 * v;
+        __m512 value = _mm512_fmadd_ps(load16(x + i, 16), scale[v], shift[v]);
+        if (RELU) value = _mm512_max_ps(value, zero);
+        if (RES) value = _mm512_add_ps(value, load16(res + i, 16));
+        store16(y + i, value, 16);
+      }
+    }
+  }
+  for (int64_t b = start; b < n; b += p) {
     const int64_t len = std::min(p, n - b);
     for (int64_t j = 0; j < len; j += 16) {
       const int64_t count = len - j;
@@ -935,11 +957,12 @@ torch::Tensor region_affine(torch::Tensor x, torch::Tensor masks, torch::Tensor 
 // being the image's minus the others'), the scale and shift rows, then region_affine.
 // `masks` are the R-1 masks of every region but `base`; gamma and beta are [R, C]. `ph` 2 reads
 // x as a subpixel conv's output (see moments_kernel), `block` 2 writes the result
-// space-to-depth (see OutLayout).
+// space-to-depth (see OutLayout). `moments`, when not empty, are region_moments' sums already
+// made (by the conv that wrote x, amx_conv.cpp), and x is not read for them.
 torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor gamma,
                           torch::Tensor beta, int64_t base, double eps, double prior,
                           torch::Tensor residual, bool relu, int64_t pad, bool reflect,
-                          int64_t ph, int64_t block) {
+                          int64_t ph, int64_t block, torch::Tensor moments) {
   check_layout(x, masks, ph);
   const int64_t C = x.size(1) / (ph * ph);
   const int64_t K = masks.numel() ? masks.size(1) : 0;  // regions besides the base
@@ -955,9 +978,11 @@ torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor ga
   const int64_t gamma_row = gamma.stride(0), beta_row = beta.stride(0);
   TORCH_CHECK(K == 0 || (base >= 0 && base < R), "base must index a region");
   if (K == 0) base = 0;
-  const double* sums = nullptr;
-  torch::Tensor moments = region_moments(x, masks, ph);
-  sums = moments.data_ptr<double>();
+  if (moments.numel() == 0) moments = region_moments(x, masks, ph);
+  TORCH_CHECK(moments.scalar_type() == at::kDouble && moments.is_contiguous() &&
+                  moments.numel() == (1 + K) * 2 * C + K,
+              "moments must be region_moments' fp64 sums for these masks");
+  const double* sums = moments.data_ptr<double>();
   const double pixels = static_cast<double>(x.size(2) * x.size(3) * ph * ph);
   std::vector<double> mean(R * C), var(R * C), mean_all(C), var_all(C);
   for (int64_t c = 0; c < C; ++c) {

@@ -43,6 +43,9 @@ _log = logging.getLogger(__name__)
 _SOURCE_PATH = Path(__file__).with_name("fused_norm.cpp")
 # The frame passes' kernels (compositing, stabilisation), built into the same extension.
 _FRAME_SOURCE_PATH = Path(__file__).parent.parent / "frame_kernels.cpp"
+# The style networks' 32-channel 3x3 convs on AMX (fast_conv.AmxConv), built in too.
+_AMX_SOURCE_PATH = Path(__file__).with_name("amx_conv.cpp")
+_SOURCES = (_SOURCE_PATH, _FRAME_SOURCE_PATH, _AMX_SOURCE_PATH)
 
 _lock = threading.Lock()
 _module: ModuleType | None = None
@@ -65,7 +68,7 @@ def _cpu_flags() -> str:
 
 def _name() -> str:
     """The extension's name: a new source, torch or CPU gets a build of its own."""
-    source = _SOURCE_PATH.read_text() + _FRAME_SOURCE_PATH.read_text()
+    source = "".join(path.read_text() for path in _SOURCES)
     key = hashlib.sha256((source + _cpu_flags() + torch.__version__).encode()).hexdigest()
     return f"partialstyle_fused_norm_{key[:12]}"
 
@@ -99,7 +102,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
         build_directory.mkdir(parents=True, exist_ok=True)
         return load_inline(
             name=name,
-            cpp_sources=[_SOURCE_PATH.read_text(), _FRAME_SOURCE_PATH.read_text()],
+            cpp_sources=[path.read_text() for path in _SOURCES],
             functions=[
                 "region_moments",
                 "region_affine",
@@ -119,6 +122,9 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "round_trip_valid",
                 "pixels_to_image",
                 "blend_scaled",
+                "amx_available",
+                "amx_pack_weight",
+                "amx_conv",
             ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
@@ -270,6 +276,7 @@ def fused_region_norm(
     pad_mode: str = "reflect",
     subpixel: bool = False,
     out_block: int = 1,
+    moments: Tensor | None = None,
 ) -> Tensor:
     """Region instance norm of one image [1,C,H,W] with the fused kernels.
 
@@ -288,7 +295,9 @@ def fused_region_norm(
     ``pixel_shuffle(x, 2)`` (``fast_conv.PackedConv(..., shuffle=False)``): the kernel reads
     the upsampled image from it. ``out_block`` 2 returns the padded result as
     ``pixel_unshuffle(result, 2)``, the input of a conv on 2x2 pixel blocks. Both save a
-    pass over the full-resolution image.
+    pass over the full-resolution image. ``moments``: the statistics' sums the conv that
+    wrote ``x`` made as it wrote it (``fast_conv.PackedConv.with_moments``), so that the
+    kernel only writes.
     """
     x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
     if residual is not None and residual.stride(1) != 1:
@@ -309,6 +318,7 @@ def fused_region_norm(
         pad_mode == "reflect",
         2 if subpixel else 1,
         out_block,
+        _empty(torch.float64) if moments is None else moments,
     )
 
 

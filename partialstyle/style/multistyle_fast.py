@@ -159,7 +159,8 @@ class FastConvCIN(ConvCIN):
             # One image on the kernel's path: straight to it, the layer's overhead kept to
             # the conv and one kernel call (it is most of a small layer's time).
             subpixel = self.upsample or self.space_to_depth == 2
-            y = self.packed()(x, shuffle=not subpixel)
+            # The AMX conv also sums the statistics as it writes (fast_conv.PackedConv).
+            y, moments = self.packed().with_moments(x, None if masks is None else masks.others)
             others = base = None
             if masks is not None:
                 others = masks.others[y.shape[-1] * (2 if subpixel else 1)]
@@ -183,6 +184,7 @@ class FastConvCIN(ConvCIN):
                 pad_mode=pad_mode,
                 subpixel=subpixel,
                 out_block=out_block,
+                moments=moments,
             )
         y = self.packed()(x)
         width = y.shape[-1]
