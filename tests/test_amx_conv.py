@@ -40,6 +40,7 @@ def soft_mask(generator: torch.Generator, height: int, width: int) -> torch.Tens
 @pytest.mark.parametrize(("height", "width"), [(7, 37), (1, 16), (12, 48), (5, 17)])
 def test_amx_conv_equals_the_conv(amx, height, width) -> None:
     generator = torch.Generator().manual_seed(height * 100 + width)
+    torch.manual_seed(height * 100 + width)
     conv = torch.nn.Conv2d(32, 32, 3)
     x = bf16_image(generator, 32, height + 2, width + 2)
     weight = conv.weight.detach().to(torch.bfloat16)
@@ -73,13 +74,15 @@ def test_packed_conv_takes_the_amx_kernel(amx) -> None:
     """A bf16 32 -> 32 3x3 conv runs on AMX (and gives the sums); the upsampling one too, but
     gives none (its output is not the image); fp32 stays with oneDNN."""
     generator = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
     conv = torch.nn.Conv2d(32, 32, 3)
     x = bf16_image(generator, 32, 10, 20)
     packed = PackedConv(conv, torch.bfloat16)
     y, sums = packed.with_moments(x, None)
     assert sums is not None and packed._amx is not None
     assert torch.equal(y, packed(x))
-    reference = F.conv2d(x.float(), conv.weight.detach().to(torch.bfloat16).float(), conv.bias)
+    weight, bias = (p.detach().to(torch.bfloat16).float() for p in (conv.weight, conv.bias))
+    reference = F.conv2d(x.float(), weight, bias)  # the packed conv keeps its bias in bf16 too
     assert ((y.float() - reference).abs() <= reference.abs() * 2**-8 + 1e-4).all()
 
     upsampling = PackedConv(torch.nn.Conv2d(32, 8, 3), torch.bfloat16, upsample=True)
