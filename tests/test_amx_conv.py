@@ -36,17 +36,20 @@ def soft_mask(generator: torch.Generator, height: int, width: int) -> torch.Tens
 
 
 # Odd heights (the last row pair has one row), widths that are not multiples of 16 (the last
-# run overlaps the one before) and the narrowest the kernel takes.
+# run overlaps the one before) and the narrowest the kernel takes; stride 1 and 2 (whose input
+# may have an odd or even side).
 @pytest.mark.parametrize(("height", "width"), [(7, 37), (1, 16), (12, 48), (5, 17)])
-def test_amx_conv_equals_the_conv(amx, height, width) -> None:
+@pytest.mark.parametrize(("stride", "extra"), [(1, 0), (2, 0), (2, 1)])
+def test_amx_conv_equals_the_conv(amx, height, width, stride, extra) -> None:
     generator = torch.Generator().manual_seed(height * 100 + width)
     torch.manual_seed(height * 100 + width)
     conv = torch.nn.Conv2d(32, 32, 3)
-    x = bf16_image(generator, 32, height + 2, width + 2)
+    sides = [stride * (side - 1) + 3 + extra for side in (height, width)]
+    x = bf16_image(generator, 32, *sides)
     weight = conv.weight.detach().to(torch.bfloat16)
     bias = conv.bias.detach().float()
-    reference = F.conv2d(x.float(), weight.float(), bias)  # the same bf16 products, in fp32
-    y, sums = amx.amx_conv(x, amx.amx_pack_weight(weight), bias, torch.empty(0), False)
+    reference = F.conv2d(x.float(), weight.float(), bias, stride)  # same bf16 products, fp32
+    y, sums = amx.amx_conv(x, amx.amx_pack_weight(weight), bias, torch.empty(0), False, stride)
     assert y.shape == reference.shape and y.dtype == torch.bfloat16
     assert y.is_contiguous(memory_format=torch.channels_last)
     # Only the rounding to bf16 (and the order of the fp32 sums) differs.
@@ -56,15 +59,16 @@ def test_amx_conv_equals_the_conv(amx, height, width) -> None:
 
 @pytest.mark.parametrize(("height", "width"), [(7, 37), (12, 48)])
 @pytest.mark.parametrize("masked", [False, True])
-def test_amx_conv_sums_equal_region_moments(amx, height, width, masked) -> None:
+@pytest.mark.parametrize("stride", [1, 2])
+def test_amx_conv_sums_equal_region_moments(amx, height, width, masked, stride) -> None:
     """The statistics' sums made as the output is written equal the kernel's separate pass
     over that output, with one region and with another region's mask."""
     generator = torch.Generator().manual_seed(height + width)
     conv = torch.nn.Conv2d(32, 32, 3)
-    x = bf16_image(generator, 32, height + 2, width + 2)
+    x = bf16_image(generator, 32, stride * (height - 1) + 3, stride * (width - 1) + 3)
     masks = soft_mask(generator, height, width) if masked else torch.empty(0)
     weight = amx.amx_pack_weight(conv.weight.detach())
-    y, sums = amx.amx_conv(x, weight, conv.bias.detach().float(), masks, True)
+    y, sums = amx.amx_conv(x, weight, conv.bias.detach().float(), masks, True, stride)
     expected = amx.region_moments(y, masks, 1)
     assert sums.shape == expected.shape and sums.dtype == torch.float64
     assert torch.allclose(sums, expected, rtol=1e-5, atol=1e-3)
@@ -72,7 +76,8 @@ def test_amx_conv_sums_equal_region_moments(amx, height, width, masked) -> None:
 
 def test_packed_conv_takes_the_amx_kernel(amx) -> None:
     """A bf16 32 -> 32 3x3 conv runs on AMX (and gives the sums); the upsampling one too, but
-    gives none (its output is not the image); fp32 stays with oneDNN."""
+    gives none (its output is not the image); a strided one gives them; fp32 stays with
+    oneDNN."""
     generator = torch.Generator().manual_seed(5)
     torch.manual_seed(5)
     conv = torch.nn.Conv2d(32, 32, 3)
@@ -88,6 +93,10 @@ def test_packed_conv_takes_the_amx_kernel(amx) -> None:
     upsampling = PackedConv(torch.nn.Conv2d(32, 8, 3), torch.bfloat16, upsample=True)
     z, none = upsampling.with_moments(x, None)
     assert none is None and upsampling._amx is not None and z.shape == (1, 32, 8, 18)
+
+    strided = PackedConv(torch.nn.Conv2d(32, 32, 3, stride=2), torch.bfloat16)
+    z, sums = strided.with_moments(bf16_image(generator, 32, 9, 37), None)
+    assert sums is not None and strided._amx is not None and z.shape == (1, 32, 4, 18)
 
     fp32 = PackedConv(conv, torch.float32)
     _, none = fp32.with_moments(x.float().contiguous(memory_format=torch.channels_last), None)

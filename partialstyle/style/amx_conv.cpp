@@ -1,4 +1,4 @@
-// The style networks' 32 -> 32 channel 3x3 convs on Intel AMX, with the next norm's statistics
+// The style networks' 32 -> 32 channel 3x3 convs (stride 1 or 2) on Intel AMX, with the next norm's statistics
 // summed as the output is written (see fast_conv.py, which calls it, and fused_norm.py, which
 // builds this file into the same extension as fused_norm.cpp).
 //
@@ -8,8 +8,9 @@
 // whole output back for its statistics. Here a call costs what its tiles do, and the sums come
 // from the tiles while they are in the L1 cache.
 //
-// Layout: x is the padded input [1, 32, H+2, W+2], channels-last bf16 (so a run of 16 pixels of
-// one row is a 16 x 64-byte tile, rows 64 bytes apart); the weight is packed once per tap and
+// Layout: x is the padded input [1, 32, H+2, W+2] (stride 2: [1, 32, 2H+1, 2W+1] or one more),
+// channels-last bf16, so a run of 16 output pixels' inputs for one tap is a 16 x 64-byte tile
+// with rows 64 (stride 2: 128) bytes apart; the weight is packed once per tap and
 // half of the outputs as AMX's B operand (pairs of input channels interleaved, "VNNI").
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -76,12 +77,12 @@ torch::Tensor amx_pack_weight(torch::Tensor weight) {
   return packed;
 }
 
-// conv(x) + bias as bf16 [1, 32, H, W] channels-last, and with `moments` the sums
+// conv(x, stride) + bias as bf16 [1, 32, H, W] channels-last, and with `moments` the sums
 // region_moments(y, masks, 1) gives (per channel sum y and sum y^2, and with one mask plane
 // [1,1,H,W] sum m y, sum m y^2 and sum m), from the rounded outputs as they are written: each
 // output row summed in fp32, rows added in fp64, as region_moments does. W must be at least 16.
 std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch::Tensor bias,
-                                    torch::Tensor masks, bool moments) {
+                                    torch::Tensor masks, bool moments, int64_t stride) {
 #ifdef PARTIALSTYLE_AMX
   TORCH_CHECK(amx_available(), "AMX is not available");
   TORCH_CHECK(x.dim() == 4 && x.size(0) == 1 && x.size(1) == kChannels &&
@@ -92,7 +93,9 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch
               "expected a weight from amx_pack_weight");
   TORCH_CHECK(bias.numel() == kChannels && bias.scalar_type() == at::kFloat &&
                   bias.is_contiguous(), "expected an fp32 bias of 32");
-  const int64_t Hp = x.size(2), Wp = x.size(3), H = Hp - 2, W = Wp - 2;
+  TORCH_CHECK(stride == 1 || stride == 2, "stride must be 1 or 2");
+  const int64_t Hp = x.size(2), Wp = x.size(3);
+  const int64_t H = (Hp - 3) / stride + 1, W = (Wp - 3) / stride + 1;
   TORCH_CHECK(H >= 1 && W >= 16, "the output must be at least 16 pixels wide");
   const int64_t R = masks.numel() ? masks.size(1) : 0;
   TORCH_CHECK(R <= 1, "at most one mask plane");
@@ -139,8 +142,9 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch
         _tile_zero(3);
         for (int t = 0; t < kTaps; ++t) {
           const int64_t dy = t / 3, dx = t % 3;
-          _tile_loadd(4, in + ((h + dy) * Wp + start + dx) * C, 64);
-          _tile_loadd(5, in + ((h2 + dy) * Wp + start + dx) * C, 64);
+          const int64_t column = stride * start + dx;
+          _tile_loadd(4, in + ((stride * h + dy) * Wp + column) * C, 64 * stride);
+          _tile_loadd(5, in + ((stride * h2 + dy) * Wp + column) * C, 64 * stride);
           _tile_loadd(6, weights + (t * 2 + 0) * 512, 64);
           _tile_loadd(7, weights + (t * 2 + 1) * 512, 64);
           _tile_dpbf16ps(0, 4, 6);
@@ -220,7 +224,7 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch
     for (int64_t i = 0; i < width; ++i) s[i] += partial[t * width + i];
   return {y, sums};
 #else
-  (void)x, (void)packed, (void)bias, (void)masks, (void)moments;
+  (void)x, (void)packed, (void)bias, (void)masks, (void)moments, (void)stride;
   TORCH_CHECK(false, "this build has no AMX conv (the CPU lacks AMX)");
   return {};
 #endif

@@ -161,10 +161,13 @@ class PackedConv:
         self.upsample = upsample
         self.block = block
         self._packed: tuple[tuple, Tensor] | None = None
-        # The AMX kernel's copy of the weight (amx_conv.cpp), for a 32 -> 32 3x3 stride-1 conv
-        # in bf16 (the residual convs, and the upsampling conv with 8 outputs).
+        # The AMX kernel's copy of the weight (amx_conv.cpp), for a 32 -> 32 3x3 conv in bf16
+        # (the residual convs, the strided ones, and the upsampling conv with 8 outputs).
         self._amx: tuple[Tensor, Tensor] | None = None
-        self.amx_shape = tuple(self.weight.shape) == (32, 32, 3, 3) and self.stride == [1, 1]
+        self.amx_shape = tuple(self.weight.shape) == (32, 32, 3, 3) and self.stride in (
+            [1, 1],
+            [2, 2],
+        )
 
     def with_moments(
         self, x: Tensor, masks_by_width: dict[int, Tensor] | None
@@ -177,11 +180,13 @@ class PackedConv:
         kernels = self._amx_kernels(x)
         if kernels is None:
             return self(x, shuffle=False), None
-        masks = None if masks_by_width is None else masks_by_width[x.shape[-1] - 2]
+        stride = self.stride[0]
+        width = (x.shape[-1] - 3) // stride + 1
+        masks = None if masks_by_width is None else masks_by_width[width]
         summed = not self.upsample and (masks is None or masks.shape[1] == 1)
         weight, bias = self._amx
         planes = masks if summed and masks is not None else torch.empty(0)
-        y, moments = kernels.amx_conv(x, weight, bias, planes, summed)
+        y, moments = kernels.amx_conv(x, weight, bias, planes, summed, stride)
         return y, moments if summed else None
 
     def _amx_kernels(self, x: Tensor):
@@ -192,7 +197,7 @@ class PackedConv:
             and x.dtype == torch.bfloat16
             and x.dim() == 4
             and x.shape[0] == 1
-            and x.shape[-1] >= 18
+            and (x.shape[-1] - 3) // self.stride[0] + 1 >= 16
             and x.is_contiguous(memory_format=torch.channels_last)
             and fused_norm.applies(x)
         ):
@@ -213,7 +218,7 @@ class PackedConv:
         ``pixel_shuffle``, for a consumer that reads it in that layout."""
         if not relu and (kernels := self._amx_kernels(x)) is not None:
             weight, bias = self._amx
-            y = kernels.amx_conv(x, weight, bias, torch.empty(0), False)[0]
+            y = kernels.amx_conv(x, weight, bias, torch.empty(0), False, self.stride[0])[0]
             return F.pixel_shuffle(y, 2) if shuffle and self.upsample else y
         if self.block > 1 and x.shape[1] * self.block**2 == self.weight.shape[1]:
             x = F.pixel_unshuffle(x, self.block)
