@@ -829,6 +829,10 @@ void pad_borders(T* y, int64_t H, int64_t W, int64_t C, int64_t pad, bool reflec
   auto copy = [&](int64_t hp, int64_t wp, int64_t from_h, int64_t from_w) {
     const T* src = y + layout.index(from_h, from_w, 0);
     T* dst = y + layout.index(hp, wp, 0);
+    if (stride == 1) {  // a pixel's channels are contiguous: one copy, not C strided ones
+      std::memcpy(dst, src, C * sizeof(T));
+      return;
+    }
     for (int64_t c = 0; c < C; ++c) dst[c * stride] = src[c * stride];
   };
   at::parallel_for(pad, H + pad, 16, [&](int64_t begin, int64_t end) {
