@@ -1,10 +1,10 @@
-// The style networks' 32 -> 32 channel 3x3 convs (stride 1 or 2) on Intel AMX, with the next norm's statistics
-// summed as the output is written (see fast_conv.py, which calls it, and fused_norm.py, which
-// builds this file into the same extension as fused_norm.cpp).
+// The style networks' 32 -> 32 channel 3x3 convs (stride 1 or 2) on Intel AMX, with the next
+// norm's statistics summed as the output is written (see fast_conv.py, which calls it, and
+// fused_norm.py, which builds this file into the same extension as fused_norm.cpp).
 //
 // Why not oneDNN, which runs these convs near the CPU's peak: each call of torch's oneDNN conv
-// spends about 26 us outside the arithmetic (a primitive descriptor made again, a scratchpad
-// allocated), a sixth of a quarter-resolution layer's 160 us; and the norm after it reads the
+// spends about 26 us outside the arithmetic (perf shows descriptors made and memory allocated
+// on every call), a sixth of a quarter-resolution layer's 160 us; and the norm after it reads the
 // whole output back for its statistics. Here a call costs what its tiles do, and the sums come
 // from the tiles while they are in the L1 cache.
 //

@@ -1,12 +1,17 @@
 """Convolutions for the style networks' fast inference paths, and their precision policy.
 
-Two rewrites change a conv's shape, not its result (tests check both against the plain conv):
-``subpixel_weight`` runs "nearest x2 upsample, pad, 3x3 conv" at the input's resolution, and
-``blocked_weight`` runs a few-channel conv on pixel blocks. ``PackedConv`` keeps oneDNN's own
-copy of the weight, so a video's frames pay for the weight's reorder once.
+Three rewrites change a conv's shape, not its result (tests check each against the plain conv):
+``subpixel_weight`` runs "nearest x2 upsample, pad, 3x3 conv" at the input's resolution,
+``blocked_weight`` runs a few-channel conv on pixel blocks, and ``strided_blocked_weight`` a
+stride-2 conv on the pixel blocks of its input. ``PackedConv`` keeps oneDNN's own
+copy of the weight, so a video's frames pay for the weight's reorder once; on CPUs with AMX it
+runs the 32-channel 3x3 convs on our own kernel (``amx_conv.cpp``), which can also make the
+next norm's statistics as it writes (``PackedConv.with_moments``).
 """
 
 from __future__ import annotations
+
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -189,7 +194,7 @@ class PackedConv:
         y, moments = kernels.amx_conv(x, weight, bias, planes, summed, stride)
         return y, moments if summed else None
 
-    def _amx_kernels(self, x: Tensor):
+    def _amx_kernels(self, x: Tensor) -> ModuleType | None:
         """The kernels when the AMX conv applies to ``x`` (one bf16 CPU image, channels-last,
         at least 16 output pixels wide), the weight packed for it on first use; else None."""
         if not (
