@@ -29,7 +29,7 @@ from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.style import fused_norm
 from partialstyle.style.arbitrary import normalise_region_weights
-from partialstyle.style.kinds.spatial import normalized_regions
+from partialstyle.style.fused_norm import normalized_regions
 from partialstyle.style.multistyle import (
     STATISTICS_PRIOR_PIXELS,
     SpatialCIN,

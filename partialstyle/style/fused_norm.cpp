@@ -115,6 +115,20 @@ inline float row_sum(const float* v, int64_t n) {
   return std::accumulate(partial, partial + 16, 0.0f);
 }
 
+#ifdef PARTIALSTYLE_AVX512
+// For a subpixel conv's output (K = 4C values a z pixel, value 4c + 2i + j at pixel (2hz + i,
+// 2wz + j)): the permute that makes vector v of a period's masks from two loads, the mask
+// row's pairs of the period's pixels (row 2hz in lanes 0-15, row 2hz + 1 in 16-31).
+inline __m512i quad_pick(int64_t K, int64_t v) {
+  alignas(64) int32_t index[16];
+  for (int l = 0; l < 16; ++l) {
+    const int64_t j = 16 * v + l, pixel = j / K, phase = j % 4;
+    index[l] = static_cast<int32_t>(phase < 2 ? 2 * pixel + phase : 16 + 2 * pixel + phase - 2);
+  }
+  return _mm512_load_si512(index);
+}
+#endif
+
 // One mask plane's values for z row hz laid out like the row itself (each value's own
 // pixel's mask), so masked sums and blends run as flat loops too.
 template <int PH>
@@ -138,15 +152,7 @@ inline void expand_mask(const float* plane, int64_t W, int64_t hz, int64_t Wz, i
     const int64_t P = std::lcm<int64_t>(K, 16), pixels = P / K, V = P / 16;
     if (V <= 16) {
       __m512i pick[16];
-      for (int64_t v = 0; v < V; ++v) {
-        alignas(64) int32_t index[16];
-        for (int l = 0; l < 16; ++l) {
-          const int64_t j = 16 * v + l, pixel = j / K, phase = j % 4;
-          const int64_t source = phase < 2 ? 2 * pixel + phase : 16 + 2 * pixel + phase - 2;
-          index[l] = static_cast<int32_t>(source);
-        }
-        pick[v] = _mm512_load_si512(index);
-      }
+      for (int64_t v = 0; v < V; ++v) pick[v] = quad_pick(K, v);
       const __mmask16 pairs = lanes(2 * pixels);
       for (; wz + pixels <= Wz; wz += pixels) {
         const __m512 t = _mm512_maskz_loadu_ps(pairs, top + 2 * wz);
@@ -184,14 +190,7 @@ class QuadMasks {
  public:
   static constexpr int V = P / 16;
   explicit QuadMasks(int64_t K) : pixels_(P / K), pairs_(lanes(2 * (P / K))) {
-    for (int v = 0; v < V; ++v) {
-      alignas(64) int32_t index[16];
-      for (int l = 0; l < 16; ++l) {
-        const int64_t j = 16 * v + l, pixel = j / K, phase = j % 4;
-        index[l] = static_cast<int32_t>(phase < 2 ? 2 * pixel + phase : 16 + 2 * pixel + phase - 2);
-      }
-      pick_[v] = _mm512_load_si512(index);
-    }
+    for (int v = 0; v < V; ++v) pick_[v] = quad_pick(K, v);
   }
   // Vector v of the masks of the period that starts `period` periods into the row.
   __m512 at(const float* top, const float* bottom, int64_t period, int v) const {
@@ -479,6 +478,38 @@ inline void flat_affine(const T* __restrict__ x, const float* __restrict__ S,
 // flat_affine with one other region: scale S + m S1 and shift T + m T1 per value, m its own
 // pixel's mask (rows = {S, T, S1, T1}, each repeating with period p). With PER_PIXEL, P is one
 // pixel's values and `mk` the mask row itself, one value per pixel.
+#ifdef PARTIALSTYLE_AVX512
+// The blended affine with one other region over n values, whole periods of P = 16 V values,
+// with the period's rows ({S, T, S1, T1}) in registers; mask(period, v) gives vector v's masks
+// (a pixel's mask broadcast where a pixel is whole vectors, a subpixel layer's QuadMasks).
+template <int P, bool RELU, bool RES, typename T, typename O, typename Mask>
+inline void period_masked_affine(const T* __restrict__ x, Mask mask, const float* const rows[4],
+                                 const T* __restrict__ res, O* __restrict__ y, int64_t n) {
+  constexpr int V = P / 16;
+  __m512 s0[V], t0[V], s1[V], t1[V];
+  for (int v = 0; v < V; ++v) {
+    s0[v] = _mm512_loadu_ps(rows[0] + 16 * v);
+    t0[v] = _mm512_loadu_ps(rows[1] + 16 * v);
+    s1[v] = _mm512_loadu_ps(rows[2] + 16 * v);
+    t1[v] = _mm512_loadu_ps(rows[3] + 16 * v);
+  }
+  const __m512 zero = _mm512_setzero_ps();
+  for (int64_t b = 0, period = 0; b < n; b += P, ++period) {
+#pragma GCC unroll 4
+    for (int v = 0; v < V; ++v) {
+      const int64_t i = b + 16 * v;
+      const __m512 mv = mask(period, v);
+      const __m512 scale = _mm512_fmadd_ps(mv, s1[v], s0[v]);
+      const __m512 shift = _mm512_fmadd_ps(mv, t1[v], t0[v]);
+      __m512 value = _mm512_fmadd_ps(load16(x + i, 16), scale, shift);
+      if (RELU) value = _mm512_max_ps(value, zero);
+      if (RES) value = _mm512_add_ps(value, load16(res + i, 16));
+      store16(y + i, value, 16);
+    }
+  }
+}
+#endif
+
 template <int P, bool RELU, bool RES, bool PER_PIXEL = false, typename T, typename O>
 inline void masked_affine(const T* __restrict__ x, const float* __restrict__ mk,
                           const float* const rows[4], const T* __restrict__ res,
@@ -492,26 +523,8 @@ inline void masked_affine(const T* __restrict__ x, const float* __restrict__ mk,
   const __m512 zero = _mm512_setzero_ps();
   if constexpr (PER_PIXEL) {
     // mk holds one mask value per pixel of P values (a pixel is whole vectors).
-    constexpr int V = P / 16;
-    __m512 s0[V], t0[V], s1[V], t1[V];
-    for (int v = 0; v < V; ++v) {
-      s0[v] = load16(S + 16 * v, 16);
-      t0[v] = load16(Tt + 16 * v, 16);
-      s1[v] = load16(S1 + 16 * v, 16);
-      t1[v] = load16(T1 + 16 * v, 16);
-    }
-    for (int64_t b = 0; b < n; b += P) {
-      const __m512 mv = _mm512_set1_ps(mk[b / P]);
-      for (int v = 0; v < V; ++v) {
-        const int64_t i = b + 16 * v;
-        const __m512 scale = _mm512_fmadd_ps(mv, s1[v], s0[v]);
-        const __m512 shift = _mm512_fmadd_ps(mv, t1[v], t0[v]);
-        __m512 value = _mm512_fmadd_ps(load16(x + i, 16), scale, shift);
-        if (RELU) value = _mm512_max_ps(value, zero);
-        if (RES) value = _mm512_add_ps(value, load16(res + i, 16));
-        store16(y + i, value, 16);
-      }
-    }
+    auto mask = [&](int64_t period, int) { return _mm512_set1_ps(mk[period]); };
+    period_masked_affine<P, RELU, RES>(x, mask, rows, res, y, n);
     return;
   }
   for (int64_t b = 0; b < n; b += p) {
@@ -542,36 +555,6 @@ inline void masked_affine(const T* __restrict__ x, const float* __restrict__ mk,
   }
 #endif
 }
-
-#ifdef PARTIALSTYLE_AVX512
-// masked_affine for a subpixel conv's output with one other region, each vector's masks made
-// from the two mask rows as it goes (QuadMasks); n a whole number of periods.
-template <int P, bool RELU, typename T, typename O>
-inline void quad_masked_affine(const T* __restrict__ x, const QuadMasks<P>& quads,
-                               const float* top, const float* bottom, const float* const rows[4],
-                               O* __restrict__ y, int64_t n) {
-  constexpr int V = P / 16;
-  __m512 s0[V], t0[V], s1[V], t1[V];
-  for (int v = 0; v < V; ++v) {
-    s0[v] = _mm512_loadu_ps(rows[0] + 16 * v);
-    t0[v] = _mm512_loadu_ps(rows[1] + 16 * v);
-    s1[v] = _mm512_loadu_ps(rows[2] + 16 * v);
-    t1[v] = _mm512_loadu_ps(rows[3] + 16 * v);
-  }
-  const __m512 zero = _mm512_setzero_ps();
-  for (int64_t b = 0, period = 0; b < n; b += P, ++period) {
-#pragma GCC unroll 4
-    for (int v = 0; v < V; ++v) {
-      const __m512 mv = quads.at(top, bottom, period, v);
-      const __m512 scale = _mm512_fmadd_ps(mv, s1[v], s0[v]);
-      const __m512 shift = _mm512_fmadd_ps(mv, t1[v], t0[v]);
-      __m512 value = _mm512_fmadd_ps(load16(x + b + 16 * v, 16), scale, shift);
-      if (RELU) value = _mm512_max_ps(value, zero);
-      store16(y + b + 16 * v, value, 16);
-    }
-  }
-}
-#endif
 
 #ifdef PARTIALSTYLE_AVX512
 // Moves one z row of a subpixel conv's output (z pixel wz's value 4c + 2i + j, K = 4C a
@@ -724,11 +707,12 @@ void affine_rows(const T* x, int64_t Hz, int64_t Wz, int64_t channels, int64_t s
         if constexpr (kQuads) {
           if (n % P == 0) {
             const float* top = m + hz * 2 * W;
+            auto mask = [&](int64_t period, int v) { return quads->at(top, top + W, period, v); };
             if (direct) {
               T* dst = y + layout.index(hz * ph + pad, pad, 0);
-              quad_masked_affine<P, RELU>(xrow, *quads, top, top + W, rows, dst, n);
+              period_masked_affine<P, RELU, false>(xrow, mask, rows, rrow, dst, n);
             } else {
-              quad_masked_affine<P, RELU>(xrow, *quads, top, top + W, rows, buffer.data(), n);
+              period_masked_affine<P, RELU, false>(xrow, mask, rows, rrow, buffer.data(), n);
               scatter(hz, buffer.data());
             }
             continue;
@@ -1153,7 +1137,7 @@ torch::Tensor sigmoid_output(torch::Tensor x, int64_t H, int64_t W) {
 
 // Soft region masks (N fp32 planes [h,w], any strides) as one [1,N,h,w] tensor of masks that
 // sum to 1 per pixel: each (negative values taken as 0) divided by their sum, or 1/N where none
-// of them shows (sum <= 1e-6). kinds/spatial.py defines it; as torch ops (stack, clamp, sum,
+// of them shows (sum <= 1e-6). fused_norm.py defines it; as torch ops (stack, clamp, sum,
 // divide, where) it is five passes over the frame.
 torch::Tensor normalized_regions(std::vector<torch::Tensor> masks) {
   TORCH_CHECK(!masks.empty(), "expected at least one mask");

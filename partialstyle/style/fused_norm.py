@@ -26,7 +26,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -359,6 +359,19 @@ def padded_activation(
         2 if subpixel else 1,
         out_block,
     )
+
+
+def normalized_regions(masks: Sequence[Tensor]) -> Tensor:
+    """Soft region masks ([h,w] each, negative values taken as 0) as [1,N,h,w] masks that sum
+    to 1 per pixel: where none of the regions shows (their sum at most 1e-6), any style will
+    do, so the pixel is shared equally (the spatial style kinds, and the arbitrary network's
+    own region weights). One pass of the compiled kernel for fp32 CPU masks, else torch ops."""
+    module = for_frames(*masks)
+    if module is not None:
+        return module.normalized_regions(list(masks))
+    stacked = torch.stack(tuple(masks)).clamp(min=0.0)
+    total = stacked.sum(0, keepdim=True)
+    return torch.where(total > 1e-6, stacked / total.clamp(min=1e-6), 1.0 / len(masks))[None]
 
 
 def sigmoid_output(x: Tensor, height: int, width: int) -> Tensor:

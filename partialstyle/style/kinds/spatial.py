@@ -19,7 +19,7 @@ def conditioned_pass(
     batch = image[None].half() if run.half else image[None]
     conditioning = torch.stack([look.conditioning for look in looks]).to(image.device)
     if len(looks) > 1:
-        return batch, conditioning, normalized_regions(masks).to(batch.dtype), True
+        return batch, conditioning, fused_norm.normalized_regions(masks).to(batch.dtype), True
     if masks and bool((masks[0] < 1.0 - 1e-6).any()):
         # The look shows on part of the frame only; the rest is painted by another network
         # or left as it is. Normalising the look's region with its own statistics keeps it
@@ -28,19 +28,6 @@ def conditioned_pass(
         region_masks = torch.stack([region, 1.0 - region])[None].to(batch.dtype)
         return batch, conditioning.repeat(2, 1), region_masks, False
     return batch, conditioning, None, True
-
-
-def normalized_regions(masks: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Soft region masks ([h,w] each, negative values taken as 0) as [1,N,h,w] masks that sum
-    to 1 per pixel: where none of the regions shows (their sum at most 1e-6), any style will
-    do, so the pixel is shared equally. One pass of the compiled kernel for fp32 CPU masks,
-    else torch ops."""
-    kernels = fused_norm.for_frames(*masks)
-    if kernels is not None:
-        return kernels.normalized_regions(list(masks))
-    stacked = torch.stack(masks).clamp(min=0.0)
-    total = stacked.sum(0, keepdim=True)
-    return torch.where(total > 1e-6, stacked / total.clamp(min=1e-6), 1.0 / len(masks))[None]
 
 
 def mixed(kind: StyleKind, old: Look, old_share: float, new: Look, new_share: float) -> Look:
