@@ -12,6 +12,9 @@ import torch.nn.functional as F
 
 from partialstyle.style import fused_norm
 from partialstyle.style.fast_conv import PackedConv
+from partialstyle.style.fused_norm import DeferredNorm
+
+NO_INPUT_NORM = (torch.empty(0), torch.empty(0), torch.empty(0), False, False)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +52,8 @@ def test_amx_conv_equals_the_conv(amx, height, width, stride, extra) -> None:
     weight = conv.weight.detach().to(torch.bfloat16)
     bias = conv.bias.detach().float()
     reference = F.conv2d(x.float(), weight.float(), bias, stride)  # same bf16 products, fp32
-    y, sums = amx.amx_conv(x, amx.amx_pack_weight(weight), bias, torch.empty(0), False, stride)
+    packed = amx.amx_pack_weight(weight)
+    y, sums = amx.amx_conv(x, packed, bias, torch.empty(0), False, stride, *NO_INPUT_NORM)
     assert y.shape == reference.shape and y.dtype == torch.bfloat16
     assert y.is_contiguous(memory_format=torch.channels_last)
     # Only the rounding to bf16 (and the order of the fp32 sums) differs.
@@ -68,7 +72,8 @@ def test_amx_conv_sums_equal_region_moments(amx, height, width, masked, stride) 
     x = bf16_image(generator, 32, stride * (height - 1) + 3, stride * (width - 1) + 3)
     masks = soft_mask(generator, height, width) if masked else torch.empty(0)
     weight = amx.amx_pack_weight(conv.weight.detach())
-    y, sums = amx.amx_conv(x, weight, conv.bias.detach().float(), masks, True, stride)
+    bias = conv.bias.detach().float()
+    y, sums = amx.amx_conv(x, weight, bias, masks, True, stride, *NO_INPUT_NORM)
     expected = amx.region_moments(y, masks, 1)
     assert sums.shape == expected.shape and sums.dtype == torch.float64
     assert torch.allclose(sums, expected, rtol=1e-5, atol=1e-3)
@@ -101,3 +106,88 @@ def test_packed_conv_takes_the_amx_kernel(amx) -> None:
     fp32 = PackedConv(conv, torch.float32)
     _, none = fp32.with_moments(x.float().contiguous(memory_format=torch.channels_last), None)
     assert none is None and fp32._amx is None
+
+
+# Sides from the narrowest the kernel takes to odd ones; a mask that reaches only some rows
+# (the kernel blends those, and takes the base's rows elsewhere).
+@pytest.mark.parametrize(("height", "width"), [(9, 37), (4, 32), (13, 34)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("regions", [1, 2])
+@pytest.mark.parametrize(("relu", "reflect"), [(True, True), (False, False)])
+def test_deferred_norm_is_applied_as_the_conv_reads(
+    amx, height, width, stride, regions, relu, reflect
+) -> None:
+    """A conv of a ``DeferredNorm`` (normalised and padded as the kernel reads it) gives the
+    same bits, and the same sums, as the conv of the norm's written result."""
+    generator = torch.Generator().manual_seed(height * 10 + width + stride)
+    torch.manual_seed(height + width)
+    raw = bf16_image(generator, 32, height, width)
+    gamma = 1.0 + torch.rand(regions, 32, generator=generator)
+    beta = torch.randn(regions, 32, generator=generator)
+    masks = torch.empty(0)
+    if regions == 2:
+        masks = soft_mask(generator, height, width)
+        masks[..., : height // 3, :] = 0.0  # rows the other region does not reach
+    scale, shift = amx.region_norm_rows(raw, masks, gamma, beta, 0, 1e-5, 0.0, 1, torch.empty(0))
+    deferred = DeferredNorm(raw, scale, shift, masks, relu, reflect)
+    written = deferred.materialize(amx)
+    assert written.shape == (1, 32, height + 2, width + 2)
+
+    conv = PackedConv(torch.nn.Conv2d(32, 32, 3, stride=stride), torch.bfloat16)
+    out_height, out_width = ((side + 2 - 3) // stride + 1 for side in (height, width))
+    out_masks = {out_width: soft_mask(generator, out_height, out_width)}
+    expected, expected_sums = conv.with_moments(written, out_masks)
+    y, sums = conv.with_moments(deferred, out_masks)
+    assert torch.equal(y, expected)
+    assert torch.equal(sums, expected_sums)
+    assert conv.takes_deferred(torch.bfloat16) and not conv.takes_deferred(torch.float32)
+
+
+def test_a_deferred_norm_is_written_where_the_amx_kernel_does_not_apply(amx) -> None:
+    """Too narrow an output for the kernel: the conv of the written result (oneDNN)."""
+    generator = torch.Generator().manual_seed(3)
+    raw = bf16_image(generator, 32, 6, 12)
+    scale, shift = torch.rand(1, 32) + 0.5, torch.randn(1, 32)
+    deferred = DeferredNorm(raw, scale, shift, torch.empty(0), True, True)
+    conv = PackedConv(torch.nn.Conv2d(32, 32, 3), torch.bfloat16)
+    y, sums = conv.with_moments(deferred, None)
+    assert sums is None and torch.equal(y, conv(deferred.materialize(amx), shuffle=False))
+
+
+def test_the_network_gives_the_same_bits_with_its_norms_deferred(
+    amx, default_models, astronaut, monkeypatch
+) -> None:
+    """The 26-style network on the astronaut photo, one region and two: the contracting
+    norms applied by the strided convs as they read (fused_norm.DeferredNorm) give the same
+    bits as written out first."""
+    import cv2
+
+    from partialstyle.weights.files import model_path
+    from partialstyle.weights.load import load_weights
+
+    net = load_weights("multistyle26", model_path("multistyle26"), precision="bf16")
+    image = cv2.resize(astronaut, (160, 96), interpolation=cv2.INTER_AREA)
+    image = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(255)
+    one = torch.zeros(1, 26)
+    one[0, 7] = 1.0
+    two = torch.zeros(2, 26)
+    two[0, 7], two[1, 19] = 1.0, 1.0
+    masks = torch.zeros(1, 2, 96, 160)
+    masks[:, 1, 20:80, 40:110] = 1.0  # a soft-edged "person" in the middle
+    masks[:, 1] = F.avg_pool2d(masks[:, 1:], 9, stride=1, padding=4)[:, 0]
+    masks[:, 0] = 1.0 - masks[:, 1]
+    calls = []
+    takes = PackedConv.takes_deferred
+
+    def counted(self, dtype):
+        calls.append(takes(self, dtype))
+        return calls[-1]
+
+    with torch.inference_mode():
+        monkeypatch.setattr(PackedConv, "takes_deferred", counted)
+        deferred = [net(image, one), net(image, two, masks)]
+        monkeypatch.setattr(PackedConv, "takes_deferred", lambda self, dtype: False)
+        written = [net(image, one), net(image, two, masks)]
+    assert calls.count(True) == 4  # both strided convs, in both calls
+    for a, b in zip(deferred, written, strict=True):
+        assert torch.equal(a, b)

@@ -43,6 +43,129 @@ struct TileConfig {
 inline __m512 widen_bf16(__m256i bits) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
 }
+
+// The conv's padded input rows, either read in place from a padded image, or made on demand
+// from the previous conv's raw output: its norm's affine (with one other region's blend, as
+// fused_norm.cpp's region_affine computes it, to the same bits), ReLU, and the 1 pixel pad,
+// into a ring of rows each thread reuses. The normalised image is then never written out and
+// read back: for the 26-style network's full-resolution layer that is 15 MB each way.
+class InputRows {
+ public:
+  // A padded image [Hp, Wp] of 32 channels.
+  InputRows(const uint16_t* padded, int64_t Wp) : padded_(padded), Wp_(Wp) {}
+  // The raw image [H, W] of 32 channels, normalised by rows[4] = {S, T, S1, T1} (32 floats
+  // each: the base's scale and shift, the other region's differences) blended by `mask`
+  // [H, W] (nullptr: one region), ReLU'd if `relu`, padded by 1 (reflect or replicate).
+  InputRows(const uint16_t* raw, int64_t H, int64_t W, const float* const rows[4],
+            const float* mask, bool relu, bool reflect)
+      : Wp_(W + 2), raw_(raw), H_(H), W_(W), mask_(mask), relu_(relu), reflect_(reflect),
+        ring_(kRing * (W + 2) * kChannels + 32) {
+    // Pixels on cache lines (64 bytes each): a pixel split across two costs each store and
+    // tile row twice.
+    const auto address = reinterpret_cast<uintptr_t>(ring_.data());
+    ring_start_ = ring_.data() + ((64 - address % 64) % 64) / sizeof(uint16_t);
+    // A pixel's 32 bf16 values widen without shuffles into its even channels (each 32-bit
+    // lane's low half shifted up) and its odd ones (the high half kept), so the rows are
+    // taken apart the same way, and one permute interleaves the rounded halves again: with
+    // only two ports for 512-bit work, shuffles per pixel are what a row costs.
+    for (int i = 0; i < 4; ++i)
+      for (int half = 0; half < 2; ++half)
+        for (int j = 0; j < 16; ++j) affine_[i][half][j] = rows[i][2 * j + half];
+    for (int i = 0; i < 32; ++i) order_[i] = static_cast<uint16_t>(i % 2 ? 16 + i / 2 : i / 2);
+  }
+
+  // Padded rows first..last (at most kRing of them, first never lower than the last call's)
+  // ready to read. (Making the next pair's rows a part at a time between this pair's tiles,
+  // so that the vector and tile work would overlap, was slower: 1.37-1.79 against 1.28 ms for
+  // the full-resolution layer.)
+  void prepare(int64_t first, int64_t last) {
+    if (!raw_) return;
+    if (first > made_end_ || first < made_begin_) made_begin_ = made_end_ = first;
+    for (; made_end_ <= last; ++made_end_) make(made_end_, 0, W_);
+    made_begin_ = std::max(made_begin_, last + 1 - kRing);
+  }
+
+  // Padded row hp, which must be prepared.
+  const uint16_t* row(int64_t hp) const {
+    if (!raw_) return padded_ + hp * Wp_ * kChannels;
+    return ring_start_ + (hp % kRing) * Wp_ * kChannels;
+  }
+
+  // A row pair's input: 5 rows at stride 2, 4 at stride 1.
+  static constexpr int64_t kRing = 8;
+
+ private:
+  // The interior row or column that padded coordinate q (pad 1) copies.
+  static int64_t source(int64_t q, int64_t n, bool reflect) {
+    const int64_t v = q - 1;
+    if (v < 0) return reflect ? 1 : 0;
+    if (v >= n) return reflect ? n - 2 : n - 1;
+    return v;
+  }
+
+  // Pixels begin..end of padded row hp's interior, and its border once the row is complete.
+  void make(int64_t hp, int64_t begin, int64_t end) {
+    constexpr int64_t C = kChannels;
+    const int64_t h = source(hp, H_, reflect_);
+    const uint16_t* x = raw_ + h * W_ * C;
+    uint16_t* out = ring_start_ + (hp % kRing) * Wp_ * C;
+    const float* m = mask_ ? mask_ + h * W_ : nullptr;
+    bool touched = false;  // whether the other region reaches these pixels
+    for (int64_t w = begin; m && !touched && w < end; w += 16)
+      touched = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(lanes(end - w), m + w),
+                                   _mm512_setzero_ps(), _CMP_NEQ_UQ) != 0;
+    __m512 s0[2], t0[2], s1[2], t1[2];
+    for (int half = 0; half < 2; ++half) {
+      s0[half] = _mm512_load_ps(affine_[0][half]);
+      t0[half] = _mm512_load_ps(affine_[1][half]);
+      s1[half] = _mm512_load_ps(affine_[2][half]);
+      t1[half] = _mm512_load_ps(affine_[3][half]);
+    }
+    const __m512i interleave = _mm512_load_si512(order_);
+    const __m512i high = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+    const bool relu = relu_;
+    auto pixels = [&](auto touched_flag) {
+      constexpr bool blended = decltype(touched_flag)::value;
+      for (int64_t w = begin; w < end; ++w) {
+        const __m512i bits = _mm512_loadu_si512(x + w * C);
+        __m512 v[2] = {_mm512_castsi512_ps(_mm512_slli_epi32(bits, 16)),
+                       _mm512_castsi512_ps(_mm512_and_si512(bits, high))};
+        const __m512 mv = blended ? _mm512_set1_ps(m[w]) : _mm512_setzero_ps();
+        for (int half = 0; half < 2; ++half) {
+          const __m512 scale = blended ? _mm512_fmadd_ps(mv, s1[half], s0[half]) : s0[half];
+          const __m512 shift = blended ? _mm512_fmadd_ps(mv, t1[half], t0[half]) : t0[half];
+          v[half] = _mm512_fmadd_ps(v[half], scale, shift);
+          if (relu) v[half] = _mm512_max_ps(v[half], _mm512_setzero_ps());
+        }
+        const __m512i packed = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v[1], v[0]));
+        _mm512_storeu_si512(out + (w + 1) * C, _mm512_permutexvar_epi16(interleave, packed));
+      }
+    };
+    if (touched) pixels(std::true_type{});
+    else pixels(std::false_type{});
+    if (end < W_) return;
+    for (const int64_t wp : {int64_t{0}, Wp_ - 1}) {
+      const int64_t from = source(wp, W_, reflect_) + 1;
+      std::copy(out + from * C, out + (from + 1) * C, out + wp * C);
+    }
+  }
+
+  static __mmask16 lanes(int64_t count) {
+    return count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
+  }
+
+  const uint16_t* padded_ = nullptr;
+  int64_t Wp_;
+  const uint16_t* raw_ = nullptr;
+  int64_t H_ = 0, W_ = 0;
+  const float* mask_ = nullptr;
+  bool relu_ = false, reflect_ = false;
+  alignas(64) float affine_[4][2][16] = {};  // S, T, S1, T1: even channels, then odd
+  alignas(64) uint16_t order_[32] = {};  // word i of a packed pair goes to word order_[i]
+  std::vector<uint16_t> ring_;
+  uint16_t* ring_start_ = nullptr;
+  int64_t made_begin_ = 0, made_end_ = 0;  // the padded rows [begin, end) in the ring
+};
 #endif
 
 }  // namespace
@@ -81,20 +204,43 @@ torch::Tensor amx_pack_weight(torch::Tensor weight) {
 // region_moments(y, masks, 1) gives (per channel sum y and sum y^2, and with one mask plane
 // [1,1,H,W] sum m y, sum m y^2 and sum m), from the rounded outputs as they are written: each
 // output row summed in fp32, rows added in fp64, as region_moments does. W must be at least 16.
+//
+// With `in_scale` not empty, x is the previous conv's raw output [1, 32, Hi, Wi] and the conv's
+// input is region_affine(x, in_masks, in_scale, in_shift, relu=in_relu, pad=1, in_reflect),
+// made row by row as the conv reads it (InputRows): in_scale and in_shift are
+// region_norm_rows' [R, 32] rows, in_masks the other region's mask [1, 1, Hi, Wi] (R = 2) or
+// empty (R = 1).
 std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch::Tensor bias,
-                                    torch::Tensor masks, bool moments, int64_t stride) {
+                                    torch::Tensor masks, bool moments, int64_t stride,
+                                    torch::Tensor in_scale, torch::Tensor in_shift,
+                                    torch::Tensor in_masks, bool in_relu, bool in_reflect) {
 #ifdef PARTIALSTYLE_AMX
   TORCH_CHECK(amx_available(), "AMX is not available");
   TORCH_CHECK(x.dim() == 4 && x.size(0) == 1 && x.size(1) == kChannels &&
                   x.scalar_type() == at::kBFloat16 &&
                   x.is_contiguous(at::MemoryFormat::ChannelsLast),
-              "expected one padded bf16 image [1, 32, H+2, W+2], channels-last");
+              "expected one bf16 image [1, 32, H, W], channels-last");
   TORCH_CHECK(packed.numel() == kTaps * kChannels * kChannels && packed.is_contiguous(),
               "expected a weight from amx_pack_weight");
   TORCH_CHECK(bias.numel() == kChannels && bias.scalar_type() == at::kFloat &&
                   bias.is_contiguous(), "expected an fp32 bias of 32");
   TORCH_CHECK(stride == 1 || stride == 2, "stride must be 1 or 2");
-  const int64_t Hp = x.size(2), Wp = x.size(3);
+  const bool normalise = in_scale.numel() > 0;
+  const int64_t in_regions = normalise ? in_scale.size(0) : 0;
+  if (normalise) {
+    TORCH_CHECK(in_scale.dim() == 2 && in_scale.size(1) == kChannels && in_regions <= 2 &&
+                    in_scale.sizes() == in_shift.sizes() && in_scale.is_contiguous() &&
+                    in_shift.is_contiguous() && in_scale.scalar_type() == at::kFloat &&
+                    in_shift.scalar_type() == at::kFloat,
+                "in_scale and in_shift must be fp32 [R, 32] with R 1 or 2");
+    TORCH_CHECK(x.size(2) >= 2 && x.size(3) >= 2, "the input must be at least 2 x 2");
+    TORCH_CHECK(in_regions == 1 ? in_masks.numel() == 0
+                                : (in_masks.is_contiguous() &&
+                                   in_masks.scalar_type() == at::kFloat &&
+                                   in_masks.numel() == x.size(2) * x.size(3)),
+                "in_masks must be fp32 [1, 1, Hi, Wi] for two regions, else empty");
+  }
+  const int64_t Hp = x.size(2) + (normalise ? 2 : 0), Wp = x.size(3) + (normalise ? 2 : 0);
   const int64_t H = (Hp - 3) / stride + 1, W = (Wp - 3) / stride + 1;
   TORCH_CHECK(H >= 1 && W >= 16, "the output must be at least 16 pixels wide");
   const int64_t R = masks.numel() ? masks.size(1) : 0;
@@ -124,10 +270,24 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch
     alignas(64) float tiles[4][16][16];
     double* total = moments ? partial.data() + at::get_thread_num() * width : nullptr;
     const __m512 bias_low = _mm512_loadu_ps(b), bias_high = _mm512_loadu_ps(b + 16);
+    std::vector<float> zeros(2 * kChannels, 0.0f);
+    const float* affine[4] = {};
+    if (normalise) {
+      affine[0] = in_scale.data_ptr<float>();
+      affine[1] = in_shift.data_ptr<float>();
+      affine[2] = in_regions == 2 ? affine[0] + kChannels : zeros.data();
+      affine[3] = in_regions == 2 ? affine[1] + kChannels : zeros.data();
+    }
+    InputRows inputs =
+        normalise ? InputRows(in, x.size(2), x.size(3), affine,
+                              in_regions == 2 ? in_masks.data_ptr<float>() : nullptr, in_relu,
+                              in_reflect)
+                  : InputRows(in, Wp);
     for (int64_t pair = begin; pair < end; ++pair) {
       // Two output rows at a time (the second repeats the first on an odd last row): each
       // weight tile loaded serves both.
       const int64_t h = 2 * pair, h2 = std::min(h + 1, H - 1), rows = h2 > h ? 2 : 1;
+      inputs.prepare(stride * h, stride * h2 + 2);
       // Per output row: sum, sum of squares, masked sum and masked sum of squares (two halves
       // of the channels each), and the mask's sum (16 lanes).
       alignas(64) float row_sums[2][4][2][16] = {};
@@ -143,8 +303,8 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch
         for (int t = 0; t < kTaps; ++t) {
           const int64_t dy = t / 3, dx = t % 3;
           const int64_t column = stride * start + dx;
-          _tile_loadd(4, in + ((stride * h + dy) * Wp + column) * C, 64 * stride);
-          _tile_loadd(5, in + ((stride * h2 + dy) * Wp + column) * C, 64 * stride);
+          _tile_loadd(4, inputs.row(stride * h + dy) + column * C, 64 * stride);
+          _tile_loadd(5, inputs.row(stride * h2 + dy) + column * C, 64 * stride);
           _tile_loadd(6, weights + (t * 2 + 0) * 512, 64);
           _tile_loadd(7, weights + (t * 2 + 1) * 512, 64);
           _tile_dpbf16ps(0, 4, 6);
@@ -224,7 +384,8 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch
     for (int64_t i = 0; i < width; ++i) s[i] += partial[t * width + i];
   return {y, sums};
 #else
-  (void)x, (void)packed, (void)bias, (void)masks, (void)moments, (void)stride;
+  (void)x, (void)packed, (void)bias, (void)masks, (void)moments, (void)stride, (void)in_scale,
+      (void)in_shift, (void)in_masks, (void)in_relu, (void)in_reflect;
   TORCH_CHECK(false, "this build has no AMX conv (the CPU lacks AMX)");
   return {};
 #endif

@@ -130,6 +130,11 @@ def even_pad(kernel: int) -> int:
     return (kernel // 2 + 1) // 2 * 2
 
 
+_EMPTY = torch.empty(0)
+# amx_conv's arguments for an input that comes padded and normalised (no DeferredNorm).
+_NO_INPUT_NORM = (_EMPTY, _EMPTY, _EMPTY, False, False)
+
+
 class PackedConv:
     """A conv on an already padded input, for inference: weight and bias cast once to
     ``dtype``, the weight packed by oneDNN for the last input shape, ReLU as oneDNN's post-op.
@@ -175,34 +180,68 @@ class PackedConv:
         )
 
     def with_moments(
-        self, x: Tensor, masks_by_width: dict[int, Tensor] | None
+        self, x: Tensor | fused_norm.DeferredNorm, masks_by_width: dict[int, Tensor] | None
     ) -> tuple[Tensor, Tensor | None]:
         """The conv of ``x`` (``shuffle`` False), and where the AMX kernel runs it, the sums
         ``fused_norm``'s statistics need, made as the output is written: over the masks of
         the output's width in ``masks_by_width`` (every region's but the base's, see
         ``multistyle_fast.MaskPyramid``; None for one region). Else None: also for an
-        upsampling conv (its output is not the image) and more than one other region."""
-        kernels = self._amx_kernels(x)
+        upsampling conv (its output is not the image) and more than one other region.
+
+        ``x`` may be the previous norm's ``DeferredNorm``: the AMX kernel applies it as it
+        reads its input; elsewhere it is written out first."""
+        deferred = x if isinstance(x, fused_norm.DeferredNorm) else None
+        image = x if deferred is None else deferred.raw
+        kernels = self._amx_kernels(image, pads=deferred is not None)
         if kernels is None:
+            if deferred is not None:
+                x = deferred.materialize(fused_norm.kernels())
             return self(x, shuffle=False), None
         stride = self.stride[0]
-        width = (x.shape[-1] - 3) // stride + 1
+        pad = 0 if deferred is None else 2
+        width = (image.shape[-1] + pad - 3) // stride + 1
         masks = None if masks_by_width is None else masks_by_width[width]
         summed = not self.upsample and (masks is None or masks.shape[1] == 1)
         weight, bias = self._amx
         planes = masks if summed and masks is not None else torch.empty(0)
-        y, moments = kernels.amx_conv(x, weight, bias, planes, summed, stride)
+        if deferred is None:
+            y, moments = kernels.amx_conv(x, weight, bias, planes, summed, stride, *_NO_INPUT_NORM)
+        else:
+            y, moments = kernels.amx_conv(
+                deferred.raw,
+                weight,
+                bias,
+                planes,
+                summed,
+                stride,
+                deferred.scale,
+                deferred.shift,
+                deferred.masks,
+                deferred.relu,
+                deferred.reflect,
+            )
         return y, moments if summed else None
 
-    def _amx_kernels(self, x: Tensor) -> ModuleType | None:
+    def takes_deferred(self, dtype: torch.dtype) -> bool:
+        """Whether this conv would apply a ``DeferredNorm`` of ``dtype`` as it reads it (on
+        the AMX kernel), so that the norm before it need not write its result."""
+        if not (self.amx_shape and dtype == torch.bfloat16):
+            return False
+        kernels = fused_norm.kernels()
+        return kernels is not None and kernels.amx_available()
+
+    def _amx_kernels(self, x: Tensor, pads: bool = False) -> ModuleType | None:
         """The kernels when the AMX conv applies to ``x`` (one bf16 CPU image, channels-last,
-        at least 16 output pixels wide), the weight packed for it on first use; else None."""
+        at least 16 output pixels wide; padded, else ``pads`` that the kernel pads it), the
+        weight packed for it on first use; else None."""
+        pad = 2 if pads else 0
         if not (
             self.amx_shape
             and x.dtype == torch.bfloat16
             and x.dim() == 4
             and x.shape[0] == 1
-            and (x.shape[-1] - 3) // self.stride[0] + 1 >= 16
+            and (x.shape[-1] + pad - 3) // self.stride[0] + 1 >= 16
+            and x.shape[-2] + pad >= 3
             and x.is_contiguous(memory_format=torch.channels_last)
             and fused_norm.applies(x)
         ):
@@ -223,7 +262,8 @@ class PackedConv:
         ``pixel_shuffle``, for a consumer that reads it in that layout."""
         if not relu and (kernels := self._amx_kernels(x)) is not None:
             weight, bias = self._amx
-            y = kernels.amx_conv(x, weight, bias, torch.empty(0), False, self.stride[0])[0]
+            y = kernels.amx_conv(x, weight, bias, _EMPTY, False, self.stride[0], *_NO_INPUT_NORM)
+            y = y[0]
             return F.pixel_shuffle(y, 2) if shuffle and self.upsample else y
         if self.block > 1 and x.shape[1] * self.block**2 == self.weight.shape[1]:
             x = F.pixel_unshuffle(x, self.block)

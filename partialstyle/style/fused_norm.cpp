@@ -940,17 +940,17 @@ torch::Tensor region_affine(torch::Tensor x, torch::Tensor masks, torch::Tensor 
   return y;
 }
 
-// The whole layer in one call: region_moments, the statistics (multistyle.region_statistics:
+// A layer's norm up to its affine: region_moments, the statistics (multistyle.region_statistics:
 // each region's moments pooled with `prior` pixels of the image's, the base region's sums
-// being the image's minus the others'), the scale and shift rows, then region_affine.
-// `masks` are the R-1 masks of every region but `base`; gamma and beta are [R, C]. `ph` 2 reads
-// x as a subpixel conv's output (see moments_kernel), `block` 2 writes the result
-// space-to-depth (see OutLayout). `moments`, when not empty, are region_moments' sums already
-// made (by the conv that wrote x, amx_conv.cpp), and x is not read for them.
-torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor gamma,
-                          torch::Tensor beta, int64_t base, double eps, double prior,
-                          torch::Tensor residual, bool relu, int64_t pad, bool reflect,
-                          int64_t ph, int64_t block, torch::Tensor moments) {
+// being the image's minus the others'), then region_affine's scale and shift rows [R, C] (the
+// base's, then each other region's difference). `masks` are the R-1 masks of every region but
+// `base`; gamma and beta are [R, C]. `ph` 2 reads x as a subpixel conv's output (see
+// moments_kernel). `moments`, when not empty, are region_moments' sums already made (by the
+// conv that wrote x, amx_conv.cpp), and x is not read for them.
+std::vector<torch::Tensor> region_norm_rows(torch::Tensor x, torch::Tensor masks,
+                                            torch::Tensor gamma, torch::Tensor beta,
+                                            int64_t base, double eps, double prior, int64_t ph,
+                                            torch::Tensor moments) {
   check_layout(x, masks, ph);
   const int64_t C = x.size(1) / (ph * ph);
   const int64_t K = masks.numel() ? masks.size(1) : 0;  // regions besides the base
@@ -1036,7 +1036,17 @@ torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor ga
       sh[(k + 1) * C + c] = row_shift[r * C + c] - row_shift[base * C + c];
     }
   }
-  return region_affine(x, masks, scale, shift, residual, relu, pad, reflect, ph, block);
+  return {scale, shift};
+}
+
+// The whole layer in one call: region_norm_rows, then region_affine (ReLU, + residual, padding
+// by `pad`, and with `block` 2 the result space-to-depth, see OutLayout).
+torch::Tensor region_norm(torch::Tensor x, torch::Tensor masks, torch::Tensor gamma,
+                          torch::Tensor beta, int64_t base, double eps, double prior,
+                          torch::Tensor residual, bool relu, int64_t pad, bool reflect,
+                          int64_t ph, int64_t block, torch::Tensor moments) {
+  const auto rows = region_norm_rows(x, masks, gamma, beta, base, eps, prior, ph, moments);
+  return region_affine(x, masks, rows[0], rows[1], residual, relu, pad, reflect, ph, block);
 }
 
 // An fp32 image [1,C,H,W] -> reflect-padded by `pad`, channels-last, in bf16 or fp32, and with

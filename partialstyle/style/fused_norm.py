@@ -28,6 +28,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -107,6 +108,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "region_moments",
                 "region_affine",
                 "region_norm",
+                "region_norm_rows",
                 "mask_pyramid",
                 "padded_input",
                 "sigmoid_output",
@@ -261,6 +263,29 @@ def applies(x: Tensor) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class DeferredNorm:
+    """A norm's result not written yet: the conv output it normalises and the affine rows
+    ``region_norm_rows`` made for it, padded by 1 when applied. The next conv applies them as
+    it reads its input (``fast_conv.PackedConv.with_moments`` on the AMX kernel), which saves
+    writing the result and reading it back (15 MB each way for the 26-style network's
+    full-resolution layer); anything else calls ``materialize``."""
+
+    raw: Tensor  # the conv output [1,C,H,W], channels-last
+    scale: Tensor  # [R,C] fp32: the base region's row, then the other region's difference
+    shift: Tensor
+    masks: Tensor  # the other region's mask [1,1,H,W] fp32, or empty (one region)
+    relu: bool
+    reflect: bool  # the pad's mode: reflect, else replicate
+
+    def materialize(self, kernels: ModuleType) -> Tensor:
+        """The norm's padded result, as ``fused_region_norm`` would have returned it."""
+        empty = _empty(self.raw.dtype)
+        return kernels.region_affine(
+            self.raw, self.masks, self.scale, self.shift, empty, self.relu, 1, self.reflect, 1, 1
+        )
+
+
 def fused_region_norm(
     kernels: ModuleType,
     x: Tensor,
@@ -277,7 +302,8 @@ def fused_region_norm(
     subpixel: bool = False,
     out_block: int = 1,
     moments: Tensor | None = None,
-) -> Tensor:
+    deferred: bool = False,
+) -> Tensor | DeferredNorm:
     """Region instance norm of one image [1,C,H,W] with the fused kernels.
 
     ``gamma``/``beta`` are the regions' rows [R,C] (fp32); ``other_masks`` (fp32
@@ -298,18 +324,36 @@ def fused_region_norm(
     pass over the full-resolution image. ``moments``: the statistics' sums the conv that
     wrote ``x`` made as it wrote it (``fast_conv.PackedConv.with_moments``), so that the
     kernel only writes.
+
+    ``deferred`` returns a ``DeferredNorm`` instead, where one can stand for the result: a
+    pad of 1, no residual, ``x`` the image itself, at most one other region.
     """
     x = x if x.stride(1) == 1 else x.contiguous(memory_format=torch.channels_last)
     if residual is not None and residual.stride(1) != 1:
         residual = residual.contiguous(memory_format=torch.channels_last)
+    masks = _empty(torch.float32) if other_masks is None else other_masks
+    base = -1 if base is None else base
+    moments = _empty(torch.float64) if moments is None else moments
+    if (
+        deferred
+        and out_pad == 1
+        and residual is None
+        and not subpixel
+        and out_block == 1
+        and masks.shape[1:2] in ((), (1,))
+    ):
+        scale, shift = kernels.region_norm_rows(
+            x, masks, gamma, beta, base, eps, STATISTICS_PRIOR_PIXELS, 1, moments
+        )
+        return DeferredNorm(x, scale, shift, masks, relu, pad_mode == "reflect")
     # The kernel makes gamma and beta fp32 itself and reads rows that are views of a wider
     # table in place: no call or copy here.
     return kernels.region_norm(
         x,
-        _empty(torch.float32) if other_masks is None else other_masks,
+        masks,
         gamma,
         beta,
-        -1 if base is None else base,
+        base,
         eps,
         STATISTICS_PRIOR_PIXELS,
         _empty(x.dtype) if residual is None else residual,
@@ -318,7 +362,7 @@ def fused_region_norm(
         pad_mode == "reflect",
         2 if subpixel else 1,
         out_block,
-        _empty(torch.float64) if moments is None else moments,
+        moments,
     )
 
 

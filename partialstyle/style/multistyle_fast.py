@@ -146,16 +146,22 @@ class FastConvCIN(ConvCIN):
         pad_mode: str = "reflect",
         out_block: int = 1,
         rows: StyleRows | None = None,
-    ) -> Tensor:
-        """``x`` comes padded by ``self.pad`` (``self.pad_mode``); the result by ``out_pad``.
+        deferred: bool = False,
+    ) -> Tensor | fused_norm.DeferredNorm:
+        """``x`` comes padded by ``self.pad`` (``self.pad_mode``), or as the previous layer's
+        ``DeferredNorm``; the result by ``out_pad``.
 
         On the fused kernel's path an upsampling or blocked conv's output goes to the norm
         before ``pixel_shuffle`` (the kernel reads it as the image), and ``out_block`` 2
         asks for the result in 2x2 pixel blocks (the next conv's ``space_to_depth``).
         ``rows``: the network's mixed norm rows for this call (else mixed here).
+        ``deferred``: the result may be a ``DeferredNorm``, which the next layer's conv
+        applies as it reads it (``fused_norm.fused_region_norm``).
         """
-        kernels = fused_norm.kernels() if fused_norm.applies(x) else None
-        if kernels is not None and x.shape[0] == 1:
+        # A DeferredNorm (one image) comes only from this path.
+        image = x.raw if isinstance(x, fused_norm.DeferredNorm) else x
+        kernels = fused_norm.kernels() if fused_norm.applies(image) else None
+        if kernels is not None and image.shape[0] == 1:
             # One image on the kernel's path: straight to it, the layer's overhead kept to
             # the conv and one kernel call (it is most of a small layer's time).
             subpixel = self.upsample or self.space_to_depth == 2
@@ -185,6 +191,7 @@ class FastConvCIN(ConvCIN):
                 subpixel=subpixel,
                 out_block=out_block,
                 moments=moments,
+                deferred=deferred,
             )
         y = self.packed()(x)
         width = y.shape[-1]
@@ -330,5 +337,11 @@ class FastMultiStyleNet(MultiStyleNet):
             layout = {"pad_mode": pad_mode, "rows": rows}
             if isinstance(nxt, FastConvCIN) and nxt.space_to_depth > 1:
                 layout["out_block"] = 2
+            if isinstance(layer, FastConvCIN) and (
+                isinstance(nxt, FastConvCIN) and nxt.packed().takes_deferred(dtype)
+            ):
+                # The contracting norms' results are applied by the strided convs as they
+                # read them, never written (fused_norm.DeferredNorm).
+                layout["deferred"] = True
             x = layer(x, style_weights, masks, out_pad, **layout)
         return fused_norm.sigmoid_output(x, height, width).to(image.dtype)
