@@ -191,3 +191,55 @@ def test_the_network_gives_the_same_bits_with_its_norms_deferred(
     assert calls.count(True) == 4  # both strided convs, in both calls
     for a, b in zip(deferred, written, strict=True):
         assert torch.equal(a, b)
+
+
+# The arbitrary network's first two convs, on pixel blocks: the 9x9 one from 3 to 8 channels
+# (5x5 on 12 -> 32, its output in blocks, padded by 2 in blocks for the next), and the stride-2
+# one from 8 to 16 (2x2 on 32 -> 16 from blocks padded by 2, its output padded by 1).
+@pytest.mark.parametrize(("height", "width"), [(38, 70), (36, 64), (34, 98)])
+def test_row_conv_writes_the_padded_result(amx, height, width) -> None:
+    """amx_row_conv (a kernel row's taps as one run of values) gives oneDNN's conv and the
+    padding pass after it, within bf16 rounding."""
+    generator = torch.Generator().manual_seed(height + width)
+    torch.manual_seed(height * width)
+    image = torch.rand(1, 3, height, width, generator=generator)
+    first = PackedConv(torch.nn.Conv2d(3, 8, 9), torch.bfloat16, block=2)
+    x = fused_norm.padded_input(image, 4, torch.bfloat16, block=2)
+    expected = fused_norm.padded_activation(
+        amx, first(x, relu=True, shuffle=False), 2, subpixel=True, out_block=2
+    )
+    padded = first.padded_output(x, 2, out_block=2)
+    assert padded.shape == expected.shape == (1, 32, height // 2 + 2, width // 2 + 2)
+    assert (
+        (padded.float() - expected.float()).abs() <= expected.float().abs() * 2**-7 + 1e-2
+    ).all()
+
+    second = PackedConv(torch.nn.Conv2d(8, 16, 3, stride=2), torch.bfloat16, block=2)
+    expected = fused_norm.padded_activation(amx, second(padded, relu=True, shuffle=False), 1)
+    result = second.padded_output(padded, 1)
+    assert result.shape == expected.shape == (1, 16, height // 2 + 2, width // 2 + 2)
+    assert result.is_contiguous(memory_format=torch.channels_last)
+    assert (
+        (result.float() - expected.float()).abs() <= expected.float().abs() * 2**-7 + 1e-2
+    ).all()
+
+
+def test_row_conv_leaves_other_convs_to_onednn(amx) -> None:
+    """Outside the shapes it takes, padded_output says None: 12 outputs (the last conv), a
+    conv not on blocks, fp32, an output narrower than 16, a layout the padding pass would
+    change."""
+    generator = torch.Generator().manual_seed(1)
+    last = PackedConv(torch.nn.Conv2d(8, 3, 9), torch.bfloat16, block=2)
+    assert last.padded_output(bf16_image(generator, 32, 40, 40), 0, out_block=2) is None
+    plain = PackedConv(torch.nn.Conv2d(32, 32, 3), torch.bfloat16)
+    assert plain.padded_output(bf16_image(generator, 32, 20, 40), 1) is None
+    first = PackedConv(torch.nn.Conv2d(3, 8, 9), torch.bfloat16, block=2)
+    x = bf16_image(generator, 12, 24, 40)
+    assert first.padded_output(x, 2, out_block=2) is not None
+    assert first.padded_output(x, 2, out_block=1) is None
+    assert (
+        first.padded_output(x.float().contiguous(memory_format=torch.channels_last), 2, 2) is None
+    )
+    assert first.padded_output(bf16_image(generator, 12, 24, 18), 2, out_block=2) is None
+    with pytest.raises(RuntimeError, match="even chunks"):
+        amx.amx_pack_row_weight(torch.randn(32, 3, 9, 9))  # 27 values a kernel row

@@ -18,6 +18,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
@@ -386,6 +387,183 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch
 #else
   (void)x, (void)packed, (void)bias, (void)masks, (void)moments, (void)stride, (void)in_scale,
       (void)in_shift, (void)in_masks, (void)in_relu, (void)in_reflect;
+  TORCH_CHECK(false, "this build has no AMX conv (the CPU lacks AMX)");
+  return {};
+#endif
+}
+
+// The arbitrary network's first two convs run on 2x2 pixel blocks (fast_conv.blocked_weight,
+// strided_blocked_weight) with few channels: 12 in (the image's 3, in blocks) and 32 out, then
+// 32 in and 16 out. oneDNN runs them at a half and a third of the peak. Here a kernel row's
+// taps of one output pixel are k neighbouring input pixels, whose channels lie in one
+// contiguous run of k * Cin values (channels-last), so a tile row can take that run whole:
+// 60 values in two chunks of 30 for the 5x5 conv on 12 channels, where a tap at a time would
+// fill 12 of a tile row's 32. The result is written with ReLU straight into the next conv's
+// padded input (its borders by fused_norm.cpp's pad_borders: both files are built as one
+// source), which saves the padding pass after each.
+
+// The chunks a kernel row's k * Cin values are split into: the fewest whose size is even (a
+// tile row holds pairs) and at most 32 (a tile row's 64 bytes).
+int64_t row_chunks(int64_t values) {
+  for (int64_t n = 1; n <= values; ++n)
+    if (values % n == 0 && (values / n) % 2 == 0 && values / n <= 32) return n;
+  return 0;
+}
+
+// A conv weight [16 or 32, Cin, k, k] -> AMX B tiles [k rows][chunks][Cout/16 halves]
+// [chunk/2 input pairs][16 outputs][2], value v of a kernel row being tap v / Cin, channel
+// v % Cin.
+torch::Tensor amx_pack_row_weight(torch::Tensor weight) {
+  TORCH_CHECK(weight.dim() == 4 && (weight.size(0) == 16 || weight.size(0) == 32) &&
+                  weight.size(2) == weight.size(3),
+              "expected a [16 or 32, Cin, k, k] conv weight");
+  auto w = weight.to(at::kBFloat16).contiguous();
+  const int64_t cin = w.size(1), k = w.size(2), halves = w.size(0) / 16;
+  const int64_t chunks = row_chunks(k * cin);
+  TORCH_CHECK(chunks > 0, "a kernel row's k * Cin values do not split into even chunks of 32 or less");
+  const int64_t pairs = k * cin / chunks / 2;
+  auto packed = torch::empty({k, chunks, halves, pairs, 16, 2}, w.options());
+  auto from = w.accessor<at::BFloat16, 4>();
+  auto to = packed.accessor<at::BFloat16, 6>();
+  for (int64_t dy = 0; dy < k; ++dy)
+    for (int64_t j = 0; j < chunks; ++j)
+      for (int64_t half = 0; half < halves; ++half)
+        for (int64_t pair = 0; pair < pairs; ++pair)
+          for (int out = 0; out < 16; ++out)
+            for (int q = 0; q < 2; ++q) {
+              const int64_t v = j * 2 * pairs + 2 * pair + q;
+              to[dy][j][half][pair][out][q] = from[half * 16 + out][v % cin][dy][v / cin];
+            }
+  return packed;
+}
+
+#ifdef PARTIALSTYLE_AMX
+namespace {
+
+template <int HALVES>
+void row_conv_kernel(const uint16_t* in, int64_t cin, int64_t Wp, int64_t k, int64_t chunks,
+                     int64_t pairs, const uint16_t* weights, const float* bias, bool relu,
+                     uint16_t* out, int64_t H, int64_t W, int64_t out_row, int64_t offset) {
+  constexpr int64_t Cout = 16 * HALVES;
+  at::parallel_for(0, (H + 1) / 2, 1, [&](int64_t begin, int64_t end) {
+    TileConfig config;
+    for (int t = 0; t < 4; ++t) {  // accumulators: 16 pixels x 16 outputs
+      config.bytes_per_row[t] = 64;
+      config.rows[t] = 16;
+    }
+    for (int t = 4; t < 6; ++t) {  // a chunk of 16 pixels' runs
+      config.bytes_per_row[t] = static_cast<uint16_t>(4 * pairs);
+      config.rows[t] = 16;
+    }
+    for (int t = 6; t < 8; ++t) {  // the chunk's weights: its pairs x 16 outputs
+      config.bytes_per_row[t] = 64;
+      config.rows[t] = static_cast<uint8_t>(pairs);
+    }
+    _tile_loadconfig(&config);
+    alignas(64) float tiles[2][HALVES][16][16];
+    __m512 bias_v[HALVES];
+    for (int half = 0; half < HALVES; ++half) bias_v[half] = _mm512_loadu_ps(bias + 16 * half);
+    const __m512 zero = _mm512_setzero_ps();
+    const int64_t tile = pairs * 32;  // a weight tile's values
+    for (int64_t pair = begin; pair < end; ++pair) {
+      const int64_t h = 2 * pair, h2 = std::min(h + 1, H - 1), rows = h2 > h ? 2 : 1;
+      for (int64_t w0 = 0; w0 < W; w0 += 16) {
+        const int64_t start = std::min(w0, W - 16), skip = w0 - start;
+        _tile_zero(0);
+        _tile_zero(2);
+        if (HALVES == 2) {
+          _tile_zero(1);
+          _tile_zero(3);
+        }
+        for (int64_t dy = 0; dy < k; ++dy)
+          for (int64_t j = 0; j < chunks; ++j) {
+            const uint16_t* wt = weights + (dy * chunks + j) * HALVES * tile;
+            const int64_t first = j * 2 * pairs;  // the chunk's first value in the run
+            _tile_loadd(4, in + ((h + dy) * Wp + start) * cin + first, cin * 2);
+            _tile_loadd(5, in + ((h2 + dy) * Wp + start) * cin + first, cin * 2);
+            _tile_loadd(6, wt, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(2, 5, 6);
+            if (HALVES == 2) {
+              _tile_loadd(7, wt + tile, 64);
+              _tile_dpbf16ps(1, 4, 7);
+              _tile_dpbf16ps(3, 5, 7);
+            }
+          }
+        _tile_stored(0, tiles[0][0], 64);
+        _tile_stored(2, tiles[1][0], 64);
+        if (HALVES == 2) {
+          _tile_stored(1, tiles[0][HALVES - 1], 64);
+          _tile_stored(3, tiles[1][HALVES - 1], 64);
+        }
+        for (int r = 0; r < rows; ++r)
+          for (int64_t p = skip; p < 16; ++p) {
+            __m512 v[HALVES];
+            for (int half = 0; half < HALVES; ++half) {
+              v[half] = _mm512_add_ps(_mm512_load_ps(tiles[r][half][p]), bias_v[half]);
+              if (relu) v[half] = _mm512_max_ps(v[half], zero);
+            }
+            uint16_t* o = out + (h + r) * out_row + (start + p) * Cout + offset;
+            if constexpr (HALVES == 2)
+              _mm512_storeu_si512(o, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v[1], v[0])));
+            else
+              _mm256_storeu_si256(reinterpret_cast<__m256i*>(o),
+                                  reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v[0])));
+          }
+      }
+    }
+    _tile_release();
+  });
+}
+
+}  // namespace
+#endif
+
+// The conv of the padded input x [1, Cin, Hi, Wi] (bf16, channels-last) by `packed` (from
+// amx_pack_row_weight) + bias, then ReLU if `relu`: its top-left `height` x `width` output
+// pixels, reflect-padded by `pad` (as region_affine pads) in `block` layout (1, or 2 for an
+// output in 2x2 blocks that the padded result keeps, see OutLayout; `pad` even). The output
+// must be at least 16 pixels wide.
+torch::Tensor amx_row_conv(torch::Tensor x, torch::Tensor packed, torch::Tensor bias, bool relu,
+                           int64_t height, int64_t width, int64_t pad, int64_t block) {
+#ifdef PARTIALSTYLE_AMX
+  TORCH_CHECK(amx_available(), "AMX is not available");
+  TORCH_CHECK(packed.dim() == 6 && packed.is_contiguous() && packed.size(4) == 16,
+              "expected a weight from amx_pack_row_weight");
+  const int64_t k = packed.size(0), chunks = packed.size(1), halves = packed.size(2);
+  const int64_t pairs = packed.size(3), cin = chunks * pairs * 2 / k, cout = 16 * halves;
+  TORCH_CHECK(x.dim() == 4 && x.size(0) == 1 && x.size(1) == cin &&
+                  x.scalar_type() == at::kBFloat16 &&
+                  x.is_contiguous(at::MemoryFormat::ChannelsLast),
+              "expected one padded bf16 image [1, Cin, H, W], channels-last, Cin the weight's");
+  TORCH_CHECK(bias.numel() == cout && bias.scalar_type() == at::kFloat && bias.is_contiguous(),
+              "expected an fp32 bias, one per output");
+  TORCH_CHECK(height >= 1 && width >= 16 && height <= x.size(2) - k + 1 &&
+                  width <= x.size(3) - k + 1,
+              "the output must be at least 16 pixels wide and within the conv's");
+  TORCH_CHECK((block == 1 && pad >= 0) || (block == 2 && pad >= 0 && pad % 2 == 0 && cout % 4 == 0),
+              "block must be 1, or 2 with an even pad");
+  const int64_t margin = pad / block;  // the pad in output pixels (blocks)
+  const int64_t Ho = height + 2 * margin, Wo = width + 2 * margin;
+  auto y = torch::empty({1, cout, Ho, Wo}, x.options().memory_format(at::MemoryFormat::ChannelsLast));
+  auto* out = reinterpret_cast<uint16_t*>(y.data_ptr());
+  const auto* in = reinterpret_cast<const uint16_t*>(x.data_ptr());
+  const auto* w = reinterpret_cast<const uint16_t*>(packed.data_ptr());
+  const float* b = bias.data_ptr<float>();
+  const int64_t offset = (margin * Wo + margin) * cout;
+  if (halves == 2)
+    row_conv_kernel<2>(in, cin, x.size(3), k, chunks, pairs, w, b, relu, out, height, width,
+                       Wo * cout, offset);
+  else
+    row_conv_kernel<1>(in, cin, x.size(3), k, chunks, pairs, w, b, relu, out, height, width,
+                       Wo * cout, offset);
+  const int64_t C = cout / (block * block);
+  pad_borders(reinterpret_cast<at::BFloat16*>(out), height * block, width * block, C, pad, true,
+              OutLayout{C, width * block + 2 * pad, block});
+  return y;
+#else
+  (void)x, (void)packed, (void)bias, (void)relu, (void)height, (void)width, (void)pad,
+      (void)block;
   TORCH_CHECK(false, "this build has no AMX conv (the CPU lacks AMX)");
   return {};
 #endif

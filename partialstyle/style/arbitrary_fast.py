@@ -106,16 +106,17 @@ class FastArbitraryTransformer:
         x = padded_input(image, 4, self.dtype, block=convs["contract0"].block)
         for i in range(len(net.contract)):
             conv = convs[f"contract{i}"]
-            y = conv(x, relu=True, shuffle=False)
             following = convs.get(f"contract{i + 1}")
             into_blocks = following is not None and following.strided_blocks
-            x = padded_activation(
-                kernels,
-                y,
-                even_pad(following.kernel) if into_blocks else 1,
-                subpixel=conv.block > 1 and not conv.strided_blocks,
-                out_block=2 if into_blocks else 1,
-            )
+            pad = even_pad(following.kernel) if into_blocks else 1
+            out_block = 2 if into_blocks else 1
+            # The blocked convs on AMX write the padded result themselves (one pass).
+            padded = conv.padded_output(x, pad, out_block)
+            if padded is None:
+                y = conv(x, relu=True, shuffle=False)
+                subpixel = conv.block > 1 and not conv.strided_blocks
+                padded = padded_activation(kernels, y, pad, subpixel, out_block)
+            x = padded
         last = len(net.residual) - 1
         for i, (first, second) in enumerate(net.residual):
             inner = x[..., 1:-1, 1:-1]

@@ -130,6 +130,16 @@ def even_pad(kernel: int) -> int:
     return (kernel // 2 + 1) // 2 * 2
 
 
+def _row_chunks(values: int) -> int:
+    """How the AMX row conv splits a kernel row's ``values`` (k * Cin, amx_conv.cpp's
+    row_chunks): the fewest chunks of an even size of at most 32, or 0 if none."""
+    for chunks in range(1, values + 1):
+        size, rest = divmod(values, chunks)
+        if rest == 0 and size % 2 == 0 and size <= 32:
+            return chunks
+    return 0
+
+
 _EMPTY = torch.empty(0)
 # amx_conv's arguments for an input that comes padded and normalised (no DeferredNorm).
 _NO_INPUT_NORM = (_EMPTY, _EMPTY, _EMPTY, False, False)
@@ -174,6 +184,8 @@ class PackedConv:
         # The AMX kernel's copy of the weight (amx_conv.cpp), for a 32 -> 32 3x3 conv in bf16
         # (the residual convs, the strided ones, and the upsampling conv with 8 outputs).
         self._amx: tuple[Tensor, Tensor] | None = None
+        # The AMX kernel's copy for a few-channel conv on pixel blocks (``padded_output``).
+        self._amx_rows: tuple[Tensor, Tensor] | None = None
         self.amx_shape = tuple(self.weight.shape) == (32, 32, 3, 3) and self.stride in (
             [1, 1],
             [2, 2],
@@ -221,6 +233,40 @@ class PackedConv:
                 deferred.reflect,
             )
         return y, moments if summed else None
+
+    def padded_output(self, x: Tensor, pad: int, out_block: int = 1) -> Tensor | None:
+        """ReLU(conv(x)) reflect-padded by ``pad`` for the next conv, as
+        ``fused_norm.padded_activation`` pads it (a blocked conv's output stays in its blocks:
+        ``out_block`` 2), in one pass of the AMX kernel where it applies: a few-channel conv
+        on pixel blocks (16 or 32 outputs), one bf16 image, at least 16 output pixels wide.
+        Else None, and the caller takes the conv and the padding pass."""
+        out_channels, in_channels, kernel = self.weight.shape[:3]
+        blocks_out = self.block > 1 and not self.strided_blocks
+        crop = even_pad(self.kernel) if self.strided_blocks else kernel - 1
+        height, width = x.shape[-2] - crop, x.shape[-1] - crop
+        if not (
+            self.block > 1
+            and out_channels in (16, 32)
+            and _row_chunks(kernel * in_channels) > 0
+            and out_block == (2 if blocks_out else 1)
+            and pad % out_block == 0
+            and x.dtype == torch.bfloat16
+            and x.dim() == 4
+            and x.shape[0] == 1
+            and x.shape[1] == in_channels
+            and width >= 16
+            and x.is_contiguous(memory_format=torch.channels_last)
+            and fused_norm.applies(x)
+        ):
+            return None
+        kernels = fused_norm.kernels()
+        if kernels is None or not kernels.amx_available():
+            return None
+        if self._amx_rows is None:
+            bias = torch.zeros(out_channels) if self.bias is None else self.bias.float()
+            self._amx_rows = (kernels.amx_pack_row_weight(self.weight), bias.contiguous())
+        weight, bias = self._amx_rows
+        return kernels.amx_row_conv(x, weight, bias, True, height, width, pad, out_block)
 
     def takes_deferred(self, dtype: torch.dtype) -> bool:
         """Whether this conv would apply a ``DeferredNorm`` of ``dtype`` as it reads it (on

@@ -127,6 +127,8 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "amx_available",
                 "amx_pack_weight",
                 "amx_conv",
+                "amx_pack_row_weight",
+                "amx_row_conv",
             ],
             extra_cflags=["-O3", "-march=native", "-fopenmp"],
             extra_ldflags=["-fopenmp"],
