@@ -224,15 +224,51 @@ def test_row_conv_writes_the_padded_result(amx, height, width) -> None:
     ).all()
 
 
+# The other few-channel convs of the networks: the 26-style network's upsampling conv from 8
+# channels, the arbitrary network's stride-2 conv from 16, its upsampling conv from 16 and its
+# last 9x9 conv on blocks (12 outputs of a tile's 16).
+@pytest.mark.parametrize(
+    ("make", "channels", "side"),
+    [
+        (lambda: PackedConv(torch.nn.Conv2d(8, 4, 3), torch.bfloat16, upsample=True), 8, 3),
+        (lambda: PackedConv(torch.nn.Conv2d(16, 32, 3, stride=2), torch.bfloat16), 16, 3),
+        (lambda: PackedConv(torch.nn.Conv2d(16, 8, 3), torch.bfloat16, upsample=True), 16, 3),
+        (lambda: PackedConv(torch.nn.Conv2d(8, 3, 9), torch.bfloat16, block=2), 32, 5),
+    ],
+)
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_row_conv_equals_onednn(amx, monkeypatch, make, channels, side, shuffle) -> None:
+    """PackedConv on the AMX row kernel gives oneDNN's conv within bf16 rounding."""
+    generator = torch.Generator().manual_seed(channels + side)
+    torch.manual_seed(channels * side)
+    conv = make()
+    x = bf16_image(generator, channels, 37 + side, 41 + side)
+    assert conv._row_kernels(x) is not None
+    y = conv(x, shuffle=shuffle)
+    with monkeypatch.context() as patch:
+        patch.setattr(PackedConv, "_row_kernels", lambda self, x: None)
+        expected = conv(x, shuffle=shuffle)
+    assert y.shape == expected.shape
+    assert ((y.float() - expected.float()).abs() <= expected.float().abs() * 2**-7 + 2e-2).all()
+
+
 def test_row_conv_leaves_other_convs_to_onednn(amx) -> None:
-    """Outside the shapes it takes, padded_output says None: 12 outputs (the last conv), a
-    conv not on blocks, fp32, an output narrower than 16, a layout the padding pass would
-    change."""
+    """Outside the convs it suits, the row kernel says None: 64 outputs, the 32-channel 3x3
+    convs (the other AMX kernel's), tile rows under three-quarters full (the 26-style
+    network's last conv: 20 of 32) or not splittable (its first: 27 values), fp32, an output
+    narrower than 16; and padded_output, a layout the padding pass would change."""
     generator = torch.Generator().manual_seed(1)
-    last = PackedConv(torch.nn.Conv2d(8, 3, 9), torch.bfloat16, block=2)
-    assert last.padded_output(bf16_image(generator, 32, 40, 40), 0, out_block=2) is None
-    plain = PackedConv(torch.nn.Conv2d(32, 32, 3), torch.bfloat16)
-    assert plain.padded_output(bf16_image(generator, 32, 20, 40), 1) is None
+    x32 = bf16_image(generator, 32, 20, 40)
+    for conv, x in [
+        (PackedConv(torch.nn.Conv2d(32, 64, 3), torch.bfloat16), x32),
+        (PackedConv(torch.nn.Conv2d(32, 32, 3), torch.bfloat16), x32),
+        (
+            PackedConv(torch.nn.Conv2d(4, 3, 9), torch.bfloat16, block=2),
+            bf16_image(generator, 16, 24, 40),
+        ),
+        (PackedConv(torch.nn.Conv2d(3, 32, 9), torch.bfloat16), bf16_image(generator, 3, 24, 40)),
+    ]:
+        assert conv._row_kernels(x) is None and conv.padded_output(x, 1) is None
     first = PackedConv(torch.nn.Conv2d(3, 8, 9), torch.bfloat16, block=2)
     x = bf16_image(generator, 12, 24, 40)
     assert first.padded_output(x, 2, out_block=2) is not None

@@ -410,15 +410,15 @@ int64_t row_chunks(int64_t values) {
   return 0;
 }
 
-// A conv weight [16 or 32, Cin, k, k] -> AMX B tiles [k rows][chunks][Cout/16 halves]
-// [chunk/2 input pairs][16 outputs][2], value v of a kernel row being tap v / Cin, channel
-// v % Cin.
+// A conv weight [Cout <= 32, Cin, k, k] -> AMX B tiles [k rows][chunks][ceil(Cout/16) halves]
+// [chunk/2 input pairs][16 outputs][2] (outputs past Cout zero), value v of a kernel row being
+// tap v / Cin, channel v % Cin.
 torch::Tensor amx_pack_row_weight(torch::Tensor weight) {
-  TORCH_CHECK(weight.dim() == 4 && (weight.size(0) == 16 || weight.size(0) == 32) &&
+  TORCH_CHECK(weight.dim() == 4 && weight.size(0) >= 1 && weight.size(0) <= 32 &&
                   weight.size(2) == weight.size(3),
-              "expected a [16 or 32, Cin, k, k] conv weight");
+              "expected a [Cout <= 32, Cin, k, k] conv weight");
   auto w = weight.to(at::kBFloat16).contiguous();
-  const int64_t cin = w.size(1), k = w.size(2), halves = w.size(0) / 16;
+  const int64_t cin = w.size(1), k = w.size(2), cout = w.size(0), halves = (cout + 15) / 16;
   const int64_t chunks = row_chunks(k * cin);
   TORCH_CHECK(chunks > 0, "a kernel row's k * Cin values do not split into even chunks of 32 or less");
   const int64_t pairs = k * cin / chunks / 2;
@@ -432,7 +432,9 @@ torch::Tensor amx_pack_row_weight(torch::Tensor weight) {
           for (int out = 0; out < 16; ++out)
             for (int q = 0; q < 2; ++q) {
               const int64_t v = j * 2 * pairs + 2 * pair + q;
-              to[dy][j][half][pair][out][q] = from[half * 16 + out][v % cin][dy][v / cin];
+              to[dy][j][half][pair][out][q] = half * 16 + out < cout
+                                                  ? from[half * 16 + out][v % cin][dy][v / cin]
+                                                  : at::BFloat16(0.0f);
             }
   return packed;
 }
@@ -441,10 +443,12 @@ torch::Tensor amx_pack_row_weight(torch::Tensor weight) {
 namespace {
 
 template <int HALVES>
-void row_conv_kernel(const uint16_t* in, int64_t cin, int64_t Wp, int64_t k, int64_t chunks,
-                     int64_t pairs, const uint16_t* weights, const float* bias, bool relu,
-                     uint16_t* out, int64_t H, int64_t W, int64_t out_row, int64_t offset) {
-  constexpr int64_t Cout = 16 * HALVES;
+void row_conv_kernel(const uint16_t* in, int64_t cin, int64_t Wp, int64_t k, int64_t stride,
+                     int64_t chunks, int64_t pairs, const uint16_t* weights, const float* bias,
+                     bool relu, uint16_t* out, int64_t cout, int64_t H, int64_t W,
+                     int64_t out_row, int64_t offset) {
+  // The last half's outputs that exist (12 of 16 for the networks' last convs).
+  const __mmask16 last = static_cast<__mmask16>((1u << (cout - 16 * (HALVES - 1))) - 1);
   at::parallel_for(0, (H + 1) / 2, 1, [&](int64_t begin, int64_t end) {
     TileConfig config;
     for (int t = 0; t < 4; ++t) {  // accumulators: 16 pixels x 16 outputs
@@ -462,7 +466,8 @@ void row_conv_kernel(const uint16_t* in, int64_t cin, int64_t Wp, int64_t k, int
     _tile_loadconfig(&config);
     alignas(64) float tiles[2][HALVES][16][16];
     __m512 bias_v[HALVES];
-    for (int half = 0; half < HALVES; ++half) bias_v[half] = _mm512_loadu_ps(bias + 16 * half);
+    for (int half = 0; half < HALVES; ++half)
+      bias_v[half] = _mm512_maskz_loadu_ps(half == HALVES - 1 ? last : 0xFFFF, bias + 16 * half);
     const __m512 zero = _mm512_setzero_ps();
     const int64_t tile = pairs * 32;  // a weight tile's values
     for (int64_t pair = begin; pair < end; ++pair) {
@@ -479,8 +484,9 @@ void row_conv_kernel(const uint16_t* in, int64_t cin, int64_t Wp, int64_t k, int
           for (int64_t j = 0; j < chunks; ++j) {
             const uint16_t* wt = weights + (dy * chunks + j) * HALVES * tile;
             const int64_t first = j * 2 * pairs;  // the chunk's first value in the run
-            _tile_loadd(4, in + ((h + dy) * Wp + start) * cin + first, cin * 2);
-            _tile_loadd(5, in + ((h2 + dy) * Wp + start) * cin + first, cin * 2);
+            const int64_t column = stride * start * cin + first;
+            _tile_loadd(4, in + (stride * h + dy) * Wp * cin + column, stride * cin * 2);
+            _tile_loadd(5, in + (stride * h2 + dy) * Wp * cin + column, stride * cin * 2);
             _tile_loadd(6, wt, 64);
             _tile_dpbf16ps(0, 4, 6);
             _tile_dpbf16ps(2, 5, 6);
@@ -503,12 +509,14 @@ void row_conv_kernel(const uint16_t* in, int64_t cin, int64_t Wp, int64_t k, int
               v[half] = _mm512_add_ps(_mm512_load_ps(tiles[r][half][p]), bias_v[half]);
               if (relu) v[half] = _mm512_max_ps(v[half], zero);
             }
-            uint16_t* o = out + (h + r) * out_row + (start + p) * Cout + offset;
+            uint16_t* o = out + (h + r) * out_row + (start + p) * cout + offset;
             if constexpr (HALVES == 2)
-              _mm512_storeu_si512(o, reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v[1], v[0])));
+              _mm512_mask_storeu_epi16(
+                  o, 0xFFFFu | (static_cast<__mmask32>(last) << 16),
+                  reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(v[1], v[0])));
             else
-              _mm256_storeu_si256(reinterpret_cast<__m256i*>(o),
-                                  reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v[0])));
+              _mm256_mask_storeu_epi16(o, last,
+                                       reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v[0])));
           }
       }
     }
@@ -520,26 +528,29 @@ void row_conv_kernel(const uint16_t* in, int64_t cin, int64_t Wp, int64_t k, int
 #endif
 
 // The conv of the padded input x [1, Cin, Hi, Wi] (bf16, channels-last) by `packed` (from
-// amx_pack_row_weight) + bias, then ReLU if `relu`: its top-left `height` x `width` output
-// pixels, reflect-padded by `pad` (as region_affine pads) in `block` layout (1, or 2 for an
-// output in 2x2 blocks that the padded result keeps, see OutLayout; `pad` even). The output
-// must be at least 16 pixels wide.
+// amx_pack_row_weight; Cout outputs, the bias's length) with `stride` 1 or 2, + bias, then ReLU
+// if `relu`: its top-left `height` x `width` output pixels, reflect-padded by `pad` (as
+// region_affine pads) in `block` layout (1, or 2 for an output in 2x2 blocks that the padded
+// result keeps, see OutLayout; `pad` even). The output must be at least 16 pixels wide.
 torch::Tensor amx_row_conv(torch::Tensor x, torch::Tensor packed, torch::Tensor bias, bool relu,
-                           int64_t height, int64_t width, int64_t pad, int64_t block) {
+                           int64_t stride, int64_t height, int64_t width, int64_t pad,
+                           int64_t block) {
 #ifdef PARTIALSTYLE_AMX
   TORCH_CHECK(amx_available(), "AMX is not available");
   TORCH_CHECK(packed.dim() == 6 && packed.is_contiguous() && packed.size(4) == 16,
               "expected a weight from amx_pack_row_weight");
   const int64_t k = packed.size(0), chunks = packed.size(1), halves = packed.size(2);
-  const int64_t pairs = packed.size(3), cin = chunks * pairs * 2 / k, cout = 16 * halves;
+  const int64_t pairs = packed.size(3), cin = chunks * pairs * 2 / k, cout = bias.numel();
+  TORCH_CHECK(stride == 1 || stride == 2, "stride must be 1 or 2");
   TORCH_CHECK(x.dim() == 4 && x.size(0) == 1 && x.size(1) == cin &&
                   x.scalar_type() == at::kBFloat16 &&
                   x.is_contiguous(at::MemoryFormat::ChannelsLast),
               "expected one padded bf16 image [1, Cin, H, W], channels-last, Cin the weight's");
-  TORCH_CHECK(bias.numel() == cout && bias.scalar_type() == at::kFloat && bias.is_contiguous(),
+  TORCH_CHECK(cout > 16 * (halves - 1) && cout <= 16 * halves &&
+                  bias.scalar_type() == at::kFloat && bias.is_contiguous(),
               "expected an fp32 bias, one per output");
-  TORCH_CHECK(height >= 1 && width >= 16 && height <= x.size(2) - k + 1 &&
-                  width <= x.size(3) - k + 1,
+  TORCH_CHECK(height >= 1 && width >= 16 && height <= (x.size(2) - k) / stride + 1 &&
+                  width <= (x.size(3) - k) / stride + 1,
               "the output must be at least 16 pixels wide and within the conv's");
   TORCH_CHECK((block == 1 && pad >= 0) || (block == 2 && pad >= 0 && pad % 2 == 0 && cout % 4 == 0),
               "block must be 1, or 2 with an even pad");
@@ -552,11 +563,11 @@ torch::Tensor amx_row_conv(torch::Tensor x, torch::Tensor packed, torch::Tensor 
   const float* b = bias.data_ptr<float>();
   const int64_t offset = (margin * Wo + margin) * cout;
   if (halves == 2)
-    row_conv_kernel<2>(in, cin, x.size(3), k, chunks, pairs, w, b, relu, out, height, width,
-                       Wo * cout, offset);
+    row_conv_kernel<2>(in, cin, x.size(3), k, stride, chunks, pairs, w, b, relu, out, cout,
+                       height, width, Wo * cout, offset);
   else
-    row_conv_kernel<1>(in, cin, x.size(3), k, chunks, pairs, w, b, relu, out, height, width,
-                       Wo * cout, offset);
+    row_conv_kernel<1>(in, cin, x.size(3), k, stride, chunks, pairs, w, b, relu, out, cout,
+                       height, width, Wo * cout, offset);
   const int64_t C = cout / (block * block);
   pad_borders(reinterpret_cast<at::BFloat16*>(out), height * block, width * block, C, pad, true,
               OutLayout{C, width * block + 2 * pad, block});

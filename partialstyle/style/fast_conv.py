@@ -237,24 +237,46 @@ class PackedConv:
     def padded_output(self, x: Tensor, pad: int, out_block: int = 1) -> Tensor | None:
         """ReLU(conv(x)) reflect-padded by ``pad`` for the next conv, as
         ``fused_norm.padded_activation`` pads it (a blocked conv's output stays in its blocks:
-        ``out_block`` 2), in one pass of the AMX kernel where it applies: a few-channel conv
-        on pixel blocks (16 or 32 outputs), one bf16 image, at least 16 output pixels wide.
-        Else None, and the caller takes the conv and the padding pass."""
-        out_channels, in_channels, kernel = self.weight.shape[:3]
+        ``out_block`` 2), in one pass of the AMX row kernel where it applies (see
+        ``_row_kernels``). Else None, and the caller takes the conv and the padding pass."""
         blocks_out = self.block > 1 and not self.strided_blocks
-        crop = even_pad(self.kernel) if self.strided_blocks else kernel - 1
-        height, width = x.shape[-2] - crop, x.shape[-1] - crop
+        kernels = self._row_kernels(x)
+        if kernels is None or out_block != (2 if blocks_out else 1) or pad % out_block:
+            return None
+        weight, bias = self._amx_rows
+        height, width = self._output_size(x)
+        stride = self.stride[0]
+        return kernels.amx_row_conv(x, weight, bias, True, stride, height, width, pad, out_block)
+
+    def _output_size(self, x: Tensor) -> tuple[int, int]:
+        """The conv's output size for the padded input ``x`` (a strided blocked conv's is
+        cropped to half its input's, see ``strided_blocked_weight``)."""
+        if self.strided_blocks:
+            crop = even_pad(self.kernel)
+            return x.shape[-2] - crop, x.shape[-1] - crop
+        size, stride = self.weight.shape[-1], self.stride[0]
+        return tuple((side - size) // stride + 1 for side in x.shape[-2:])
+
+    def _row_kernels(self, x: Tensor) -> ModuleType | None:
+        """The kernels when the AMX row conv (``amx_conv.cpp``'s ``amx_row_conv``) applies to
+        ``x``, the weight packed for it on first use; else None. It takes a kernel row's taps
+        of an output pixel as one run of k * Cin values, so it suits the few-channel convs
+        oneDNN runs far from the peak: at most 32 outputs, and the run in tile rows at least
+        three-quarters full (the 5x5 conv on 16 channels, 20 of 32 a row, was slower than
+        oneDNN)."""
+        out_channels, in_channels, kernel = self.weight.shape[:3]
+        chunks = _row_chunks(kernel * in_channels)
         if not (
-            self.block > 1
-            and out_channels in (16, 32)
-            and _row_chunks(kernel * in_channels) > 0
-            and out_block == (2 if blocks_out else 1)
-            and pad % out_block == 0
+            out_channels <= 32
+            and not self.amx_shape
+            and chunks > 0
+            and kernel * in_channels // chunks >= 24
+            and self.stride[0] in (1, 2)
             and x.dtype == torch.bfloat16
             and x.dim() == 4
             and x.shape[0] == 1
             and x.shape[1] == in_channels
-            and width >= 16
+            and self._output_size(x)[1] >= 16
             and x.is_contiguous(memory_format=torch.channels_last)
             and fused_norm.applies(x)
         ):
@@ -265,8 +287,7 @@ class PackedConv:
         if self._amx_rows is None:
             bias = torch.zeros(out_channels) if self.bias is None else self.bias.float()
             self._amx_rows = (kernels.amx_pack_row_weight(self.weight), bias.contiguous())
-        weight, bias = self._amx_rows
-        return kernels.amx_row_conv(x, weight, bias, True, height, width, pad, out_block)
+        return kernels
 
     def takes_deferred(self, dtype: torch.dtype) -> bool:
         """Whether this conv would apply a ``DeferredNorm`` of ``dtype`` as it reads it (on
@@ -311,6 +332,13 @@ class PackedConv:
             y = kernels.amx_conv(x, weight, bias, _EMPTY, False, self.stride[0], *_NO_INPUT_NORM)
             y = y[0]
             return F.pixel_shuffle(y, 2) if shuffle and self.upsample else y
+        if (kernels := self._row_kernels(x)) is not None:
+            weight, bias = self._amx_rows
+            height, width = self._output_size(x)
+            y = kernels.amx_row_conv(x, weight, bias, relu, self.stride[0], height, width, 0, 1)
+            if shuffle and (self.upsample or (self.block > 1 and not self.strided_blocks)):
+                y = F.pixel_shuffle(y, 2 if self.upsample else self.block)
+            return y
         if self.block > 1 and x.shape[1] * self.block**2 == self.weight.shape[1]:
             x = F.pixel_unshuffle(x, self.block)
         if prepackable(x):
