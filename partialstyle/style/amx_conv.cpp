@@ -1,6 +1,10 @@
-// The style networks' 32 -> 32 channel 3x3 convs (stride 1 or 2) on Intel AMX, with the next
-// norm's statistics summed as the output is written (see fast_conv.py, which calls it, and
-// fused_norm.py, which builds this file into the same extension as fused_norm.cpp).
+// The style networks' convs on Intel AMX (see fast_conv.py, which calls them, and fused_norm.py,
+// which builds this file into the same extension as fused_norm.cpp, as one source):
+// - amx_conv: the 32 -> 32 channel 3x3 convs (stride 1 or 2), with the next norm's statistics
+//   summed as the output is written, and optionally the previous norm applied as the input is
+//   read (InputRows);
+// - amx_row_conv: the few-channel convs (at the end of this file), which take a kernel row's
+//   taps as one run of values.
 //
 // Why not oneDNN, which runs these convs near the CPU's peak: each call of torch's oneDNN conv
 // spends about 26 us outside the arithmetic (perf shows descriptors made and memory allocated

@@ -6,7 +6,9 @@ Three rewrites change a conv's shape, not its result (tests check each against t
 stride-2 conv on the pixel blocks of its input. ``PackedConv`` keeps oneDNN's own
 copy of the weight, so a video's frames pay for the weight's reorder once; on CPUs with AMX it
 runs the 32-channel 3x3 convs on our own kernel (``amx_conv.cpp``), which can also make the
-next norm's statistics as it writes (``PackedConv.with_moments``).
+next norm's statistics as it writes and apply the previous norm as it reads
+(``PackedConv.with_moments``), and the few-channel convs on another (``_row_kernels``), which
+can write the next conv's padded input itself (``PackedConv.padded_output``).
 """
 
 from __future__ import annotations
@@ -184,7 +186,7 @@ class PackedConv:
         # The AMX kernel's copy of the weight (amx_conv.cpp), for a 32 -> 32 3x3 conv in bf16
         # (the residual convs, the strided ones, and the upsampling conv with 8 outputs).
         self._amx: tuple[Tensor, Tensor] | None = None
-        # The AMX kernel's copy for a few-channel conv on pixel blocks (``padded_output``).
+        # The AMX row kernel's copy, for a few-channel conv (``_row_kernels``).
         self._amx_rows: tuple[Tensor, Tensor] | None = None
         self.amx_shape = tuple(self.weight.shape) == (32, 32, 3, 3) and self.stride in (
             [1, 1],

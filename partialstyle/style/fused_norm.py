@@ -44,7 +44,7 @@ _log = logging.getLogger(__name__)
 _SOURCE_PATH = Path(__file__).with_name("fused_norm.cpp")
 # The frame passes' kernels (compositing, stabilisation), built into the same extension.
 _FRAME_SOURCE_PATH = Path(__file__).parent.parent / "frame_kernels.cpp"
-# The style networks' 32-channel 3x3 convs on AMX (for fast_conv.PackedConv), built in too.
+# The style networks' convs on AMX (for fast_conv.PackedConv), built in too.
 _AMX_SOURCE_PATH = Path(__file__).with_name("amx_conv.cpp")
 _SOURCES = (_SOURCE_PATH, _FRAME_SOURCE_PATH, _AMX_SOURCE_PATH)
 

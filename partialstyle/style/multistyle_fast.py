@@ -337,9 +337,8 @@ class FastMultiStyleNet(MultiStyleNet):
             layout = {"pad_mode": pad_mode, "rows": rows}
             if isinstance(nxt, FastConvCIN) and nxt.space_to_depth > 1:
                 layout["out_block"] = 2
-            if isinstance(layer, FastConvCIN) and (
-                isinstance(nxt, FastConvCIN) and nxt.packed().takes_deferred(dtype)
-            ):
+            pair = isinstance(layer, FastConvCIN) and isinstance(nxt, FastConvCIN)
+            if pair and nxt.packed().takes_deferred(dtype):
                 # The contracting norms' results are applied by the strided convs as they
                 # read them, never written (fused_norm.DeferredNorm).
                 layout["deferred"] = True
