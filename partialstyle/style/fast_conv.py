@@ -142,6 +142,24 @@ def _row_chunks(values: int) -> int:
     return 0
 
 
+def _one_bf16_image(x: Tensor) -> bool:
+    """Whether ``x`` is what the AMX kernels take: one bf16 CPU image, channels-last."""
+    return (
+        x.dtype == torch.bfloat16
+        and x.dim() == 4
+        and x.shape[0] == 1
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and fused_norm.applies(x)
+    )
+
+
+def _amx_module() -> ModuleType | None:
+    """The fused kernels when this build and CPU run AMX (the OS granting its tiles), else
+    None."""
+    kernels = fused_norm.kernels()
+    return kernels if kernels is not None and kernels.amx_available() else None
+
+
 _EMPTY = torch.empty(0)
 # amx_conv's arguments for an input that comes padded and normalised (no DeferredNorm).
 _NO_INPUT_NORM = (_EMPTY, _EMPTY, _EMPTY, False, False)
@@ -274,30 +292,20 @@ class PackedConv:
             and chunks > 0
             and kernel * in_channels // chunks >= 24
             and self.stride[0] in (1, 2)
-            and x.dtype == torch.bfloat16
-            and x.dim() == 4
-            and x.shape[0] == 1
+            and _one_bf16_image(x)
             and x.shape[1] == in_channels
             and self._output_size(x)[1] >= 16
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and fused_norm.applies(x)
         ):
             return None
-        kernels = fused_norm.kernels()
-        if kernels is None or not kernels.amx_available():
-            return None
-        if self._amx_rows is None:
-            bias = torch.zeros(out_channels) if self.bias is None else self.bias.float()
-            self._amx_rows = (kernels.amx_pack_row_weight(self.weight), bias.contiguous())
+        kernels = _amx_module()
+        if kernels is not None and self._amx_rows is None:
+            self._amx_rows = (kernels.amx_pack_row_weight(self.weight), self._float_bias())
         return kernels
 
     def takes_deferred(self, dtype: torch.dtype) -> bool:
         """Whether this conv would apply a ``DeferredNorm`` of ``dtype`` as it reads it (on
         the AMX kernel), so that the norm before it need not write its result."""
-        if not (self.amx_shape and dtype == torch.bfloat16):
-            return False
-        kernels = fused_norm.kernels()
-        return kernels is not None and kernels.amx_available()
+        return self.amx_shape and dtype == torch.bfloat16 and _amx_module() is not None
 
     def _amx_kernels(self, x: Tensor, pads: bool = False) -> ModuleType | None:
         """The kernels when the AMX conv applies to ``x`` (one bf16 CPU image, channels-last,
@@ -306,22 +314,20 @@ class PackedConv:
         pad = 2 if pads else 0
         if not (
             self.amx_shape
-            and x.dtype == torch.bfloat16
-            and x.dim() == 4
-            and x.shape[0] == 1
+            and _one_bf16_image(x)
             and (x.shape[-1] + pad - 3) // self.stride[0] + 1 >= 16
             and x.shape[-2] + pad >= 3
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and fused_norm.applies(x)
         ):
             return None
-        kernels = fused_norm.kernels()
-        if kernels is None or not kernels.amx_available():
-            return None
-        if self._amx is None:
-            bias = torch.zeros(32) if self.bias is None else self.bias.float()
-            self._amx = (kernels.amx_pack_weight(self.weight), bias.contiguous())
+        kernels = _amx_module()
+        if kernels is not None and self._amx is None:
+            self._amx = (kernels.amx_pack_weight(self.weight), self._float_bias())
         return kernels
+
+    def _float_bias(self) -> Tensor:
+        """The bias in fp32 for the AMX kernels (zeros for a conv without one)."""
+        bias = torch.zeros(self.weight.shape[0]) if self.bias is None else self.bias.float()
+        return bias.contiguous()
 
     def __call__(self, x: Tensor, relu: bool = False, shuffle: bool = True) -> Tensor:
         """The conv of ``x``, padded as the conv wants (a strided blocked conv: by
