@@ -736,7 +736,9 @@ torch::Tensor pixels_to_image(torch::Tensor rgb) {
     for (int64_t h = begin; h < end; ++h) {
       const uint8_t* row = in + h * sh;
       float* o = out + 3 * h * W;
-      if (sc == 1 && (sw == 3 || sw == 4)) {  // RGB or RGBA pixels
+      if (sc == 1 && sw == 3) {  // RGB pixels: the row is one run of values, a loop in vectors
+        for (int64_t i = 0; i < 3 * W; ++i) o[i] = static_cast<float>(row[i]) / 255.0f;
+      } else if (sc == 1 && sw == 4) {  // RGBA pixels
         const int64_t step = sw;
         for (int64_t w = 0; w < W; ++w)
           for (int64_t k = 0; k < 3; ++k) o[3 * w + k] = static_cast<float>(row[step * w + k]) / 255.0f;
