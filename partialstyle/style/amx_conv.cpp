@@ -100,12 +100,9 @@ class InputRows {
   static constexpr int64_t kRing = 8;
 
  private:
-  // The interior row or column that padded coordinate q (pad 1) copies.
+  // The interior row or column that padded coordinate q (pad 1) copies (fused_norm.cpp's).
   static int64_t source(int64_t q, int64_t n, bool reflect) {
-    const int64_t v = q - 1;
-    if (v < 0) return reflect ? 1 : 0;
-    if (v >= n) return reflect ? n - 2 : n - 1;
-    return v;
+    return padded_source(q, 1, n, reflect);
   }
 
   // Pixels begin..end of padded row hp's interior, and its border once the row is complete.
@@ -153,10 +150,6 @@ class InputRows {
       const int64_t from = source(wp, W_, reflect_) + 1;
       std::copy(out + from * C, out + (from + 1) * C, out + wp * C);
     }
-  }
-
-  static __mmask16 lanes(int64_t count) {
-    return count >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << count) - 1);
   }
 
   const uint16_t* padded_ = nullptr;
@@ -396,9 +389,10 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch
 #endif
 }
 
-// The arbitrary network's first two convs run on 2x2 pixel blocks (fast_conv.blocked_weight,
-// strided_blocked_weight) with few channels: 12 in (the image's 3, in blocks) and 32 out, then
-// 32 in and 16 out. oneDNN runs them at a half and a third of the peak. Here a kernel row's
+// The few-channel convs (fast_conv.PackedConv._row_kernels says which), such as the arbitrary
+// network's first two, run on 2x2 pixel blocks (fast_conv.blocked_weight,
+// strided_blocked_weight): 12 in (the image's 3, in blocks) and 32 out, then 32 in and 16 out.
+// oneDNN runs those at a half and a third of the peak. Here a kernel row's
 // taps of one output pixel are k neighbouring input pixels, whose channels lie in one
 // contiguous run of k * Cin values (channels-last), so a tile row can take that run whole:
 // 60 values in two chunks of 30 for the 5x5 conv on 12 channels, where a tap at a time would
@@ -407,7 +401,8 @@ std::vector<torch::Tensor> amx_conv(torch::Tensor x, torch::Tensor packed, torch
 // source), which saves the padding pass after each.
 
 // The chunks a kernel row's k * Cin values are split into: the fewest whose size is even (a
-// tile row holds pairs) and at most 32 (a tile row's 64 bytes).
+// tile row holds pairs) and at most 32 (a tile row's 64 bytes). fast_conv._row_chunks mirrors
+// it to judge how full the tile rows are.
 int64_t row_chunks(int64_t values) {
   for (int64_t n = 1; n <= values; ++n)
     if (values % n == 0 && (values / n) % 2 == 0 && values / n <= 32) return n;

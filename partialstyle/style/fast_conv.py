@@ -210,6 +210,17 @@ class PackedConv:
             [1, 1],
             [2, 2],
         )
+        # Whether the weight suits the AMX row kernel (see ``_row_kernels``): decided once, as
+        # the weight's shape never changes.
+        out_channels, in_channels, size = self.weight.shape[:3]
+        chunks = _row_chunks(size * in_channels)
+        self.row_shape = (
+            out_channels <= 32
+            and not self.amx_shape
+            and chunks > 0
+            and size * in_channels // chunks >= 24
+            and self.stride[0] in (1, 2)
+        )
 
     def with_moments(
         self, x: Tensor | fused_norm.DeferredNorm, masks_by_width: dict[int, Tensor] | None
@@ -284,16 +295,10 @@ class PackedConv:
         oneDNN runs far from the peak: at most 32 outputs, and the run in tile rows at least
         three-quarters full (the 5x5 conv on 16 channels, 20 of 32 a row, was slower than
         oneDNN)."""
-        out_channels, in_channels, kernel = self.weight.shape[:3]
-        chunks = _row_chunks(kernel * in_channels)
         if not (
-            out_channels <= 32
-            and not self.amx_shape
-            and chunks > 0
-            and kernel * in_channels // chunks >= 24
-            and self.stride[0] in (1, 2)
+            self.row_shape
             and _one_bf16_image(x)
-            and x.shape[1] == in_channels
+            and x.shape[1] == self.weight.shape[1]
             and self._output_size(x)[1] >= 16
         ):
             return None
