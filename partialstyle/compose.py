@@ -138,6 +138,21 @@ def layer_colors(layer: torch.Tensor, small: torch.Tensor) -> tuple[np.ndarray, 
     return to_uint8(color).cpu().numpy(), coverage
 
 
+def blend_layer(frame: np.ndarray, layer: torch.Tensor, small: torch.Tensor) -> np.ndarray:
+    """A premultiplied layer [4,h,w] at processing size (`small`'s) blended onto the uint8
+    frame at the frame's size: what `compose_frame` makes with bilinear upsampling, alpha kept.
+
+    On the CPU it is one compiled pass over the frame that scales the layer up on the way, with
+    no colour recovered from the layer first; elsewhere the colour and coverage of
+    `layer_colors` go through `blend_styled`.
+    """
+    kernels = fused_norm.for_frames(layer)
+    if kernels is not None and frame.flags.writeable:  # torch's rule for from_numpy
+        return kernels.blend_layer(torch.from_numpy(frame), layer).numpy()
+    color, coverage = layer_colors(layer, small)
+    return blend_styled(frame, color, coverage)
+
+
 def blend_styled(frame: np.ndarray, color: np.ndarray, coverage: np.ndarray) -> np.ndarray:
     """frame·(1 − coverage) + color·coverage at the frame's size, in uint8; alpha kept.
 

@@ -158,12 +158,24 @@ def guided_filter(
     return slope * guide + offset
 
 
+def gaussian_radius(sigma: float, size: tuple[int, int]) -> int:
+    """How many pixels each side `gaussian_blur` reaches for `sigma` on a plane of `size`
+    (2.5 sigma, at least one, less than the plane's shorter side); 0: no blur."""
+    if sigma <= 0.05:
+        return 0
+    return max(0, min(max(1, math.ceil(2.5 * sigma)), min(size) - 1))
+
+
+@functools.lru_cache(maxsize=16)
+def gaussian_taps(sigma: float, radius: int) -> torch.Tensor:
+    """The blur's 2·radius + 1 weights, fp32, as OpenCV's GaussianBlur makes them."""
+    taps = cv2.getGaussianKernel(2 * radius + 1, sigma, ktype=cv2.CV_32F)
+    return torch.from_numpy(np.ascontiguousarray(taps.ravel()))
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of [N,C,H,W] with replicate borders."""
-    if sigma <= 0.05:
-        return x
-    radius = max(1, math.ceil(2.5 * sigma))
-    radius = min(radius, min(x.shape[-2:]) - 1)
+    radius = gaussian_radius(sigma, tuple(x.shape[-2:]))
     if radius <= 0:
         return x
     if _opencv_can_filter(x):
@@ -188,26 +200,35 @@ def guided_upsample(
     guide_full: torch.Tensor,
     radius: int,
     eps: float,
+    blur_sigma: float = 0.0,
 ) -> torch.Tensor:
     """Edge-aware upsampling (He & Sun's fast guided filter).
 
     Fits source ≈ a·guide + b in small windows at low resolution, upsamples the smooth
     coefficients a and b, and applies them to the full-resolution guide: edges come from the
     full-resolution frame, colours and texture from the low-resolution source.
-    guide_*: [N,1,h,w] / [N,1,H,W]; source_small: [N,C,h,w]. Returns [N,C,H,W].
+    guide_*: [N,1,h,w] / [N,1,H,W]; source_small: [N,C,h,w]. Returns [N,C,H,W], blurred by
+    `gaussian_blur` with `blur_sigma` (in the same pass on the CPU: mask refinement's feather).
     """
     radius = min(radius, (min(guide_small.shape[-2:]) - 1) // 2)
     if radius <= 0:
-        return upsample_bilinear(source_small, guide_full.shape[-2:])
+        upsampled = upsample_bilinear(source_small, guide_full.shape[-2:])
+        return gaussian_blur(upsampled, blur_sigma)
     kernels = fused_norm.for_frames(guide_small, source_small, guide_full)
     if kernels is not None and guide_small.shape[0] == 1 and source_small.shape[0] == 1:
-        # One pass over each plane instead of some twenty torch and OpenCV calls.
+        # One pass over each plane instead of some twenty torch and OpenCV calls (and the
+        # blur's two of OpenCV).
+        blur = gaussian_radius(blur_sigma, tuple(guide_full.shape[-2:]))
+        taps = gaussian_taps(blur_sigma, blur) if blur > 0 else _NO_TAPS
         upsampled = kernels.guided_upsample(
-            guide_small[0, 0], source_small[0], guide_full[0, 0], radius, eps
+            guide_small[0, 0], source_small[0], guide_full[0, 0], radius, eps, taps
         )
         return upsampled[None]
     slope, offset = _guided_coefficients(guide_small, source_small, radius, eps)
     size = guide_full.shape[-2:]
     slope = upsample_bilinear(slope, size)
     offset = upsample_bilinear(offset, size)
-    return slope.mul_(guide_full).add_(offset)
+    return gaussian_blur(slope.mul_(guide_full).add_(offset), blur_sigma)
+
+
+_NO_TAPS = torch.empty(0)

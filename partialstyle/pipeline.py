@@ -185,8 +185,7 @@ class Pipeline:
         config = analysis.config
         small = analysis.small
         if small.device.type == "cpu" and config.composes_in_uint8:
-            color, coverage = compose.layer_colors(layer, small)
-            return compose.blend_styled(analysis.frame, color, coverage)
+            return compose.blend_layer(analysis.frame, layer, small)
         return compose.compose_frame(
             analysis.frame,
             analysis.original,

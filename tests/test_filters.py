@@ -96,25 +96,31 @@ def frame_kernels():
 
 
 @pytest.mark.parametrize(
-    ("small", "full", "radius", "channels"),
+    ("small", "full", "radius", "channels", "blur"),
     [
-        ((180, 320), (360, 640), 2, 1),
-        ((45, 81), (91, 163), 3, 3),
-        ((7, 9), (15, 20), 1, 2),
-        ((30, 100), (90, 1000), 2, 1),
-        ((60, 70), (61, 71), 1, 1),
+        ((180, 320), (360, 640), 2, 1, 1.0),
+        ((45, 81), (91, 163), 3, 3, 0.0),
+        ((45, 81), (91, 163), 3, 3, 2.6),
+        ((7, 9), (15, 20), 1, 2, 1.5),
+        ((30, 100), (90, 1000), 2, 1, 0.7),
+        ((60, 70), (61, 71), 1, 1, 0.0),
+        ((3, 40), (5, 80), 1, 1, 4.0),
     ],
 )
-def test_guided_upsample_kernel_equals_the_torch_ops(frame_kernels, small, full, radius, channels):
+def test_guided_upsample_kernel_equals_the_torch_ops(
+    frame_kernels, small, full, radius, channels, blur
+):
     """The one-pass guided upsampling gives what its torch and OpenCV definition gives, at
-    the pipeline's size, at odd sizes and scales, and with several source channels."""
+    the pipeline's size, at odd sizes and scales, with several source channels, and with the
+    feather's Gaussian blur made in the same pass (replicated edges; a blur wider than the
+    image is cut as OpenCV's is)."""
     generator = torch.Generator().manual_seed(5)
     guide = torch.rand(1, 1, *full, generator=generator)
     guide_small = F.interpolate(guide, size=small, mode="area")
     source = torch.rand(1, channels, *small, generator=generator).round_()  # mask-like
-    fast = guided_upsample(guide_small, source, guide, radius, 1e-3)
+    fast = guided_upsample(guide_small, source, guide, radius, 1e-3, blur)
     with fused_norm.disabled():
-        reference = guided_upsample(guide_small, source, guide, radius, 1e-3)
+        reference = guided_upsample(guide_small, source, guide, radius, 1e-3, blur)
     assert fast.shape == reference.shape == (1, channels, *full)
     assert (fast - reference).abs().max() < 1e-5
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from partialstyle import compose
 from partialstyle.pipeline import Pipeline
 from partialstyle.plan import RegionStyle, StylePlan
 from partialstyle.style import fused_norm
@@ -447,6 +448,27 @@ def test_sigmoid_output_matches_torch(fused_kernels, dtype) -> None:
     assert made.dtype == torch.float32 and made.shape == expected.shape
     assert made.is_contiguous(memory_format=torch.channels_last)
     assert (made - expected).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("regions", [1, 2, 3])
+def test_sigmoid_output_as_a_premultiplied_layer(fused_kernels, dtype, regions) -> None:
+    """Given the weights the image is shown with, the last step makes the premultiplied
+    layer itself: bit for bit what compositing makes of the sigmoid's image (the kernel),
+    and what the torch ops make of it; weights in any layout."""
+    generator = torch.Generator().manual_seed(12)
+    x = (torch.randn(1, 3, 24, 40, generator=generator) * 6).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    weights = [torch.rand(36, 20, generator=generator).t() for _ in range(regions)]
+    layer = fused_norm.sigmoid_output(x, 20, 36, weights)
+    image = fused_norm.sigmoid_output(x, 20, 36)[0]
+    assert layer.shape == (1, 4, 20, 36) and layer.dtype == torch.float32
+    expected = compose.premultiplied_layer(image, [(image, weight) for weight in weights])
+    assert torch.equal(layer[0], expected)
+    with fused_norm.disabled():
+        image = fused_norm.sigmoid_output(x, 20, 36)[0]
+        expected = compose.premultiplied_layer(image, [(image, weight) for weight in weights])
+        assert torch.equal(fused_norm.sigmoid_output(x, 20, 36, weights)[0], expected)
 
 
 def test_normalized_regions_kernel_equals_the_torch_ops(fused_kernels) -> None:

@@ -47,19 +47,20 @@ def refine_mask(
     resolution.
     """
     height = image.shape[-2]
-    if not edge_refine:
-        mask = soft_threshold(_at_size(probability, image), threshold)[None, None]
-    elif height >= _HALF_RESOLUTION_FROM:
+    if edge_refine and height >= _HALF_RESOLUTION_FROM:
         # The segmenter's own resolution is ~1/3 of a 720p frame; a radius of about 1% of
-        # the height covers that blockiness.
+        # the height covers that blockiness. The feather's blur comes in the same pass.
         radius = max(1, max(2, round(height / 100)) // 2)
         gray, gray_half, mask_half = _half_resolution_inputs(probability, image, threshold)
-        mask = guided_upsample(gray_half, mask_half, gray, radius, _GUIDED_EPS)
-    else:
+        mask = guided_upsample(gray_half, mask_half, gray, radius, _GUIDED_EPS, feather / 2.0)
+    elif edge_refine:
         gray = luminance(image)[None, None]
         mask = soft_threshold(_at_size(probability, image), threshold)[None, None]
         mask = guided_filter(gray, mask, max(2, round(height / 100)), _GUIDED_EPS)
-    mask = gaussian_blur(mask, feather / 2.0)
+        mask = gaussian_blur(mask, feather / 2.0)
+    else:
+        mask = soft_threshold(_at_size(probability, image), threshold)[None, None]
+        mask = gaussian_blur(mask, feather / 2.0)
     return mask[0, 0].clamp_(0.0, 1.0)
 
 

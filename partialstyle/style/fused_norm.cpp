@@ -1115,18 +1115,37 @@ torch::Tensor padded_input(torch::Tensor image, int64_t pad, bool bf16, int64_t 
 // The network's last step: sigmoid of the top-left [H, W] of x (one channels-last image, fp32
 // or bf16) into a new fp32 channels-last image. As torch ops that is a crop, a cast and an
 // in-place sigmoid: three passes over the frame, the cast a slow 3-channel one.
-torch::Tensor sigmoid_output(torch::Tensor x, int64_t H, int64_t W) {
+// With `shown_with` (weights [H,W] fp32, the regions the image is shown in), the result is
+// instead the premultiplied layer [1,4,H,W] (fp32, planes) that frame_kernels.cpp's
+// premultiplied_layer makes of the image, bit for bit: each colour times the weights' sum
+// (added in order), then that sum. The image itself is never written.
+torch::Tensor sigmoid_output(torch::Tensor x, int64_t H, int64_t W,
+                             std::vector<torch::Tensor> shown_with) {
   check_image(x);
   TORCH_CHECK(H <= x.size(2) && W <= x.size(3), "the output must fit in x");
   const int64_t C = x.size(1), n = W * C;
-  auto y = torch::empty({1, C, H, W}, x.options().dtype(at::kFloat)
-                                          .memory_format(at::MemoryFormat::ChannelsLast));
+  const bool layer = !shown_with.empty();
+  std::vector<const float*> weights;
+  if (layer) {
+    TORCH_CHECK(C == 3, "a premultiplied layer takes a 3-channel image");
+    for (auto& weight : shown_with) {
+      TORCH_CHECK(weight.dim() == 2 && weight.size(0) == H && weight.size(1) == W &&
+                      weight.scalar_type() == at::kFloat,
+                  "each weight must be fp32 [H,W] of the image's size");
+      weight = weight.contiguous();
+      weights.push_back(weight.data_ptr<float>());
+    }
+  }
+  auto y = layer ? torch::empty({1, 4, H, W}, x.options().dtype(at::kFloat))
+                 : torch::empty({1, C, H, W}, x.options().dtype(at::kFloat)
+                                                  .memory_format(at::MemoryFormat::ChannelsLast));
   float* out = y.data_ptr<float>();
   auto run = [&](const auto* in) {
     at::parallel_for(0, H, 16, [&](int64_t begin, int64_t end) {
+      std::vector<float> pixels(layer ? n : 0);
       for (int64_t h = begin; h < end; ++h) {
         const auto* row = in + h * x.stride(2);
-        float* o = out + h * n;
+        float* o = layer ? pixels.data() : out + h * n;
 #ifdef PARTIALSTYLE_AVX512
         const __m512 one = _mm512_set1_ps(1.0f);
         for (int64_t i = 0; i < n; i += 16) {
@@ -1137,6 +1156,23 @@ torch::Tensor sigmoid_output(torch::Tensor x, int64_t H, int64_t W) {
 #else
         for (int64_t i = 0; i < n; ++i) o[i] = 1.0f / (1.0f + std::exp(-to_float(row[i])));
 #endif
+        if (!layer) continue;
+        const int64_t plane = H * W;
+        float* r = out + h * W;
+        float* g = r + plane;
+        float* b = g + plane;
+        float* total = b + plane;
+        const float* first = weights[0] + h * W;
+        for (int64_t w = 0; w < W; ++w) total[w] = first[w];
+        for (size_t p = 1; p < weights.size(); ++p) {
+          const float* part = weights[p] + h * W;
+          for (int64_t w = 0; w < W; ++w) total[w] += part[w];
+        }
+        for (int64_t w = 0; w < W; ++w) {
+          r[w] = o[3 * w] * total[w];
+          g[w] = o[3 * w + 1] * total[w];
+          b[w] = o[3 * w + 2] * total[w];
+        }
       }
     });
   };

@@ -124,6 +124,7 @@ def _compile(name: str, folder: Path) -> ModuleType:
                 "round_trip_valid",
                 "pixels_to_image",
                 "blend_scaled",
+                "blend_layer",
                 "amx_available",
                 "amx_pack_weight",
                 "amx_conv",
@@ -420,13 +421,30 @@ def normalized_regions(masks: Sequence[Tensor]) -> Tensor:
     return torch.where(total > 1e-6, stacked / total.clamp(min=1e-6), 1.0 / len(masks))[None]
 
 
-def sigmoid_output(x: Tensor, height: int, width: int) -> Tensor:
+def sigmoid_output(x: Tensor, height: int, width: int, shown_with: Sequence[Tensor] = ()) -> Tensor:
     """A style network's result: sigmoid of ``x``'s top-left ``height`` x ``width``, in fp32;
-    one pass of the kernel for one channels-last CPU image, else torch ops."""
+    one pass of the kernel for one channels-last CPU image, else torch ops.
+
+    With ``shown_with`` (weights [height,width], where the image is shown), the result is
+    the premultiplied layer [1,4,height,width] that ``compose.premultiplied_layer`` makes of
+    the image and those weights, bit for bit, in the same pass: the image is never written.
+    """
     module = kernels() if applies(x) and x.shape[0] == 1 and x.stride(1) == 1 else None
+    if shown_with and not (x.shape[1] == 3 and all(_frame_weight(w) for w in shown_with)):
+        module = None
     if module is not None:
-        return module.sigmoid_output(x, height, width)
-    return x[..., :height, :width].float().sigmoid_()
+        return module.sigmoid_output(x, height, width, list(shown_with))
+    image = x[..., :height, :width].float().sigmoid()  # (in place would change an fp32 x)
+    if not shown_with:
+        return image
+    total = shown_with[0].clone()
+    for weight in shown_with[1:]:
+        total += weight
+    return torch.cat([image[0] * total, total[None]])[None]
+
+
+def _frame_weight(weight: Tensor) -> bool:
+    return weight.device.type == "cpu" and weight.dtype == torch.float32 and weight.dim() == 2
 
 
 @functools.lru_cache(maxsize=8)

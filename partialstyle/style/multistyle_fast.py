@@ -14,6 +14,7 @@ equal to it. What differs is only how the same arithmetic is laid out:
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -319,8 +320,14 @@ class FastMultiStyleNet(MultiStyleNet):
         style_weights: Tensor,
         region_masks: Tensor | None = None,
         share_repeated_styles: bool = True,
+        shown_with: Sequence[Tensor] = (),
     ) -> Tensor:
-        """``MultiStyleNet.forward``: stylize ``image`` [N,3,H,W] in [0,1]."""
+        """``MultiStyleNet.forward``: stylize ``image`` [N,3,H,W] in [0,1].
+
+        With ``shown_with`` (weights [H,W] of one image: where it will be shown), the result
+        is the premultiplied layer [1,4,H,W] of ``compose.premultiplied_layer`` instead,
+        made in the network's last pass (``fused_norm.sigmoid_output``).
+        """
         style_weights, padded_masks = regions_to_paint(
             image, style_weights, region_masks, share_repeated_styles
         )
@@ -343,4 +350,4 @@ class FastMultiStyleNet(MultiStyleNet):
                 # read them, never written (fused_norm.DeferredNorm).
                 layout["deferred"] = True
             x = layer(x, style_weights, masks, out_pad, **layout)
-        return fused_norm.sigmoid_output(x, height, width).to(image.dtype)
+        return fused_norm.sigmoid_output(x, height, width, shown_with).to(image.dtype)

@@ -89,18 +89,47 @@ class StyleStage:
                     looks[name, index] = look
                     weights[name, index] = weight
         masks = {key: region_masks[key[0]] for key in looks} if region_masks else None
+        # A full-strength look is shown by its mask itself (no product pass).
+        shown = (
+            {key: masks[key] if weights[key] == 1.0 else masks[key] * weights[key] for key in looks}
+            if masks
+            else weights
+        )
+        layer = self._layer_from_one_pass(small, looks, masks, shown, regions, half)
+        if layer is not None:
+            return layer
         stylized = self.stylize(small, looks, masks, half)
         parts = []
         for key in looks:
             styled = stylized[key]
             if regions[key[0]].preserve_colors:
                 styled = compose.preserve_colors(styled, small)
-            if masks is None:
-                parts.append((styled, weights[key]))
-            else:  # a full-strength look is shown by its mask itself (no product pass)
-                weight = weights[key]
-                parts.append((styled, masks[key] if weight == 1.0 else masks[key] * weight))
+            parts.append((styled, shown[key]))
         return compose.premultiplied_layer(small, parts)
+
+    def _layer_from_one_pass(
+        self,
+        small: torch.Tensor,
+        looks: dict[Hashable, Look],
+        masks: dict[Hashable, torch.Tensor] | None,
+        shown: dict[Hashable, torch.Tensor | float],
+        regions: dict[str, RegionStyle],
+        half: bool,
+    ) -> torch.Tensor | None:
+        """The layer from the network's last pass (`StyleKind.forward_layer`) when every look
+        shares one pass and shows its pixels as they are: the stylized image is then never
+        written, nor read back to be premultiplied. None otherwise."""
+        if not masks or any(regions[name].preserve_colors for name, _ in looks):
+            return None
+        kinds = {look.kind for look in looks.values()}
+        keys = list(looks)
+        if len(kinds) != 1 or len(_disjoint_groups(keys, masks)) != 1:
+            return None
+        (kind,) = kinds
+        if not kind.shares_pass:
+            return None
+        run = StylePass(small, tuple(looks.values()), tuple(masks.values()), half)
+        return kind.forward_layer(run, self._networks, [shown[key] for key in keys])
 
     def looks(
         self, region: RegionStyle, blend: Blend, small: torch.Tensor

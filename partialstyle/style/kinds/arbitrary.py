@@ -73,6 +73,11 @@ class ArbitraryKind(FileStyles):
         network = networks.model(_MODEL, run.image.device)
         return network.stylize(batch.float(), conditioning.float(), region_masks, share)[0]
 
+    def forward_layer(
+        self, run: StylePass, networks: Networks, shown_with: list[torch.Tensor]
+    ) -> torch.Tensor | None:
+        return None  # its image is premultiplied apart
+
 
 def picture_vector(path: str, networks: Networks, device: torch.device) -> torch.Tensor:
     """A picture's style vector, computed once per picture file version and device."""

@@ -145,6 +145,14 @@ class StyleKind(Protocol):
     def forward(self, run: StylePass, networks: Networks) -> torch.Tensor:
         """The stylized frame for one group of looks, [3,h,w] in [0,1]."""
 
+    def forward_layer(
+        self, run: StylePass, networks: Networks, shown_with: list[torch.Tensor]
+    ) -> torch.Tensor | None:
+        """The stylized frame already premultiplied by the weights it is shown with ([h,w]
+        each, summed), as `compose.premultiplied_layer` makes it: [4,h,w], bit for bit, in
+        the network's last pass. None where the kind's network cannot (the caller then
+        premultiplies `forward`'s image)."""
+
 
 class FileStyles:
     """Spec handling for kinds whose styles are files (a network, a picture): `kind:<file>`,

@@ -96,6 +96,11 @@ class JohnsonKind(FileStyles):
         styled[:, top:bottom, left:right] = network(image[None, :, top:bottom, left:right])[0]
         return styled
 
+    def forward_layer(
+        self, run: StylePass, networks: Networks, shown_with: list[torch.Tensor]
+    ) -> torch.Tensor | None:
+        return None  # its image is premultiplied apart
+
 
 def _covered_box(
     masks: tuple[torch.Tensor, ...], height: int, width: int

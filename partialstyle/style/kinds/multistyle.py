@@ -85,6 +85,19 @@ class MultiStyleKind:
         network = networks.model(_MODEL, run.image.device)
         return network(batch, conditioning.to(batch.dtype), region_masks, share)[0].float()
 
+    def forward_layer(
+        self, run: StylePass, networks: Networks, shown_with: list[torch.Tensor]
+    ) -> torch.Tensor | None:
+        from partialstyle.style.kinds.spatial import conditioned_pass
+        from partialstyle.style.multistyle_fast import FastMultiStyleNet
+
+        network = networks.model(_MODEL, run.image.device)
+        if not isinstance(network, FastMultiStyleNet):
+            return None
+        batch, conditioning, region_masks, share = conditioned_pass(run)
+        conditioning = conditioning.to(batch.dtype)
+        return network(batch, conditioning, region_masks, share, shown_with)[0].float()
+
 
 def multistyle_index(token: str) -> int:
     """A style number (0-25) or one of the short names in `MULTISTYLE_NAMES`."""

@@ -62,5 +62,10 @@ class NoStyle:
     def forward(self, run: StylePass, networks: Networks) -> torch.Tensor:
         return run.image
 
+    def forward_layer(
+        self, run: StylePass, networks: Networks, shown_with: list[torch.Tensor]
+    ) -> torch.Tensor | None:
+        return None  # its image is premultiplied apart
+
 
 NONE = NoStyle()
