@@ -143,11 +143,13 @@ def blend_layer(frame: np.ndarray, layer: torch.Tensor, small: torch.Tensor) -> 
     frame at the frame's size: what `compose_frame` makes with bilinear upsampling, alpha kept.
 
     On the CPU it is one compiled pass over the frame that scales the layer up on the way, with
-    no colour recovered from the layer first; elsewhere the colour and coverage of
-    `layer_colors` go through `blend_styled`.
+    no colour recovered from the layer first. Elsewhere, and where a layer to be scaled up
+    covers the whole frame (then nothing is blended and OpenCV's uint8 resize of the colour
+    is the whole pass), the colour and coverage of `layer_colors` go through `blend_styled`.
     """
     kernels = fused_norm.for_frames(layer)
-    if kernels is not None and frame.flags.writeable:  # torch's rule for from_numpy
+    usable = kernels is not None and frame.flags.writeable  # torch's rule for from_numpy
+    if usable and (layer.shape[-2:] == frame.shape[:2] or float(layer[3].min()) < 1.0):
         return kernels.blend_layer(torch.from_numpy(frame), layer).numpy()
     color, coverage = layer_colors(layer, small)
     return blend_styled(frame, color, coverage)

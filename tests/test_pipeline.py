@@ -296,9 +296,10 @@ def test_blend_kernels_equal_the_opencv_blend(astronaut, channels, frame_size):
 @pytest.mark.parametrize(("process_height", "channels"), [(128, 4), (512, 4), (128, 3), (512, 3)])
 def test_uint8_compositing_matches_the_float_path(astronaut, background, process_height, channels):
     """On the CPU with bilinear upsampling the full-resolution pass is one compiled pass in
-    uint8 on the frame itself; the float pass (GPUs, guided upsampling, the mask view) is its
-    reference: the same picture within one level of rounding, the layer scaled up (128) or
-    not (512), pixels no region styles exactly the frame's, alpha kept."""
+    uint8 on the frame itself (or OpenCV's uint8 resize of the colour, where a layer to be
+    scaled up covers the whole frame); the float pass (GPUs, guided upsampling, the mask
+    view) is its reference: the same picture within one level of rounding, the layer scaled
+    up (128) or not (512), pixels no region styles exactly the frame's, alpha kept."""
     pipeline = _pipeline("multistyle:19", background, process_height=process_height)
     alpha = np.arange(astronaut.size // 3, dtype=np.uint8).reshape(512, 512)
     frame = np.dstack([astronaut, alpha]) if channels == 4 else astronaut
@@ -311,7 +312,8 @@ def test_uint8_compositing_matches_the_float_path(astronaut, background, process
         )
     assert fast.shape == frame.shape and np.array_equal(fast[..., 3:], frame[..., 3:])
     difference = np.abs(fast[..., :3].astype(int) - reference[..., :3])
-    assert difference.max() <= 1 and difference.mean() < 0.01
+    # (A layer covering the frame is scaled as uint8 colour: rounded once more, ~0.2 on average.)
+    assert difference.max() <= 1 and difference.mean() < 0.25
     if background == "none":
         coverage = cv2.resize(layer[3].numpy(), (512, 512), interpolation=cv2.INTER_LINEAR)
         untouched = coverage == 0.0
