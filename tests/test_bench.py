@@ -35,6 +35,13 @@ def test_stage_benchmarks_cover_the_stages():
     for stage in ("segmentation", "style_1_region", "style_2_regions", "pipeline"):
         assert row[stage]["ms"] > 0 and row[stage]["fps"] > 0
     assert row["torch_vs_onnxruntime_throughput"] > 0
+    pipeline, network = row["pipeline"]["ms"], row["style_2_regions"]["ms"]
+    assert row["pipeline_minus_network_vs_network"] == pytest.approx(
+        (pipeline - network) / network, abs=0.2
+    )
+    # Timed within the pipeline's frames: the network ran in each (else the share would be
+    # infinite), and the rest takes time too.
+    assert 0.0 < row["outside_network_vs_network"] < 100.0
 
 
 @pytest.mark.usefixtures("default_models")

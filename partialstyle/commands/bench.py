@@ -149,11 +149,50 @@ def stage_benchmarks(device: torch.device, repeats: int, sizes=SIZES) -> dict:
         row["two_vs_one_region_speed"] = round(
             timings["style_1_region"] / timings["style_2_regions"], 3
         )
+        # The pipeline runs the two-region pass once a frame: the rest (segmentation, mask
+        # refinement, compositing) as a share of it (issue 17 caps it at 0.3 at 640x360),
+        # against the network's own call within each frame, and against the pass timed alone
+        # (within a frame the network runs after the analysis has filled the caches, slower).
+        with torch.inference_mode():
+            row["outside_network_vs_network"] = round(
+                outside_network_share(pipeline, frame, network, 4 * repeats), 3
+            )
+        row["pipeline_minus_network_vs_network"] = round(
+            (timings["pipeline"] - timings["style_2_regions"]) / timings["style_2_regions"], 3
+        )
         gflop = style_network_gflop(height, width)
         row["style_network_gflop"] = round(gflop, 2)
         row["style_1_region_gflops_per_s"] = round(gflop / timings["style_1_region"] * 1000, 1)
         results[f"{width}x{height}"] = row
     return results
+
+
+def outside_network_share(
+    pipeline: Pipeline, frame: np.ndarray, network: torch.nn.Module, frames: int
+) -> float:
+    """The pipeline's time outside its style network's calls over their time, median over
+    `frames` frames back to back (after as many untimed): each frame's network time is what
+    forward hooks on the network measure within it."""
+    spent = []
+    started = []
+    before = network.register_forward_pre_hook(lambda *_: started.append(time.perf_counter()))
+    after = network.register_forward_hook(
+        lambda *_: spent.append(time.perf_counter() - started.pop())
+    )
+    outside, inside = [], []
+    try:
+        for index in range(2 * frames):
+            spent.clear()
+            start = time.perf_counter()
+            pipeline.process(frame)
+            total = time.perf_counter() - start
+            if index >= frames:
+                inside.append(sum(spent))
+                outside.append(total - sum(spent))
+    finally:
+        before.remove()
+        after.remove()
+    return statistics.median(outside) / statistics.median(inside)
 
 
 def preset_benchmarks(device: torch.device, repeats: int, photos: list[np.ndarray]) -> dict:
