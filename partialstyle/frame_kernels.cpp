@@ -818,6 +818,29 @@ torch::Tensor pixels_to_image(torch::Tensor rgb) {
   return image.permute({2, 0, 1});
 }
 
+// One row of four-channel pixels blended from planes: channel k = colour_k + frame_k * share,
+// rounded and clamped to a byte, the alpha byte kept. Each pixel is one 32-bit word (bytes R,
+// G, B, A in memory order on a little-endian CPU), so the loop runs on whole words and
+// vectorises, where spreading the planes over four float lanes a pixel did not.
+static void blend_rgba_row(const uint8_t* frame, const float* share, const float* red,
+                           const float* green, const float* blue, uint8_t* out, int64_t from,
+                           int64_t to) {
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "pixels as words need little-endian");
+  typedef uint32_t __attribute__((may_alias, aligned(1))) word;
+  const word* in = reinterpret_cast<const word*>(frame);
+  word* o = reinterpret_cast<word*>(out);
+  for (int64_t x = from; x < to; ++x) {
+    const uint32_t pixel = in[x];
+    const float keep = share[x];
+    auto channel = [keep](float colour, uint32_t byte) {
+      const float value = colour + static_cast<float>(byte) * keep + 0.5f;
+      return static_cast<uint32_t>(std::min(std::max(value, 0.0f), 255.0f));
+    };
+    o[x] = channel(red[x], pixel & 0xFFu) | channel(green[x], (pixel >> 8) & 0xFFu) << 8 |
+           channel(blue[x], (pixel >> 16) & 0xFFu) << 16 | (pixel & 0xFF000000u);
+  }
+}
+
 // What the scaled blend lays over the frame, read per processing-size pixel: a uint8 colour
 // with its coverage (the live path's, blended as colour * coverage), or a premultiplied layer
 // (the pipeline's, already colour * coverage, so that it is scaled as the float path scales it).
@@ -870,10 +893,10 @@ struct LayerOverFrame {
 // [h,w] content scaled bilinearly (half-pixel centres) to the frame's [H,W], then per value
 // frame * (1 - coverage) + colour * coverage (or + the premultiplied colour), rounded; an alpha
 // channel is kept. Rows and columns that no coverage reaches are the frame's own bytes, copied.
-template <int kChannels, class Source>
+template <int C, class Source>
 static torch::Tensor blend_scaled_from(const torch::Tensor& frame, const Source& source,
                                        int64_t h, int64_t w) {
-  const int64_t H = frame.size(0), W = frame.size(1), C = kChannels;
+  const int64_t H = frame.size(0), W = frame.size(1);
   auto out = torch::empty_like(frame);
   const uint8_t* f = frame.data_ptr<uint8_t>();
   uint8_t* o = out.data_ptr<uint8_t>();
@@ -892,8 +915,8 @@ static torch::Tensor blend_scaled_from(const torch::Tensor& frame, const Source&
   at::parallel_for(0, H, 16, [=, &x0, &x1, &rows, &first, &last, &widen](int64_t begin,
                                                                           int64_t end) {
     // Per row: the two small rows blended into four planes, each scaled along the row, then
-    // spread over C values a pixel (an alpha lane takes colour 0 and the frame's share 1, so
-    // it keeps the frame's byte), then one flat blend loop.
+    // for RGB frames spread over three values a pixel and blended in one flat loop, for RGBA
+    // frames blended a pixel (a 32-bit word, its alpha byte kept) at a time.
     std::vector<float> small_planes(4 * w), wide_planes(4 * W), keep(C * W), styled(C * W);
     for (int64_t y = begin; y < end; ++y) {
       const uint8_t* frame_row = f + y * W * C;
@@ -916,23 +939,31 @@ static torch::Tensor blend_scaled_from(const torch::Tensor& frame, const Source&
       std::copy(frame_row + stop * C, frame_row + W * C, out_row + stop * C);
       for (int64_t p = 0; p < 4; ++p)
         widen(small_planes.data() + p * w, wide_planes.data() + p * W, start, stop);
-      const float* cover = wide_planes.data();
-      const float* red = cover + W;
-      const float* green = red + W;
-      const float* blue = green + W;
+      float* share = wide_planes.data();
+      float* red = share + W;
+      float* green = red + W;
+      float* blue = green + W;
+      if (C == 4) {  // the frame's share and the colour over it in place, then a word a pixel
+        for (int64_t x = start; x < stop; ++x) {
+          const float c = std::min(std::max(share[x], 0.0f), 1.0f);
+          const float scale = Source::premultiplied ? 1.0f : c;
+          share[x] = 1.0f - c;
+          red[x] *= scale;
+          green[x] *= scale;
+          blue[x] *= scale;
+        }
+        blend_rgba_row(frame_row, share, red, green, blue, out_row, start, stop);
+        continue;
+      }
       float* kv = keep.data();
       float* sv = styled.data();
       for (int64_t x = start; x < stop; ++x) {
-        const float c = std::min(std::max(cover[x], 0.0f), 1.0f);
+        const float c = std::min(std::max(share[x], 0.0f), 1.0f);
         const float scale = Source::premultiplied ? 1.0f : c;
         kv[C * x] = kv[C * x + 1] = kv[C * x + 2] = 1.0f - c;
         sv[C * x] = red[x] * scale;
         sv[C * x + 1] = green[x] * scale;
         sv[C * x + 2] = blue[x] * scale;
-        if (C == 4) {
-          kv[C * x + 3] = 1.0f;
-          sv[C * x + 3] = 0.0f;
-        }
       }
       const int64_t from = start * C, to = stop * C;
       for (int64_t n = from; n < to; ++n) {
@@ -960,35 +991,43 @@ torch::Tensor blend_scaled(torch::Tensor frame, torch::Tensor color, torch::Tens
 // is smaller, rounded to nearest, alpha kept. It is compose.compose_frame's float blend with
 // bilinear scaling, in one pass over the frame; where the coverage is 0 the frame's pixel comes
 // out exactly as it went in.
-// blend_layer's rows at the frame's own size, for frames of C = 3 or 4 channels: per row the
-// colour (times 255) and the frame's share spread over C lanes a pixel (an alpha lane takes
-// colour 0 and share 1, so it keeps the frame's byte), then one flat loop over the values.
-template <int kChannels>
-static void blend_layer_rows(const uint8_t* f, const float* in, uint8_t* o, int64_t H, int64_t W,
-                             int64_t channels) {
-  const int64_t plane = H * W, C = kChannels > 0 ? kChannels : channels;
+// blend_layer's rows at the frame's own size: per row the frame's share and the colour (times
+// 255), for RGB frames spread over three lanes a pixel and blended in one flat loop over the
+// values, for RGBA frames as planes blended a pixel (a 32-bit word) at a time.
+template <int C>
+static void blend_layer_rows(const uint8_t* f, const float* in, uint8_t* o, int64_t H, int64_t W) {
+  const int64_t plane = H * W;
   at::parallel_for(0, H, 16, [=](int64_t begin, int64_t end) {
-    std::vector<float> keep(C * W), styled(C * W);
+    std::vector<float> planes(4 * W), keep(C * W), styled(C * W);
     for (int64_t y = begin; y < end; ++y) {
       const float* r = in + y * W;
       const float* g = r + plane;
       const float* b = g + plane;
       const float* c = b + plane;
+      const uint8_t* frame_row = f + y * W * C;
+      uint8_t* out_row = o + y * W * C;
+      if (C == 4) {
+        float* share = planes.data();
+        float* red = share + W;
+        float* green = red + W;
+        float* blue = green + W;
+        for (int64_t x = 0; x < W; ++x) {
+          share[x] = 1.0f - std::min(std::max(c[x], 0.0f), 1.0f);
+          red[x] = 255.0f * r[x];
+          green[x] = 255.0f * g[x];
+          blue[x] = 255.0f * b[x];
+        }
+        blend_rgba_row(frame_row, share, red, green, blue, out_row, 0, W);
+        continue;
+      }
       float* kv = keep.data();
       float* sv = styled.data();
       for (int64_t x = 0; x < W; ++x) {
-        const float share = 1.0f - std::min(std::max(c[x], 0.0f), 1.0f);
-        kv[C * x] = kv[C * x + 1] = kv[C * x + 2] = share;
+        kv[C * x] = kv[C * x + 1] = kv[C * x + 2] = 1.0f - std::min(std::max(c[x], 0.0f), 1.0f);
         sv[C * x] = 255.0f * r[x];
         sv[C * x + 1] = 255.0f * g[x];
         sv[C * x + 2] = 255.0f * b[x];
-        if (C == 4) {
-          kv[C * x + 3] = 1.0f;
-          sv[C * x + 3] = 0.0f;
-        }
       }
-      const uint8_t* frame_row = f + y * W * C;
-      uint8_t* out_row = o + y * W * C;
       const int64_t n = C * W;
       for (int64_t i = 0; i < n; ++i) {
         const float value = sv[i] + static_cast<float>(frame_row[i]) * kv[i] + 0.5f;
@@ -1013,10 +1052,9 @@ torch::Tensor blend_layer(torch::Tensor frame, torch::Tensor layer) {
   auto out = torch::empty_like(frame);
   const uint8_t* f = frame.data_ptr<uint8_t>();
   uint8_t* o = out.data_ptr<uint8_t>();
-  // (A fixed count of four lanes vectorises worse than this count known only at run time.)
   if (frame.size(2) == 3)
-    blend_layer_rows<3>(f, source.layer, o, h, w, 3);
+    blend_layer_rows<3>(f, source.layer, o, h, w);
   else
-    blend_layer_rows<0>(f, source.layer, o, h, w, 4);
+    blend_layer_rows<4>(f, source.layer, o, h, w);
   return out;
 }
