@@ -103,28 +103,15 @@ torch::Tensor premultiplied_layer(torch::Tensor styled, std::vector<torch::Tenso
               "styled must be fp32 [3,h,w]");
   TORCH_CHECK(!weights.empty(), "premultiplied_layer needs at least one weight");
   const int64_t H = styled.size(1), W = styled.size(2), plane = H * W;
-  std::vector<const float*> parts;
-  for (auto& weight : weights) {
-    TORCH_CHECK(weight.dim() == 2 && weight.size(0) == H && weight.size(1) == W &&
-                    weight.scalar_type() == at::kFloat,
-                "each weight must be fp32 [h,w] of the image's size");
-    weight = weight.contiguous();
-    parts.push_back(weight.data_ptr<float>());
-  }
+  const std::vector<const float*> parts = weight_planes(weights, H, W);
   const int64_t sc = styled.stride(0), sh = styled.stride(1), sw = styled.stride(2);
   auto layer = torch::empty({4, H, W}, styled.options());
   const float* colour = styled.data_ptr<float>();
   float* out = layer.data_ptr<float>();
-  const int64_t count = static_cast<int64_t>(parts.size());
   at::parallel_for(0, H, 16, [=](int64_t begin, int64_t end) {
     for (int64_t h = begin; h < end; ++h) {
       float* total = out + 3 * plane + h * W;
-      const float* first = parts[0] + h * W;
-      for (int64_t w = 0; w < W; ++w) total[w] = first[w];
-      for (int64_t p = 1; p < count; ++p) {
-        const float* part = parts[p] + h * W;
-        for (int64_t w = 0; w < W; ++w) total[w] += part[w];
-      }
+      summed_weights(parts, h, W, total);
       float* r = out + h * W;
       float* g = r + plane;
       float* b = g + plane;

@@ -1112,6 +1112,32 @@ torch::Tensor padded_input(torch::Tensor image, int64_t pad, bool bf16, int64_t 
   return y;
 }
 
+// The weights a premultiplied layer is made with, [H,W] fp32 each: checked, made contiguous
+// in place (the caller's vector keeps them alive) and returned as their planes.
+static std::vector<const float*> weight_planes(std::vector<torch::Tensor>& weights, int64_t H,
+                                               int64_t W) {
+  std::vector<const float*> planes;
+  for (auto& weight : weights) {
+    TORCH_CHECK(weight.dim() == 2 && weight.size(0) == H && weight.size(1) == W &&
+                    weight.scalar_type() == at::kFloat,
+                "each weight must be fp32 [h,w] of the image's size");
+    weight = weight.contiguous();
+    planes.push_back(weight.data_ptr<float>());
+  }
+  return planes;
+}
+
+// Row h of the weights' sum, added in order (compose.premultiplied_layer's), into `total`.
+static void summed_weights(const std::vector<const float*>& planes, int64_t h, int64_t W,
+                           float* total) {
+  const float* first = planes[0] + h * W;
+  for (int64_t w = 0; w < W; ++w) total[w] = first[w];
+  for (size_t p = 1; p < planes.size(); ++p) {
+    const float* part = planes[p] + h * W;
+    for (int64_t w = 0; w < W; ++w) total[w] += part[w];
+  }
+}
+
 // The network's last step: sigmoid of the top-left [H, W] of x (one channels-last image, fp32
 // or bf16) into a new fp32 channels-last image. As torch ops that is a crop, a cast and an
 // in-place sigmoid: three passes over the frame, the cast a slow 3-channel one.
@@ -1125,17 +1151,8 @@ torch::Tensor sigmoid_output(torch::Tensor x, int64_t H, int64_t W,
   TORCH_CHECK(H <= x.size(2) && W <= x.size(3), "the output must fit in x");
   const int64_t C = x.size(1), n = W * C;
   const bool layer = !shown_with.empty();
-  std::vector<const float*> weights;
-  if (layer) {
-    TORCH_CHECK(C == 3, "a premultiplied layer takes a 3-channel image");
-    for (auto& weight : shown_with) {
-      TORCH_CHECK(weight.dim() == 2 && weight.size(0) == H && weight.size(1) == W &&
-                      weight.scalar_type() == at::kFloat,
-                  "each weight must be fp32 [H,W] of the image's size");
-      weight = weight.contiguous();
-      weights.push_back(weight.data_ptr<float>());
-    }
-  }
+  TORCH_CHECK(!layer || C == 3, "a premultiplied layer takes a 3-channel image");
+  const std::vector<const float*> weights = weight_planes(shown_with, H, W);
   auto y = layer ? torch::empty({1, 4, H, W}, x.options().dtype(at::kFloat))
                  : torch::empty({1, C, H, W}, x.options().dtype(at::kFloat)
                                                   .memory_format(at::MemoryFormat::ChannelsLast));
@@ -1162,12 +1179,7 @@ torch::Tensor sigmoid_output(torch::Tensor x, int64_t H, int64_t W,
         float* g = r + plane;
         float* b = g + plane;
         float* total = b + plane;
-        const float* first = weights[0] + h * W;
-        for (int64_t w = 0; w < W; ++w) total[w] = first[w];
-        for (size_t p = 1; p < weights.size(); ++p) {
-          const float* part = weights[p] + h * W;
-          for (int64_t w = 0; w < W; ++w) total[w] += part[w];
-        }
+        summed_weights(weights, h, W, total);
         for (int64_t w = 0; w < W; ++w) {
           r[w] = o[3 * w] * total[w];
           g[w] = o[3 * w + 1] * total[w];

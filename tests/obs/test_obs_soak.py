@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 import pytest
 from obs_harness import CAMERA, FILTER, FPS, HEIGHT, WIDTH, ObsSession
+from obsws_python.error import OBSSDKRequestError
 
 from partialstyle.obs.sample_clip import write_sample_clip
 
@@ -306,7 +307,14 @@ def test_source_resolution_changes_mid_stream(soak):
             client.set_input_settings(CAMERA, {"local_file": str(clip)}, True)
 
             def styled_at(size: tuple[int, int] = size) -> bool:
-                shot = native_screenshot(session)
+                try:
+                    shot = native_screenshot(session)
+                except OBSSDKRequestError as error:
+                    # While the media source opens the new clip it may have no size, and OBS
+                    # cannot render it (702); a later poll sees the new clip.
+                    if error.code != 702:
+                        raise
+                    return False
                 return shot.shape[:2] == size and mean_difference(shot, plain[size]) > 20
 
             session.wait_for(styled_at, 30, interval=0.05, what=f"styled {label}")
