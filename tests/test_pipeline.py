@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import skimage.data
 import torch
 
 from partialstyle import compose
@@ -167,32 +168,49 @@ def test_show_mask_tints_people(astronaut):
 
 
 @pytest.mark.parametrize(
-    ("background", "strength"),
-    [("none", 1.0), ("multistyle:mosaic", 1.0), ("multistyle:mosaic", 0.6)],
+    ("kind", "background", "strength"),
+    [
+        ("multistyle", "none", 1.0),
+        ("multistyle", "multistyle:mosaic", 1.0),
+        ("multistyle", "multistyle:mosaic", 0.6),
+        ("arbitrary", "none", 1.0),
+        ("arbitrary", "chelsea", 1.0),
+    ],
 )
 def test_layer_from_the_networks_last_pass_equals_the_premultiplied_image(
-    astronaut, monkeypatch, background, strength
+    astronaut, monkeypatch, tmp_path, kind, background, strength
 ):
-    """Where every region's look shares one pass of the 26-style network, the style layer
-    comes from that pass's last step, the stylized image never written: bit for bit the
-    layer compositing makes of the image (one region, two, part strength)."""
+    """Where every region's look shares one pass of the 26-style or the arbitrary network,
+    the style layer comes from that pass's last step, the stylized image never written: bit
+    for bit the layer compositing makes of the image (one region, two, part strength)."""
+    from partialstyle.style.kinds.arbitrary import ArbitraryKind
     from partialstyle.style.kinds.multistyle import MultiStyleKind
 
-    plan = StylePlan.from_specs("multistyle:19", background, strength)
+    if kind == "arbitrary":
+        pictures = {}
+        for name in ("coffee", "chelsea"):
+            pictures[name] = tmp_path / f"{name}.png"
+            cv2.imwrite(str(pictures[name]), getattr(skimage.data, name)()[..., ::-1])
+        person = f"arbitrary:{pictures['coffee']}"
+        background = f"arbitrary:{pictures[background]}" if background != "none" else background
+    else:
+        person = "multistyle:19"
+    plan = StylePlan.from_specs(person, background, strength)
     pipeline = Pipeline(PipelineConfig(process_height=128), plan)
     analysis = pipeline.analyse(astronaut)
     made = []
-    forward_layer = MultiStyleKind.forward_layer
+    kind_class = ArbitraryKind if kind == "arbitrary" else MultiStyleKind
+    forward_layer = kind_class.forward_layer
 
     def recorded(self, run, networks, shown_with):
         layer = forward_layer(self, run, networks, shown_with)
         made.append(layer)
         return layer
 
-    monkeypatch.setattr(MultiStyleKind, "forward_layer", recorded)
+    monkeypatch.setattr(kind_class, "forward_layer", recorded)
     layer = pipeline.style_layer(analysis)
     assert len(made) == 1 and made[0] is layer  # the network's pass made it
-    monkeypatch.setattr(MultiStyleKind, "forward_layer", lambda *args: None)
+    monkeypatch.setattr(kind_class, "forward_layer", lambda *args: None)
     expected = pipeline.style_layer(analysis)
     assert layer.shape == expected.shape == (4, *analysis.small.shape[-2:])
     assert torch.equal(layer, expected)

@@ -284,6 +284,51 @@ class ArbitraryStyle(nn.Module):
         normalised with its own statistics; regions with the same vector are one region (so one
         style everywhere is a plain forward) unless ``share_repeated_styles`` is False.
         """
+        padded, style_vectors, weights = self._inputs(
+            image, style_vectors, region_masks, share_repeated_styles
+        )
+        height, width = image.shape[-2:]
+        styles = style_vectors.to(image.dtype)
+        if self.fake_quant:  # the int8 graph's rounding, on request
+            styled = transformer_int8(self.transformer, padded, styles, weights)
+        elif fused_norm.applies(padded) and (kernels := fused_norm.kernels()) is not None:
+            # the CPU's fast path, once its kernel is built
+            styled = self.transformer.fast()(kernels, padded, style_vectors, weights)
+            styled = styled.to(image.dtype)
+        else:  # the definition: plain float ops
+            styled = self.transformer(padded, styles, weights)
+        return styled[..., :height, :width]
+
+    def layer(
+        self,
+        image: torch.Tensor,
+        style_vectors: torch.Tensor,
+        region_masks: torch.Tensor | None,
+        share_repeated_styles: bool,
+        shown_with: list[torch.Tensor],
+    ) -> torch.Tensor | None:
+        """``stylize``'s one image already premultiplied by the weights it is shown with, as
+        ``compose.premultiplied_layer`` makes it ([1,4,H,W], bit for bit), from the fast path's
+        last pass; None where the fast path does not run (then stylize and premultiply)."""
+        padded, style_vectors, weights = self._inputs(
+            image, style_vectors, region_masks, share_repeated_styles
+        )
+        fast = not self.fake_quant and image.shape[0] == 1 and fused_norm.applies(padded)
+        kernels = fused_norm.kernels() if fast else None
+        if kernels is None:
+            return None
+        size = tuple(image.shape[-2:])
+        return self.transformer.fast()(kernels, padded, style_vectors, weights, shown_with, size)
+
+    def _inputs(
+        self,
+        image: torch.Tensor,
+        style_vectors: torch.Tensor,
+        region_masks: torch.Tensor | None,
+        share_repeated_styles: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The arguments checked: the frame padded for the network, the style vectors with
+        repeated ones merged, and the per-pixel region weights padded alike (None: one style)."""
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"expected an [N,3,H,W] image batch, got shape {tuple(image.shape)}")
         if style_vectors.dim() != 2 or style_vectors.shape[1] != STYLE_DIM:
@@ -307,17 +352,7 @@ class ArbitraryStyle(nn.Module):
                 weights = None
         elif regions != 1:
             raise ValueError(f"{regions} style vectors need region_masks to say where each goes")
-        padded = pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE)
-        styles = style_vectors.to(image.dtype)
-        if self.fake_quant:  # the int8 graph's rounding, on request
-            styled = transformer_int8(self.transformer, padded, styles, weights)
-        elif fused_norm.applies(padded) and (kernels := fused_norm.kernels()) is not None:
-            # the CPU's fast path, once its kernel is built
-            styled = self.transformer.fast()(kernels, padded, style_vectors, weights)
-            styled = styled.to(image.dtype)
-        else:  # the definition: plain float ops
-            styled = self.transformer(padded, styles, weights)
-        return styled[..., :height, :width]
+        return pad_to_multiple(image, SIZE_MULTIPLE, MIN_SIDE), style_vectors, weights
 
 
 def normalise_region_weights(masks: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ add after it and the next conv's padding, is one call of the fused kernel (``fus
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -68,8 +69,14 @@ class FastArbitraryTransformer:
         image: torch.Tensor,
         styles: torch.Tensor,
         weights: torch.Tensor | None,
+        shown_with: Sequence[torch.Tensor] = (),
+        size: tuple[int, int] | None = None,
     ) -> torch.Tensor:
-        """``ArbitraryTransformer.forward`` (float) with the fused kernels ``kernels``."""
+        """``ArbitraryTransformer.forward`` (float) with the fused kernels ``kernels``.
+
+        With ``shown_with`` (one image; weights of its top-left ``size``, where it will be
+        shown), the result is that part's premultiplied layer [1,4,h,w] instead
+        (``fused_norm.sigmoid_output``)."""
         if image.shape[0] > 1:
             masks = [None] * image.shape[0] if weights is None else weights.split(1)
             return torch.cat(
@@ -130,4 +137,4 @@ class FastArbitraryTransformer:
         up = convs["expand1"](x, shuffle=False)
         x = norm(net.expand[1], up, relu=True, out_pad=4, subpixel=True, out_block=2)
         x = norm(net.expand[2], convs["expand2"](x, shuffle=False), subpixel=True)
-        return sigmoid_output(x, *x.shape[-2:])
+        return sigmoid_output(x, *(size or x.shape[-2:]), shown_with)

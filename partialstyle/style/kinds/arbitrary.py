@@ -76,7 +76,13 @@ class ArbitraryKind(FileStyles):
     def forward_layer(
         self, run: StylePass, networks: Networks, shown_with: list[torch.Tensor]
     ) -> torch.Tensor | None:
-        return None  # its image is premultiplied apart
+        from partialstyle.style.kinds.spatial import conditioned_pass
+
+        batch, conditioning, region_masks, share = conditioned_pass(run)
+        network = networks.model(_MODEL, run.image.device)
+        batch, conditioning = batch.float(), conditioning.float()
+        layer = network.layer(batch, conditioning, region_masks, share, shown_with)
+        return None if layer is None else layer[0]
 
 
 def picture_vector(path: str, networks: Networks, device: torch.device) -> torch.Tensor:
