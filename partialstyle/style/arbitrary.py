@@ -18,6 +18,8 @@ normalisation kernel. ``ArbitraryStyle.stylize`` says which runs when.
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -291,8 +293,7 @@ class ArbitraryStyle(nn.Module):
         styles = style_vectors.to(image.dtype)
         if self.fake_quant:  # the int8 graph's rounding, on request
             styled = transformer_int8(self.transformer, padded, styles, weights)
-        elif fused_norm.applies(padded) and (kernels := fused_norm.kernels()) is not None:
-            # the CPU's fast path, once its kernel is built
+        elif (kernels := self._fast_kernels(padded)) is not None:
             styled = self.transformer.fast()(kernels, padded, style_vectors, weights)
             styled = styled.to(image.dtype)
         else:  # the definition: plain float ops
@@ -313,12 +314,17 @@ class ArbitraryStyle(nn.Module):
         padded, style_vectors, weights = self._inputs(
             image, style_vectors, region_masks, share_repeated_styles
         )
-        fast = not self.fake_quant and image.shape[0] == 1 and fused_norm.applies(padded)
-        kernels = fused_norm.kernels() if fast else None
+        kernels = None if self.fake_quant or image.shape[0] != 1 else self._fast_kernels(padded)
         if kernels is None:
             return None
         size = tuple(image.shape[-2:])
         return self.transformer.fast()(kernels, padded, style_vectors, weights, shown_with, size)
+
+    @staticmethod
+    def _fast_kernels(padded: torch.Tensor) -> ModuleType | None:
+        """The fused kernels where the CPU's fast path runs on ``padded`` (once they are
+        built), else None."""
+        return fused_norm.kernels() if fused_norm.applies(padded) else None
 
     def _inputs(
         self,
